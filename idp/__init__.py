@@ -1,0 +1,70 @@
+"""idp: an identity provider and SSO gateway.
+
+``create_app`` is the only place that wires settings, database, store and services together;
+``gunicorn 'idp:create_app()'`` serves it in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from idp.runtime import Runtime
+from idp.settings import PROJECT_ROOT, Settings, SettingsError, ensure_secret_key, load_settings
+
+__all__ = ["create_app"]
+
+
+def _configure_logging(level: str) -> None:
+    logger = logging.getLogger("idp")
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the WSGI application. Without ``settings``, read them (file, then environment);
+    a bad setting ends the process with one line naming it."""
+    if settings is None:
+        try:
+            settings = ensure_secret_key(load_settings())
+        except SettingsError as exc:
+            raise SystemExit(f"idp: {exc}") from None
+    else:
+        settings = ensure_secret_key(settings)
+    _configure_logging(settings.log_level)
+
+    app = Flask(
+        "idp",
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        MAX_FORM_MEMORY_SIZE=64 * 1024,
+        SEND_FILE_MAX_AGE_DEFAULT=3600,
+        PREFERRED_URL_SCHEME="https" if settings.secure_cookies else "http",
+        TRAP_HTTP_EXCEPTIONS=False,
+    )
+    if settings.proxy_hops:
+        n = settings.proxy_hops
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n
+        )
+
+    Runtime(settings).init_app(app)
+
+    from idp.flows import register_flows
+    from idp.security import csrf, headers
+
+    csrf.init_app(app, secure=settings.secure_cookies)
+    headers.init_app(app, https=settings.secure_cookies)
+    register_flows(app)
+    return app

@@ -1,0 +1,131 @@
+"""Organizations and user accounts: creation, lookup and the rules their data obeys."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from idp.events import EventTag, record_event
+from idp.models import Membership, Organization, Role, User
+from idp.security.passwords import PasswordService
+
+# Pragmatic address check (RFC 5321 limits): one @, no spaces, a dotted domain.
+_EMAIL = re.compile(
+    r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
+
+
+class AccountError(ValueError):
+    """A request about accounts that cannot be carried out; the message is for its author."""
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def validate_email(email: str) -> str:
+    email = email.strip()
+    if len(email) > 254 or not _EMAIL.match(email):
+        raise AccountError(f"not a valid email address: {email!r}")
+    return email
+
+
+def _validate_name(label: str, value: str) -> str:
+    value = value.strip()
+    if len(value) > 100 or any(ord(c) < 0x20 for c in value):
+        raise AccountError(f"{label} must be at most 100 printable characters")
+    return value
+
+
+class AccountService:
+    def __init__(self, db: Session, passwords: PasswordService) -> None:
+        self.db = db
+        self.passwords = passwords
+
+    def find_user_by_email(self, email: str) -> User | None:
+        return self.db.scalar(select(User).where(User.email_normalized == normalize_email(email)))
+
+    def find_organization(self, name: str) -> Organization | None:
+        return self.db.scalar(
+            select(Organization).where(func.lower(Organization.name) == name.strip().lower())
+        )
+
+    def create_organization(self, name: str) -> Organization:
+        name = name.strip()
+        if not name or len(name) > 200 or any(ord(c) < 0x20 for c in name):
+            raise AccountError("organization name must be 1 to 200 printable characters")
+        if self.find_organization(name) is not None:
+            raise AccountError(f"an organization named {name!r} already exists")
+        org = Organization(name=name)
+        self.db.add(org)
+        self.db.flush()
+        record_event(
+            self.db, EventTag.ORGANIZATION_CREATED, organization_id=org.id, details={"name": name}
+        )
+        self._commit(f"an organization named {name!r} already exists")
+        return org
+
+    def create_user(
+        self,
+        email: str,
+        password: str,
+        *,
+        first_name: str = "",
+        last_name: str = "",
+        organization: str | None = None,
+        role: Role = Role.MEMBER,
+        email_verified: bool = True,
+    ) -> User:
+        """Create a user (and membership); nothing is written when any part is refused."""
+        email = validate_email(email)
+        first_name = _validate_name("first name", first_name)
+        last_name = _validate_name("last name", last_name)
+        org = None
+        if organization is not None:
+            org = self.find_organization(organization)
+            if org is None:
+                raise AccountError(f"no organization named {organization!r}")
+        if self.find_user_by_email(email) is not None:
+            raise AccountError(f"a user with email {email} already exists")
+        self.passwords.check_policy(password, email=email)
+        user = User(
+            email=email,
+            email_normalized=normalize_email(email),
+            email_verified=email_verified,
+            first_name=first_name,
+            last_name=last_name,
+            password_hash=self.passwords.hash(password),
+        )
+        self.db.add(user)
+        self.db.flush()
+        if org is not None:
+            self.db.add(Membership(user_id=user.id, organization_id=org.id, role=role))
+        record_event(
+            self.db,
+            EventTag.USER_CREATED,
+            user_id=user.id,
+            organization_id=org.id if org else None,
+            details={"role": role.value} if org else {},
+        )
+        self._commit(f"a user with email {email} already exists")
+        return user
+
+    def primary_organization_id(self, user_id: str) -> str | None:
+        """The organization a user's events are filed under: their oldest membership."""
+        return self.db.scalar(
+            select(Membership.organization_id)
+            .where(Membership.user_id == user_id)
+            .order_by(Membership.created_at)
+            .limit(1)
+        )
+
+    def _commit(self, conflict_message: str) -> None:
+        try:
+            self.db.commit()
+        except IntegrityError:  # a concurrent creation won the race
+            self.db.rollback()
+            raise AccountError(conflict_message) from None

@@ -1,0 +1,61 @@
+"""Security event tags and :func:`record_event`, which appends one row to the activity log.
+
+Tags are shaped ``area:subject:action`` (as in pypi/warehouse). The row is added to the caller's
+database transaction, so an event exists exactly when the change it describes was committed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from idp.models import Event
+
+ACCOUNT_PRODUCT = "account"
+
+
+class EventTag(enum.StrEnum):
+    LOGIN_SUCCESS = "account:login:success"
+    LOGIN_FAILURE = "account:login:failure"
+    LOGOUT = "account:logout"
+    PASSWORD_REHASHED = "account:password:rehashed"
+    ORGANIZATION_CREATED = "organization:create"
+    USER_CREATED = "account:user:create"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Where a request came from: what the activity log records besides the event itself."""
+
+    ip: str = ""
+    user_agent: str = ""
+
+
+def record_event(
+    db: Session,
+    tag: EventTag,
+    *,
+    user_id: str | None = None,
+    organization_id: str | None = None,
+    product: str = ACCOUNT_PRODUCT,
+    actor: Actor | None = None,
+    device_id: str | None = None,
+    session_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> Event:
+    """Add an activity-log row to ``db``'s transaction (the caller commits)."""
+    event = Event(
+        action=str(tag),
+        user_id=user_id,
+        organization_id=organization_id,
+        product=product,
+        ip=(actor.ip if actor else "")[:45],
+        device_id=device_id,
+        session_id=session_id,
+        details=details or {},
+    )
+    db.add(event)
+    return event

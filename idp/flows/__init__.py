@@ -1,0 +1,21 @@
+"""Browser flows and operational endpoints, as blueprints."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Flask
+
+
+def _timestamp_utc(value: float) -> str:
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def register_flows(app: Flask) -> None:
+    from idp.flows import account, errors, login, ops
+
+    app.register_blueprint(login.bp)
+    app.register_blueprint(account.bp)
+    app.register_blueprint(ops.bp)
+    errors.init_app(app)
+    app.add_template_filter(_timestamp_utc, "timestamp_utc")

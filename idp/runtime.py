@@ -1,0 +1,50 @@
+"""The long-lived collaborators of one application: settings, engine, store, password hasher.
+
+Request-scoped services are built from these by the factories in :mod:`idp.services`.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, current_app, g
+from sqlalchemy.orm import Session
+
+from idp.db import make_engine, make_session_factory
+from idp.security.passwords import PasswordService
+from idp.settings import Settings
+from idp.store import Store, connect_redis
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        self.session_factory = make_session_factory(self.engine)
+        self.store = Store(connect_redis(settings), settings.redis_prefix)
+        self.passwords = PasswordService(settings)
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions["idp"] = self
+        app.teardown_appcontext(_close_db)
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.store.client.close()
+
+
+def runtime() -> Runtime:
+    rt: Runtime = current_app.extensions["idp"]
+    return rt
+
+
+def request_db() -> Session:
+    """The database session of the current request (closed when the request ends)."""
+    if "db" not in g:
+        g.db = runtime().session_factory()
+    db: Session = g.db
+    return db
+
+
+def _close_db(_exc: BaseException | None) -> None:
+    db: Session | None = g.pop("db", None)
+    if db is not None:
+        db.close()  # rolls back whatever a failed request left uncommitted

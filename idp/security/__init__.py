@@ -1,0 +1,1 @@
+"""Security services: passwords, sessions and devices, CSRF, headers, safe redirects."""

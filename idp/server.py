@@ -1,0 +1,44 @@
+"""The embedded server behind ``idp serve``: gunicorn, one process, several threads.
+
+One process because the embedded default keeps hot state in-process; production runs
+``gunicorn 'idp:create_app()'`` with Redis and as many workers as wanted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from idp.settings import Settings
+
+
+class _EmbeddedServer(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from idp import create_app
+
+        return create_app(self.settings)
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    _EmbeddedServer(
+        settings,
+        {
+            "bind": f"{host}:{port}",
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": 8,
+            "accesslog": "-",
+            "errorlog": "-",
+            "forwarded_allow_ips": "127.0.0.1,::1" if settings.proxy_hops else "",
+        },
+    ).run()

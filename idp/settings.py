@@ -1,0 +1,230 @@
+"""Typed settings: config/default.toml, then the file named by IDP_CONFIG, then IDP_* variables.
+
+Every setting is documented in config/default.toml; this module only knows their types and the
+rules a value must obey. A bad value raises :class:`SettingsError` naming the setting, which the
+command line turns into one line on stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_type_hints
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
+ENV_PREFIX = "IDP_"
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(Exception):
+    """A setting is missing, malformed or contradicts another; ``name`` is its variable name."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{env_name(name)}: {message}")
+        self.name = name
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one idp instance (see config/default.toml)."""
+
+    issuer: str
+    secret_key: str
+    data_dir: str
+    database_url: str
+    redis_url: str
+    redis_prefix: str
+    smtp_url: str
+    mail_from: str
+    entra_authority: str
+    graph_url: str
+    session_idle_minutes: int
+    session_absolute_minutes: int
+    argon2_memory_kib: int
+    argon2_time_cost: int
+    argon2_parallelism: int
+    password_min_length: int
+    password_max_length: int
+    proxy_hops: int
+    log_level: str
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies get ``Secure`` (and the ``__Host-`` prefix) whenever the issuer is https."""
+        return self.issuer.startswith("https://")
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated again."""
+        return load_settings(overrides={**dataclasses.asdict(self), **changes}, environ={})
+
+
+def _fields() -> dict[str, type]:
+    hints = get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Settings)}
+
+
+def _read_toml(path: Path, name: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(name, f"file not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(name, f"cannot read {path}: {exc}") from None
+
+
+def _coerce(name: str, kind: type, value: Any) -> Any:
+    if kind is int:
+        if isinstance(value, bool):
+            raise SettingsError(name, f"must be a whole number, not {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise SettingsError(name, f"must be a whole number, not {value!r}")
+    if not isinstance(value, str):
+        raise SettingsError(name, f"must be a string, not {value!r}")
+    return value.strip()
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the layers, coerce types and validate; raise :class:`SettingsError` on bad input."""
+    env = os.environ if environ is None else environ
+    fields = _fields()
+    raw: dict[str, Any] = dict(_read_toml(DEFAULT_CONFIG, "config"))
+    config_file = env.get("IDP_CONFIG")
+    if config_file:
+        extra = _read_toml(Path(config_file), "config")
+        unknown = sorted(set(extra) - set(fields))
+        if unknown:
+            raise SettingsError("config", f"unknown setting {unknown[0]!r} in {config_file}")
+        raw.update(extra)
+    for name in fields:
+        if env_name(name) in env:
+            raw[name] = env[env_name(name)]
+    raw.update(overrides or {})
+    missing = sorted(set(fields) - set(raw))
+    if missing:
+        raise SettingsError(missing[0], "is missing from config/default.toml")
+    values = {name: _coerce(name, kind, raw[name]) for name, kind in fields.items()}
+    return _validate(values)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(name, f"must be an http(s) URL, not {value!r}")
+    if parts.query or parts.fragment:
+        raise SettingsError(name, "must not have a query or fragment")
+    return value.rstrip("/")
+
+
+def _validate(v: dict[str, Any]) -> Settings:
+    # OIDC Discovery 1.0 §3: the issuer is an https URL without query or fragment.
+    issuer = _check_base_url("issuer", v["issuer"])
+    host = urlsplit(issuer).hostname or ""
+    if issuer.startswith("http://") and not _is_loopback(host):
+        raise SettingsError("issuer", "must use https unless the host is loopback")
+    v["issuer"] = issuer
+    v["entra_authority"] = _check_base_url("entra_authority", v["entra_authority"])
+    v["graph_url"] = _check_base_url("graph_url", v["graph_url"])
+
+    data_dir = Path(v["data_dir"] or "./var").expanduser()
+    v["data_dir"] = str(data_dir)
+    if not v["database_url"]:
+        v["database_url"] = f"sqlite:///{(data_dir / 'idp.sqlite3').resolve()}"
+    try:
+        url = make_url(v["database_url"])
+    except ArgumentError:
+        raise SettingsError("database_url", "is not a valid SQLAlchemy URL") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise SettingsError("database_url", "must be a sqlite:// or postgresql:// URL")
+
+    if v["redis_url"] and urlsplit(v["redis_url"]).scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError("redis_url", "must start with redis://, rediss:// or unix://")
+    if v["smtp_url"]:
+        smtp = urlsplit(v["smtp_url"])
+        if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
+            raise SettingsError("smtp_url", "must be smtp://[user:pass@]host:port or smtps://...")
+    if "@" not in v["mail_from"]:
+        raise SettingsError("mail_from", "must be an email address")
+
+    for name in (
+        "session_idle_minutes",
+        "session_absolute_minutes",
+        "argon2_time_cost",
+        "argon2_parallelism",
+        "password_min_length",
+    ):
+        if v[name] < 1:
+            raise SettingsError(name, "must be at least 1")
+    if v["session_absolute_minutes"] < v["session_idle_minutes"]:
+        raise SettingsError("session_absolute_minutes", "must be >= IDP_SESSION_IDLE_MINUTES")
+    if v["argon2_memory_kib"] < 8 * v["argon2_parallelism"]:
+        raise SettingsError("argon2_memory_kib", "must be at least 8 x IDP_ARGON2_PARALLELISM")
+    if v["password_max_length"] < max(64, v["password_min_length"]):
+        raise SettingsError("password_max_length", "must be >= 64 and >= the minimum length")
+    if v["proxy_hops"] < 0:
+        raise SettingsError("proxy_hops", "must be 0 or more")
+    v["log_level"] = v["log_level"].upper()
+    if v["log_level"] not in _LOG_LEVELS:
+        raise SettingsError("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
+    if v["secret_key"] and len(v["secret_key"]) < 32:
+        raise SettingsError("secret_key", "must be at least 32 characters")
+    if not v["redis_prefix"]:
+        raise SettingsError("redis_prefix", "must not be empty")
+    return Settings(**v)
+
+
+def ensure_secret_key(settings: Settings) -> Settings:
+    """Return settings with a secret key, generating one once into the data dir if none is set."""
+    if settings.secret_key:
+        return settings
+    path = Path(settings.data_dir) / "secret_key"
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+        key = path.read_text().strip()
+    except FileExistsError:  # another process generated it first
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise SettingsError("data_dir", f"cannot keep the secret key in {path}: {exc}") from None
+    if len(key) < 32:
+        raise SettingsError("secret_key", f"{path} holds a key shorter than 32 characters")
+    return dataclasses.replace(settings, secret_key=key)

@@ -1,0 +1,66 @@
+"""The hot-state store: Redis, or an in-process stand-in, and every key name in one place.
+
+Durable truth lives in the database; what is kept here can be lost (a Redis restart or flush)
+and is rebuilt from the database when needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+
+from idp.settings import Settings
+
+log = logging.getLogger("idp.store")
+
+
+def connect_redis(settings: Settings) -> redis.Redis:
+    """A client for ``IDP_REDIS_URL``, or an in-process store when it is unset."""
+    if settings.redis_url:
+        return redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
+    import fakeredis
+
+    log.warning(
+        "IDP_REDIS_URL is unset: using an in-process store, correct for one process only; "
+        "set IDP_REDIS_URL before running several processes or nodes"
+    )
+    return fakeredis.FakeRedis()
+
+
+class Store:
+    """Key-prefixed access to the store. Key names are built only by the methods below."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    # Key names -------------------------------------------------------------------------
+    def session_key(self, token_hash: str) -> str:
+        """Cached ``session -> user`` lookup of a browser session (by cookie token hash)."""
+        return self.key("session", token_hash)
+
+    def session_touch_key(self, session_id: str) -> str:
+        """Throttle for writing a session's last activity to the database."""
+        return self.key("session-touch", session_id)
+
+    # Health ----------------------------------------------------------------------------
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
+    def delete_prefix(self) -> None:
+        """Remove every key under this prefix (tests and `idp` maintenance only)."""
+        batch: list[Any] = []
+        for key in self.client.scan_iter(match=self.prefix + "*", count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                self.client.delete(*batch)
+                batch = []
+        if batch:
+            self.client.delete(*batch)
