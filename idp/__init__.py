@@ -35,7 +35,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         try:
             settings = ensure_secret_key(load_settings())
         except SettingsError as exc:
-            raise SystemExit(f"idp: {exc}") from None
+            print(f"idp: {exc}", file=sys.stderr)
+            # 3 is gunicorn's "worker failed to boot": the master stops instead of retrying.
+            raise SystemExit(3) from None
     else:
         settings = ensure_secret_key(settings)
     _configure_logging(settings.log_level)

@@ -21,7 +21,6 @@ class EventTag(enum.StrEnum):
     LOGIN_SUCCESS = "account:login:success"
     LOGIN_FAILURE = "account:login:failure"
     LOGOUT = "account:logout"
-    PASSWORD_REHASHED = "account:password:rehashed"
     ORGANIZATION_CREATED = "organization:create"
     USER_CREATED = "account:user:create"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response
+from werkzeug.wrappers import Response
 
 from idp.runtime import runtime
 from idp.security.devices import DEVICE_COOKIE, DEVICE_COOKIE_MAX_AGE

@@ -1,0 +1,5 @@
+"""``python -m idp`` runs the ``idp`` command."""
+
+from idp.cli import main
+
+main()

@@ -1,0 +1,75 @@
+"""Small helpers the tests share: making accounts, reading forms, signing in."""
+
+from __future__ import annotations
+
+import re
+
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from werkzeug.test import TestResponse
+
+from idp.accounts import AccountService
+from idp.models import Event, Role, User
+from idp.runtime import Runtime
+
+PASSWORD = "correct horse battery staple"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def create_user(
+    runtime: Runtime,
+    email: str = "alice@example.com",
+    password: str = PASSWORD,
+    *,
+    organization: str | None = None,
+    role: Role = Role.MEMBER,
+    first_name: str = "Alice",
+    last_name: str = "Liddell",
+) -> User:
+    with runtime.session_factory() as db:
+        accounts = AccountService(db, runtime.passwords)
+        if organization and accounts.find_organization(organization) is None:
+            accounts.create_organization(organization)
+        return accounts.create_user(
+            email,
+            password,
+            first_name=first_name,
+            last_name=last_name,
+            organization=organization,
+            role=role,
+        )
+
+
+def csrf_token(html: str) -> str:
+    match = _CSRF.search(html)
+    assert match, "the page has no CSRF field"
+    return match.group(1)
+
+
+def login_form(client: FlaskClient, path: str = "/login") -> str:
+    response = client.get(path)
+    assert response.status_code == 200
+    return csrf_token(response.get_data(as_text=True))
+
+
+def sign_in(
+    client: FlaskClient,
+    email: str = "alice@example.com",
+    password: str = PASSWORD,
+    next_url: str | None = None,
+) -> TestResponse:
+    token = login_form(client)
+    data = {"csrf_token": token, "email": email, "password": password}
+    if next_url is not None:
+        data["next"] = next_url
+    return client.post("/login", data=data)
+
+
+def count(runtime: Runtime, model: type, *where: object) -> int:
+    with runtime.session_factory() as db:
+        return db.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+def events(runtime: Runtime, action: str) -> list[Event]:
+    with runtime.session_factory() as db:
+        return list(db.scalars(select(Event).where(Event.action == action).order_by(Event.id)))

@@ -1,0 +1,173 @@
+"""The ``idp`` command: exit codes, one-line errors, nothing written on failure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from idp.db import make_engine
+from idp.models import Base, Event, Membership, Organization, Role, User
+from tests.helpers import PASSWORD
+from tests.services import idp_env, run_idp
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
+    yield idp_env(
+        database_url=database_url,
+        data_dir=str(tmp_path / "var"),
+        argon2_memory_kib="1024",
+        argon2_time_cost="1",
+    )
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(delete(table))
+    engine.dispose()
+
+
+def _one_line_error(result: object, text: str) -> None:
+    assert result.returncode != 0  # type: ignore[attr-defined]
+    lines = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1, result.stderr  # type: ignore[attr-defined]
+    assert lines[0].startswith("idp: ") and text in lines[0], lines[0]
+    assert "Traceback" not in result.stderr  # type: ignore[attr-defined]
+
+
+def _count(database_url: str, model: type) -> int:
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        n = conn.scalar(select(func.count()).select_from(model)) or 0
+    engine.dispose()
+    return n
+
+
+def test_org_and_user_creation(env: dict[str, str], database_url: str) -> None:
+    org = run_idp("org", "create", "Acme Corp", env=env)
+    assert org.returncode == 0, org.stderr
+    org_id = org.stdout.strip()
+    assert len(org_id) == 36
+    made = run_idp(
+        "user",
+        "create",
+        "Alice@Example.com",
+        "--password-stdin",
+        "--org",
+        "acme corp",
+        "--role",
+        "owner",
+        "--first-name",
+        "Alice",
+        "--last-name",
+        "Liddell",
+        "--json",
+        env=env,
+        stdin=PASSWORD + "\n",
+    )
+    assert made.returncode == 0, made.stderr
+    data = json.loads(made.stdout)
+    assert data["email"] == "Alice@Example.com"
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        user = conn.execute(select(User)).one()
+        assert user.email_normalized == "alice@example.com"
+        assert user.password_hash.startswith("$argon2id$")
+        assert PASSWORD not in user.password_hash
+        membership = conn.execute(select(Membership)).one()
+        assert (membership.organization_id, membership.role) == (org_id, Role.OWNER)
+        actions = set(conn.scalars(select(Event.action)))
+        assert {"organization:create", "account:user:create"} <= actions
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["user", "create", "not-an-email", "--password-stdin"], PASSWORD, "not a valid email"),
+        (
+            ["user", "create", "a@example.com", "--password-stdin", "--org", "Nope"],
+            PASSWORD,
+            "no organization named 'Nope'",
+        ),
+        (["user", "create", "a@example.com", "--password-stdin"], "short", "at least 12"),
+        (["user", "create", "a@example.com", "--password-stdin"], "password1234", "too common"),
+        (["user", "create", "a@example.com", "--password-stdin"], "", "no password"),
+        (
+            ["user", "create", "a@example.com", "--password-stdin", "--role", "owner"],
+            PASSWORD,
+            "--role needs --org",
+        ),
+        (
+            [
+                "user",
+                "create",
+                "a@example.com",
+                "--password-stdin",
+                "--org",
+                "Acme",
+                "--role",
+                "king",
+            ],
+            PASSWORD,
+            "'king' is not one of",
+        ),
+        (["user", "create", "a@example.com"], PASSWORD, "--password-stdin"),
+        (["org", "create", ""], "", "organization name"),
+        (["frobnicate"], "", "No such command"),
+    ],
+)
+def test_bad_input_gets_one_line_and_writes_nothing(
+    env: dict[str, str], database_url: str, args: list[str], stdin: str, message: str
+) -> None:
+    _one_line_error(run_idp(*args, env=env, stdin=stdin + "\n" if stdin else ""), message)
+    assert _count(database_url, User) == 0
+    assert _count(database_url, Event) == 0
+
+
+def test_duplicates_are_refused_case_insensitively(env: dict[str, str], database_url: str) -> None:
+    assert run_idp("org", "create", "Acme", env=env).returncode == 0
+    _one_line_error(run_idp("org", "create", "ACME", env=env), "already exists")
+    assert (
+        run_idp(
+            "user", "create", "bob@example.com", "--password-stdin", env=env, stdin=PASSWORD + "\n"
+        ).returncode
+        == 0
+    )
+    _one_line_error(
+        run_idp(
+            "user", "create", "BOB@example.COM", "--password-stdin", env=env, stdin=PASSWORD + "\n"
+        ),
+        "already exists",
+    )
+    assert _count(database_url, User) == 1
+    assert _count(database_url, Organization) == 1
+
+
+def test_bad_setting_stops_with_one_line_naming_it(env: dict[str, str]) -> None:
+    _one_line_error(
+        run_idp("db", "upgrade", env={**env, "IDP_ISSUER": "http://id.example.com"}), "IDP_ISSUER:"
+    )
+    _one_line_error(
+        run_idp("org", "create", "X", env={**env, "IDP_SESSION_IDLE_MINUTES": "x"}),
+        "IDP_SESSION_IDLE_MINUTES:",
+    )
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    from tests.services import free_port
+
+    env = idp_env(
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x", data_dir=str(tmp_path)
+    )
+    _one_line_error(run_idp("org", "create", "Acme", env=env), "")
+
+
+def test_db_upgrade_is_idempotent(env: dict[str, str]) -> None:
+    for _ in range(2):
+        result = run_idp("db", "upgrade", env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "database is up to date"

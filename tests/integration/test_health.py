@@ -1,0 +1,44 @@
+"""/healthz and /readyz."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask.testing import FlaskClient
+
+from idp import create_app
+from tests.conftest import make_settings
+from tests.services import free_port
+
+
+def test_health_and_readiness_when_everything_answers(client: FlaskClient) -> None:
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json == {"status": "ready", "database": "ok", "store": "ok"}
+
+
+def test_not_ready_when_the_store_is_unreachable(tmp_path: Path, database_url: str) -> None:
+    app = create_app(
+        make_settings(
+            tmp_path, database_url=database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0"
+        )
+    )
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json == {"status": "not ready", "database": "ok", "store": "unreachable"}
+    # A page that needs the store answers 503 with a clear message, not a stack trace.
+    browser = app.test_client()
+    browser.set_cookie("idp_session", "a-session-token")
+    login = browser.get("/account")
+    assert login.status_code == 503
+    assert "temporarily unavailable" in login.get_data(as_text=True)
+    assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_not_ready_when_the_database_is_unreachable(tmp_path: Path, redis_url: str) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    app = create_app(make_settings(tmp_path, database_url=url, redis_url=redis_url))
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json == {"status": "not ready", "database": "unreachable", "store": "ok"}

@@ -1,0 +1,137 @@
+"""The two ways to run idp: embedded ``idp serve`` and ``gunicorn 'idp:create_app()'``."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests import services
+from tests.helpers import PASSWORD
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def _sign_in(base: str, email: str = "alice@example.com") -> requests.Session:
+    browser = requests.Session()
+    form = browser.get(base + "/login", timeout=10)
+    token = _CSRF.search(form.text).group(1)  # type: ignore[union-attr]
+    response = browser.post(
+        base + "/login",
+        timeout=10,
+        allow_redirects=False,
+        data={"csrf_token": token, "email": email, "password": PASSWORD},
+    )
+    assert response.status_code == 303, response.text
+    return browser
+
+
+def test_embedded_serve_signs_in_on_sqlite_and_in_process_store(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    port = services.free_port()
+    env = services.idp_env(
+        data_dir=str(data_dir),
+        issuer=f"http://127.0.0.1:{port}",
+        argon2_memory_kib="1024",
+        argon2_time_cost="1",
+    )
+    # No `db upgrade` first: serve upgrades the embedded database itself.
+    with services.running_server(
+        [sys.executable, "-m", "idp", "serve", "--port", str(port)],
+        env,
+        port,
+        tmp_path / "serve.log",
+    ) as base:
+        assert requests.get(base + "/readyz", timeout=5).json()["status"] == "ready"
+        made = services.run_idp(
+            "user",
+            "create",
+            "alice@example.com",
+            "--password-stdin",
+            "--first-name",
+            "Alice",
+            env=env,
+            stdin=PASSWORD + "\n",
+        )
+        assert made.returncode == 0, made.stderr
+        browser = _sign_in(base)
+        assert "alice@example.com" in browser.get(base + "/account", timeout=5).text
+    assert (data_dir / "idp.sqlite3").exists()
+    assert stat.S_IMODE(os.stat(data_dir / "secret_key").st_mode) == 0o600
+    log = (tmp_path / "serve.log").read_text()
+    assert "in-process store, correct for one process only" in log
+    assert PASSWORD not in log
+
+
+@pytest.fixture
+def gunicorn_on_postgres(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    services.check_redis()
+    name = f"idp_gunicorn_{services.RUN_ID}"
+    url = services.create_postgres_database(name)
+    port = services.free_port()
+    prefix = f"idptest:{services.RUN_ID}:gunicorn:"
+    env = services.idp_env(
+        database_url=url,
+        redis_url=services.REDIS_URL,
+        redis_prefix=prefix,
+        secret_key=secrets.token_urlsafe(48),
+        data_dir=str(tmp_path / "var"),
+        issuer=f"http://127.0.0.1:{port}",
+        argon2_memory_kib="1024",
+        argon2_time_cost="1",
+    )
+    try:
+        assert services.run_idp("db", "upgrade", env=env).returncode == 0
+        assert (
+            services.run_idp(
+                "user",
+                "create",
+                "alice@example.com",
+                "--password-stdin",
+                env=env,
+                stdin=PASSWORD + "\n",
+            ).returncode
+            == 0
+        )
+        with services.running_server(
+            services.gunicorn_args(port, workers=3), env, port, tmp_path / "gunicorn.log"
+        ) as base:
+            yield base, env
+    finally:
+        import redis
+
+        client = redis.Redis.from_url(services.REDIS_URL)
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        services.drop_postgres_database(name)
+
+
+def test_gunicorn_workers_share_sessions_and_their_ending(
+    gunicorn_on_postgres: tuple[str, dict[str, str]],
+) -> None:
+    base, _ = gunicorn_on_postgres
+    browser = _sign_in(base)
+    stolen_cookie = browser.cookies.get("idp_session")
+    # Many requests land on different workers: every one of them knows the session.
+    for _ in range(12):
+        assert browser.get(base + "/account", timeout=5, allow_redirects=False).status_code == 200
+    page = browser.get(base + "/account", timeout=5).text
+    out = browser.post(
+        base + "/logout",
+        timeout=5,
+        allow_redirects=False,
+        data={"csrf_token": _CSRF.search(page).group(1)},
+    )  # type: ignore[union-attr]
+    assert out.status_code == 303
+    replay = requests.Session()
+    replay.cookies.set("idp_session", stolen_cookie)
+    for _ in range(12):  # ended for every worker at once
+        assert replay.get(base + "/account", timeout=5, allow_redirects=False).status_code == 303

@@ -1,0 +1,110 @@
+"""Settings: defaults, config file, environment, and one clear error per bad value."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from idp.settings import DEFAULT_CONFIG, Settings, SettingsError, ensure_secret_key, load_settings
+
+
+def test_defaults_match_the_contract() -> None:
+    s = load_settings(environ={})
+    assert s.issuer == "http://127.0.0.1:8000"
+    assert s.redis_url == "" and s.smtp_url == ""
+    assert s.mail_from == "idp@localhost"
+    assert s.entra_authority == "https://login.microsoftonline.com"
+    assert s.graph_url == "https://graph.microsoft.com"
+    assert (s.argon2_memory_kib, s.argon2_time_cost, s.argon2_parallelism) == (19456, 2, 1)
+    assert s.database_url.startswith("sqlite:///") and s.database_url.endswith("idp.sqlite3")
+    assert s.uses_embedded_database and not s.secure_cookies
+
+
+def test_every_setting_is_documented_in_default_toml() -> None:
+    documented = tomllib.loads(DEFAULT_CONFIG.read_text())
+    assert set(documented) == {f.name for f in dataclasses.fields(Settings)}
+    lines = DEFAULT_CONFIG.read_text().splitlines()
+    for name in documented:  # a comment stands above each setting (or its group)
+        i = next(i for i, ln in enumerate(lines) if ln.startswith(f"{name} ="))
+        while i > 0 and "=" in lines[i - 1] and not lines[i - 1].startswith("#"):
+            i -= 1
+        assert lines[i - 1].startswith("#"), name
+
+
+def test_environment_overrides_config_file_which_overrides_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "idp.toml"
+    config.write_text('mail_from = "file@example.com"\nsession_idle_minutes = 10\n')
+    s = load_settings(environ={"IDP_CONFIG": str(config), "IDP_SESSION_IDLE_MINUTES": "15"})
+    assert s.mail_from == "file@example.com"
+    assert s.session_idle_minutes == 15
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"IDP_ISSUER": "ftp://x"}, "IDP_ISSUER"),
+        ({"IDP_ISSUER": "http://id.example.com"}, "IDP_ISSUER"),  # https required off loopback
+        ({"IDP_ISSUER": "https://id.example.com/?a=b"}, "IDP_ISSUER"),
+        ({"IDP_SESSION_IDLE_MINUTES": "ten"}, "IDP_SESSION_IDLE_MINUTES"),
+        ({"IDP_SESSION_IDLE_MINUTES": "0"}, "IDP_SESSION_IDLE_MINUTES"),
+        (
+            {"IDP_SESSION_IDLE_MINUTES": "90", "IDP_SESSION_ABSOLUTE_MINUTES": "60"},
+            "IDP_SESSION_ABSOLUTE_MINUTES",
+        ),
+        ({"IDP_DATABASE_URL": "mysql://x/y"}, "IDP_DATABASE_URL"),
+        ({"IDP_DATABASE_URL": "::not a url::"}, "IDP_DATABASE_URL"),
+        ({"IDP_REDIS_URL": "http://localhost"}, "IDP_REDIS_URL"),
+        ({"IDP_SMTP_URL": "mail.example.com:25"}, "IDP_SMTP_URL"),
+        ({"IDP_MAIL_FROM": "nobody"}, "IDP_MAIL_FROM"),
+        ({"IDP_SECRET_KEY": "short"}, "IDP_SECRET_KEY"),
+        ({"IDP_ARGON2_MEMORY_KIB": "4"}, "IDP_ARGON2_MEMORY_KIB"),
+        ({"IDP_PASSWORD_MAX_LENGTH": "20"}, "IDP_PASSWORD_MAX_LENGTH"),
+        ({"IDP_PROXY_HOPS": "-1"}, "IDP_PROXY_HOPS"),
+        ({"IDP_LOG_LEVEL": "LOUD"}, "IDP_LOG_LEVEL"),
+        ({"IDP_ENTRA_AUTHORITY": "login.microsoftonline.com"}, "IDP_ENTRA_AUTHORITY"),
+        ({"IDP_CONFIG": "/nonexistent/idp.toml"}, "IDP_CONFIG"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ=env)
+    message = str(info.value)
+    assert message.startswith(named + ":")
+    assert "\n" not in message
+
+
+def test_unknown_key_in_config_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "idp.toml"
+    config.write_text('isuer = "https://typo.example.com"\n')
+    with pytest.raises(SettingsError, match="unknown setting 'isuer'"):
+        load_settings(environ={"IDP_CONFIG": str(config)})
+
+
+def test_https_issuer_turns_on_secure_cookies() -> None:
+    s = load_settings(environ={"IDP_ISSUER": "https://id.example.com/"})
+    assert s.issuer == "https://id.example.com"
+    assert s.secure_cookies
+
+
+def test_secret_key_is_generated_once_with_private_permissions(tmp_path: Path) -> None:
+    s = load_settings(environ={"IDP_DATA_DIR": str(tmp_path / "var")})
+    first = ensure_secret_key(s)
+    second = ensure_secret_key(s)
+    assert len(first.secret_key) >= 32
+    assert first.secret_key == second.secret_key
+    mode = stat.S_IMODE(os.stat(tmp_path / "var" / "secret_key").st_mode)
+    assert mode == 0o600
+
+
+def test_given_secret_key_is_used_as_is(tmp_path: Path) -> None:
+    key = "k" * 40
+    s = ensure_secret_key(
+        load_settings(environ={"IDP_SECRET_KEY": key, "IDP_DATA_DIR": str(tmp_path)})
+    )
+    assert s.secret_key == key
+    assert not (tmp_path / "secret_key").exists()
