@@ -60,6 +60,10 @@ class Settings:
     password_min_length: int
     password_max_length: int
     proxy_hops: int
+    authorization_code_seconds: int
+    access_token_minutes: int
+    id_token_minutes: int
+    refresh_token_days: int
     log_level: str
 
     @property
@@ -188,6 +192,10 @@ def _validate(v: dict[str, Any]) -> Settings:
         "argon2_time_cost",
         "argon2_parallelism",
         "password_min_length",
+        "authorization_code_seconds",
+        "access_token_minutes",
+        "id_token_minutes",
+        "refresh_token_days",
     ):
         if v[name] < 1:
             raise SettingsError(name, "must be at least 1")
@@ -197,6 +205,8 @@ def _validate(v: dict[str, Any]) -> Settings:
         raise SettingsError("argon2_memory_kib", "must be at least 8 x IDP_ARGON2_PARALLELISM")
     if v["password_max_length"] < max(64, v["password_min_length"]):
         raise SettingsError("password_max_length", "must be >= 64 and >= the minimum length")
+    if v["authorization_code_seconds"] > 600:
+        raise SettingsError("authorization_code_seconds", "must be at most 600 (RFC 6749 §4.1.2)")
     if v["proxy_hops"] < 0:
         raise SettingsError("proxy_hops", "must be 0 or more")
     v["log_level"] = v["log_level"].upper()
