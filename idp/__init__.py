@@ -28,6 +28,21 @@ def _configure_logging(level: str) -> None:
         logger.propagate = False
 
 
+def _ensure_signing_keys(runtime: Runtime) -> None:
+    """Create the first signing keys if there are none (idempotent across processes)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from idp.services import key_service_for
+
+    try:
+        with runtime.session_factory() as db:
+            key_service_for(db, runtime.settings).ensure_keys()
+    except SQLAlchemyError as exc:
+        logging.getLogger("idp").warning(
+            "signing keys not checked (%s): run `idp db upgrade`", type(exc).__name__
+        )
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the WSGI application. Without ``settings``, read them (file, then environment);
     a bad setting ends the process with one line naming it."""
@@ -61,12 +76,19 @@ def create_app(settings: Settings | None = None) -> Flask:
             app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n
         )
 
-    Runtime(settings).init_app(app)
+    runtime = Runtime(settings)
+    runtime.init_app(app)
+    _ensure_signing_keys(runtime)
 
     from idp.flows import register_flows
+    from idp.provider import endpoints
+    from idp.provider.server import IdpAuthorizationServer
     from idp.security import csrf, headers
+    from idp.services import provider_services
 
     csrf.init_app(app, secure=settings.secure_cookies)
     headers.init_app(app, https=settings.secure_cookies)
+    app.extensions["idp_oauth"] = IdpAuthorizationServer(provider_services)
     register_flows(app)
+    app.register_blueprint(endpoints.bp)
     return app

@@ -13,9 +13,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
+from sqlalchemy.orm import Session
 
 from idp.accounts import AccountError, AccountService
 from idp.models import Role
+from idp.models.clients import DEFAULT_SCOPES
+from idp.provider.clients import ClientError, ClientService
+from idp.runtime import Runtime
 from idp.security.passwords import PasswordPolicyError, PasswordService
 from idp.settings import Settings, SettingsError, ensure_secret_key, load_settings
 
@@ -32,15 +36,21 @@ def _settings() -> Settings:
 
 
 @contextmanager
-def _accounts(settings: Settings) -> Iterator[AccountService]:
+def _db(settings: Settings) -> Iterator[Session]:
     from idp.db import make_engine, make_session_factory
 
     engine = make_engine(settings.database_url)
     try:
         with make_session_factory(engine)() as db:
-            yield AccountService(db, PasswordService(settings))
+            yield db
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _accounts(settings: Settings) -> Iterator[AccountService]:
+    with _db(settings) as db:
+        yield AccountService(db, PasswordService(settings))
 
 
 def _emit(as_json: bool, data: dict[str, Any], plain: str) -> None:
@@ -81,8 +91,13 @@ def _upgrade(settings: Settings) -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Bring the database schema up to date."""
-    _upgrade(_settings())
+    """Bring the database schema up to date (and create the first signing keys)."""
+    from idp.services import key_service_for
+
+    settings = _settings()
+    _upgrade(settings)
+    with _db(settings) as session:
+        key_service_for(session, settings).ensure_keys()
     click.echo("database is up to date")
 
 
@@ -157,6 +172,161 @@ def user_create(
                 f"password refused: {exc}" if isinstance(exc, PasswordPolicyError) else str(exc)
             ) from None
         _emit(as_json, {"id": created.id, "email": created.email}, created.id)
+
+
+@contextmanager
+def _runtime(settings: Settings) -> Iterator[Runtime]:
+    rt = Runtime(settings)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@cli.group()
+def client() -> None:
+    """Relying services (OAuth 2.0 / OpenID Connect clients)."""
+
+
+@client.command("create")
+@click.argument("name")
+@click.option(
+    "--redirect-uri",
+    "redirect_uris",
+    multiple=True,
+    required=True,
+    help="Exact redirect URI (repeatable): https, or http on loopback.",
+)
+@click.option("--public", is_flag=True, help="A public client (no secret; PKCE required).")
+@click.option("--first-party", is_flag=True, help="Skip the consent page.")
+@click.option("--post-logout-redirect-uri", "logout_uris", multiple=True)
+@click.option("--backchannel-logout-uri", default=None)
+@click.option(
+    "--scope",
+    "scopes",
+    default=DEFAULT_SCOPES,
+    show_default=True,
+    help="Scopes the client may request.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def client_create(
+    name: str,
+    redirect_uris: tuple[str, ...],
+    public: bool,
+    first_party: bool,
+    logout_uris: tuple[str, ...],
+    backchannel_logout_uri: str | None,
+    scopes: str,
+    as_json: bool,
+) -> None:
+    """Register a client; prints client_id (and client_secret, shown only now)."""
+    with _db(_settings()) as db:
+        try:
+            created = ClientService(db).create(
+                name,
+                list(redirect_uris),
+                public=public,
+                first_party=first_party,
+                post_logout_redirect_uris=list(logout_uris),
+                backchannel_logout_uri=backchannel_logout_uri,
+                scopes=scopes,
+            )
+        except ClientError as exc:
+            raise CommandError(str(exc)) from None
+        data = {"client_id": created.client.client_id}
+        if created.secret:
+            data["client_secret"] = created.secret
+        _emit(as_json, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+@client.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def client_list(as_json: bool) -> None:
+    """List registered clients."""
+    with _db(_settings()) as db:
+        rows = ClientService(db).list_all()
+        _emit(
+            as_json,
+            {"clients": [c.describe() for c in rows]},
+            "\n".join(
+                f"{c.client_id}\t{c.name}\t{'public' if c.public else 'confidential'}" for c in rows
+            ),
+        )
+
+
+@client.command("show")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def client_show(client_id: str, as_json: bool) -> None:
+    """Show one client's registration."""
+    with _db(_settings()) as db:
+        try:
+            data = ClientService(db).require(client_id).describe()
+        except ClientError as exc:
+            raise CommandError(str(exc)) from None
+        _emit(as_json, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+@client.command("delete")
+@click.argument("client_id")
+def client_delete(client_id: str) -> None:
+    """Delete a client with its consents and tokens."""
+    with _db(_settings()) as db:
+        try:
+            ClientService(db).delete(client_id)
+        except ClientError as exc:
+            raise CommandError(str(exc)) from None
+        click.echo(f"deleted {client_id}")
+
+
+@client.command("rotate-secret")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def client_rotate_secret(client_id: str, as_json: bool) -> None:
+    """Replace a confidential client's secret; prints the new one (shown only now)."""
+    with _db(_settings()) as db:
+        try:
+            secret = ClientService(db).rotate_secret(client_id)
+        except ClientError as exc:
+            raise CommandError(str(exc)) from None
+        _emit(
+            as_json, {"client_id": client_id, "client_secret": secret}, f"client_secret: {secret}"
+        )
+
+
+@cli.group()
+def keys() -> None:
+    """Token signing keys."""
+
+
+@keys.command("rotate")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def keys_rotate(as_json: bool) -> None:
+    """Make new signing keys current; older keys stay published until their tokens expire."""
+    from idp.services import key_service_for
+
+    settings = _settings()
+    with _db(settings) as db:
+        service = key_service_for(db, settings)
+        service.ensure_keys()
+        kids = service.rotate()
+        _emit(as_json, {"current": kids}, "\n".join(kids))
+
+
+@cli.command()
+def worker() -> None:
+    """Deliver queued work (back-channel logouts) until stopped."""
+    import signal
+    import threading
+
+    from idp.worker import build_worker
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with _runtime(_settings()) as rt:
+        click.echo("idp worker: delivering the outbox", err=True)
+        build_worker(rt).run_forever(stop)
 
 
 def _first_line(exc: BaseException) -> str:

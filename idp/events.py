@@ -21,6 +21,10 @@ class EventTag(enum.StrEnum):
     LOGIN_SUCCESS = "account:login:success"
     LOGIN_FAILURE = "account:login:failure"
     LOGOUT = "account:logout"
+    TOKEN_GRANTED = "oauth:token:grant"
+    TOKEN_REVOKED = "oauth:token:revoke"
+    CONSENT_GRANTED = "oauth:consent:grant"
+    CONSENT_REVOKED = "oauth:consent:revoke"
     ORGANIZATION_CREATED = "organization:create"
     USER_CREATED = "account:user:create"
 

@@ -25,8 +25,12 @@ class _EmbeddedServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         from idp import create_app
+        from idp.worker import start_in_thread
 
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        # Embedded: the outbox worker runs beside the server in the same process.
+        start_in_thread(app.extensions["idp"])
+        return app
 
 
 def serve(settings: Settings, host: str, port: int) -> None:

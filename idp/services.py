@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import current_app, g, request
+from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
+from idp.events import Actor
+from idp.provider.clients import ClientService
+from idp.provider.codes import AuthorizationCodeStore
+from idp.provider.keys import KeyService
+from idp.provider.logout import end_session_tokens
+from idp.provider.server import IdpAuthorizationServer, ProviderServices
+from idp.provider.tokens import TokenService
 from idp.runtime import request_db, runtime
 from idp.security.authentication import AuthenticationService
 from idp.security.devices import DEVICE_COOKIE, ClientInfo
 from idp.security.sessions import ActiveSession, SessionService
+from idp.settings import Settings
 
 
 def session_cookie_name() -> str:
@@ -29,7 +38,42 @@ def account_service() -> AccountService:
 
 def session_service() -> SessionService:
     rt = runtime()
-    return SessionService(request_db(), rt.store, rt.settings)
+    return SessionService(request_db(), rt.store, rt.settings, on_end=end_session_tokens)
+
+
+def key_service_for(db: Session, settings: Settings) -> KeyService:
+    return KeyService.from_settings(db, settings)
+
+
+def provider_services() -> ProviderServices:
+    """The provider's collaborators for this request (built once per request)."""
+    if "provider_services" not in g:
+        rt = runtime()
+        db = request_db()
+        keys = key_service_for(db, rt.settings)
+        refresh_memory = rt.settings.refresh_token_days * 86400
+        g.provider_services = ProviderServices(
+            db=db,
+            store=rt.store,
+            clients=ClientService(db),
+            tokens=TokenService(db, keys, rt.settings),
+            codes=AuthorizationCodeStore(
+                rt.store, rt.settings.authorization_code_seconds, refresh_memory
+            ),
+            keys=keys,
+            issuer=rt.settings.issuer,
+            id_token_seconds=rt.settings.id_token_minutes * 60,
+            actor=Actor(
+                ip=request.remote_addr or "", user_agent=request.headers.get("User-Agent", "")[:512]
+            ),
+        )
+    services: ProviderServices = g.provider_services
+    return services
+
+
+def authorization_server() -> IdpAuthorizationServer:
+    server: IdpAuthorizationServer = current_app.extensions["idp_oauth"]
+    return server
 
 
 def authentication_service() -> AuthenticationService:

@@ -50,6 +50,14 @@ class Store:
         """Throttle for writing a session's last activity to the database."""
         return self.key("session-touch", session_id)
 
+    def code_key(self, code_digest: str) -> str:
+        """An unredeemed authorization code (by SHA-256 of the code)."""
+        return self.key("code", code_digest)
+
+    def used_code_key(self, code_digest: str) -> str:
+        """A redeemed code, remembered to detect replay; holds its token family id."""
+        return self.key("code-used", code_digest)
+
     # Health ----------------------------------------------------------------------------
     def ping(self) -> bool:
         return bool(self.client.ping())

@@ -9,7 +9,7 @@ from idp.flows.cookies import clear_session_cookie, set_session_cookies
 from idp.security import csrf
 from idp.security.authentication import GENERIC_FAILURE, InvalidCredentials
 from idp.security.redirects import safe_next
-from idp.services import authentication_service, client_info, current_session
+from idp.services import authentication_service, client_info, current_session, session_service
 
 bp = Blueprint("login", __name__)
 
@@ -29,9 +29,10 @@ def _form(error: str | None = None, email: str = "", status: int = 200) -> tuple
 
 @bp.get("/login")
 def login_form() -> Response | tuple[str, int]:
-    if current_session() is not None:
+    # prompt=login (from the authorization endpoint): sign in again although signed in.
+    if current_session() is not None and request.args.get("prompt") != "login":
         return redirect(safe_next(request.args.get("next")), 303)
-    return _form()
+    return _form(email=request.args.get("login_hint", "")[:320])
 
 
 @bp.post("/login")
@@ -40,10 +41,13 @@ def login_submit() -> Response | tuple[str, int]:
     password = request.form.get("password", "")
     if not email or not password:
         return _form("Enter your email address and your password.", email, 400)
+    previous = current_session()
     try:
         result = authentication_service().sign_in(email, password, client_info())
     except InvalidCredentials:
         return _form(GENERIC_FAILURE, email)
+    if previous is not None:  # signing in again in this browser replaces its session
+        session_service().end(previous.session_id, "reauthenticated")
     csrf.rotate()
     response = redirect(safe_next(request.form.get("next")), 303)
     set_session_cookies(response, result.started.token, result.started.browser_key)

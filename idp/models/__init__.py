@@ -2,16 +2,27 @@
 
 from idp.models.accounts import Membership, Organization, Role, User
 from idp.models.base import Base, utcnow
+from idp.models.clients import Client, Consent
 from idp.models.events import Event
+from idp.models.keys import SigningKey
+from idp.models.outbox import OutboxItem
 from idp.models.sessions import Device, UserSession
+from idp.models.tokens import AccessToken, RefreshToken, TokenFamily
 
 __all__ = [
+    "AccessToken",
     "Base",
+    "Client",
+    "Consent",
     "Device",
     "Event",
     "Membership",
     "Organization",
+    "OutboxItem",
+    "RefreshToken",
     "Role",
+    "SigningKey",
+    "TokenFamily",
     "User",
     "UserSession",
     "utcnow",

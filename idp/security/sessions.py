@@ -25,6 +25,10 @@ from idp.store import Store
 
 TOUCH_INTERVAL_SECONDS = 60
 
+# Called inside the transaction that ends a session (db, session id, reason): the provider
+# revokes the session's tokens and queues back-channel logouts there.
+SessionEndHook = Callable[[Session, str, str], None]
+
 
 @dataclass(frozen=True)
 class ActiveSession:
@@ -52,9 +56,11 @@ class SessionService:
         store: Store,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
+        on_end: SessionEndHook | None = None,
     ) -> None:
         self.db = db
         self.store = store
+        self.on_end = on_end
         self.idle = timedelta(minutes=settings.session_idle_minutes)
         self.absolute = timedelta(minutes=settings.session_absolute_minutes)
         self.clock = clock
@@ -131,6 +137,8 @@ class SessionService:
             return False
         row.ended_at = self.clock()
         row.end_reason = reason
+        if self.on_end is not None:
+            self.on_end(self.db, row.id, reason)
         self.db.commit()
         return True
 

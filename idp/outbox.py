@@ -1,0 +1,135 @@
+"""The transactional outbox and its worker: work that must happen, never on the request path.
+
+:func:`enqueue` adds a row to the caller's transaction. :class:`OutboxWorker` leases due rows
+(a conditional UPDATE, so two workers never deliver the same row at once), hands each to the
+handler for its kind, and marks it done; a failure is retried with exponential backoff, and
+after the last attempt the row is marked failed and logged. A worker killed mid-delivery leaves
+a lease that expires, and the row is delivered again by another worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from idp.models import utcnow
+from idp.models.outbox import OutboxItem
+
+log = logging.getLogger("idp.outbox")
+
+Handler = Callable[[dict[str, Any]], None]
+
+
+class DeliveryError(Exception):
+    """A delivery failed and should be retried later."""
+
+
+def enqueue(db: Session, kind: str, payload: dict[str, Any]) -> OutboxItem:
+    """Add work to ``db``'s transaction; it is delivered once the caller commits."""
+    item = OutboxItem(kind=kind, payload=payload, next_attempt_at=utcnow())
+    db.add(item)
+    return item
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(3600, 5 * 2 ** max(0, attempts - 1)))
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        handlers: Mapping[str, Handler],
+        *,
+        lease_seconds: int = 120,
+        max_attempts: int = 12,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.session_factory = session_factory
+        self.handlers = handlers
+        self.lease = timedelta(seconds=lease_seconds)
+        self.max_attempts = max_attempts
+        self.clock = clock
+
+    def _lease(self, db: Session, limit: int) -> list[int]:
+        now = self.clock()
+        due = db.scalars(
+            select(OutboxItem.id)
+            .where(
+                OutboxItem.done_at.is_(None),
+                OutboxItem.failed_at.is_(None),
+                OutboxItem.kind.in_(list(self.handlers)),
+                OutboxItem.next_attempt_at <= now,
+                or_(OutboxItem.leased_until.is_(None), OutboxItem.leased_until < now),
+            )
+            .order_by(OutboxItem.id)
+            .limit(limit)
+        ).all()
+        leased = []
+        for item_id in due:
+            result = db.execute(
+                update(OutboxItem)
+                .where(
+                    OutboxItem.id == item_id,
+                    or_(OutboxItem.leased_until.is_(None), OutboxItem.leased_until < now),
+                    OutboxItem.done_at.is_(None),
+                )
+                .values(leased_until=now + self.lease)
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                leased.append(item_id)
+        db.commit()
+        return leased
+
+    def run_once(self, limit: int = 50) -> int:
+        """Deliver what is due now; returns how many items were delivered."""
+        delivered = 0
+        with self.session_factory() as db:
+            for item_id in self._lease(db, limit):
+                item = db.get(OutboxItem, item_id)
+                if item is None:
+                    continue
+                delivered += self._deliver(db, item)
+        return delivered
+
+    def _deliver(self, db: Session, item: OutboxItem) -> int:
+        item.attempts += 1
+        try:
+            self.handlers[item.kind](dict(item.payload))
+        except Exception as exc:  # any failure is retried; the reason is logged
+            item.leased_until = None
+            item.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+            if item.attempts >= self.max_attempts:
+                item.failed_at = self.clock()
+                log.error(
+                    "outbox item %s (%s) failed for good: %s", item.id, item.kind, item.last_error
+                )
+            else:
+                item.next_attempt_at = self.clock() + backoff(item.attempts)
+                log.warning(
+                    "outbox item %s (%s) attempt %s failed: %s",
+                    item.id,
+                    item.kind,
+                    item.attempts,
+                    item.last_error,
+                )
+            db.commit()
+            return 0
+        item.done_at = self.clock()
+        item.leased_until = None
+        db.commit()
+        return 1
+
+    def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # the worker keeps going through database hiccups
+                log.exception("outbox worker pass failed")
+            stop.wait(interval)

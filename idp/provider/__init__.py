@@ -1,0 +1,1 @@
+"""The OpenID Connect provider: authlib server, grants, keys/JWKS, endpoints."""

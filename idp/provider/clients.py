@@ -1,0 +1,192 @@
+"""Client registration and authentication (RFC 6749 §2, §2.3.1; OIDC Core §3.1.2.1).
+
+Redirect URIs are absolute https URLs, or http on a loopback host (RFC 8252 §7.3), without a
+fragment (RFC 6749 §3.1.2), and are compared byte for byte (RFC 9700 §4.1.3). Secrets are 256
+random bits, shown once, stored as SHA-256 and compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749 import ClientMixin, scope_to_list
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp.models import utcnow
+from idp.models.clients import DEFAULT_SCOPES, Client
+
+SUPPORTED_SCOPES = ("openid", "profile", "email", "offline_access")
+
+
+class ClientError(ValueError):
+    """A client registration request that cannot be carried out; the message says why."""
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_redirect_uri(uri: str, label: str = "redirect URI") -> str:
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ClientError(f"{label} must be an absolute https URL: {uri!r}")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise ClientError(f"{label} must use https unless the host is loopback: {uri!r}")
+    if parts.fragment or "#" in uri:
+        raise ClientError(f"{label} must not contain a fragment: {uri!r}")
+    if any(c.isspace() for c in uri) or len(uri) > 2000:
+        raise ClientError(f"{label} is malformed: {uri!r}")
+    return uri
+
+
+class RegisteredClient(ClientMixin):  # type: ignore[misc]
+    """authlib's view of a :class:`Client` row."""
+
+    def __init__(self, row: Client) -> None:
+        self.row = row
+
+    @property
+    def client_id(self) -> str:
+        return self.row.client_id
+
+    def get_client_id(self) -> str:
+        return self.row.client_id
+
+    @property
+    def client_metadata(self) -> dict[str, list[str]]:
+        return {"post_logout_redirect_uris": list(self.row.post_logout_redirect_uris)}
+
+    def get_default_redirect_uri(self) -> str | None:
+        # OIDC Core §3.1.2.1: redirect_uri is required; never guess one.
+        return None
+
+    def get_allowed_scope(self, scope: str | None) -> str | None:
+        """The requested scope if the client may have all of it, else None (invalid_scope,
+        RFC 6749 §4.1.2.1)."""
+        if not scope:
+            return ""
+        requested = scope_to_list(scope)
+        allowed = set(scope_to_list(self.row.allowed_scopes))
+        if not set(requested) <= allowed:
+            return None
+        return " ".join(dict.fromkeys(requested))
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.row.redirect_uris
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if self.row.secret_hash is None:
+            return False
+        return hmac.compare_digest(_secret_hash(client_secret), self.row.secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if self.row.public:
+            return method == "none"
+        return method in ("client_secret_basic", "client_secret_post")
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        if grant_type == "client_credentials":
+            return not self.row.public
+        # Refresh tokens are issued only with the offline_access scope (OIDC Core §11).
+        return grant_type in ("authorization_code", "refresh_token")
+
+
+@dataclass(frozen=True)
+class CreatedClient:
+    client: Client
+    secret: str | None
+
+
+class ClientService:
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def get(self, client_id: str) -> Client | None:
+        if not client_id or len(client_id) > 64:
+            return None
+        return self.db.scalar(select(Client).where(Client.client_id == client_id))
+
+    def require(self, client_id: str) -> Client:
+        client = self.get(client_id)
+        if client is None:
+            raise ClientError(f"no client with id {client_id!r}")
+        return client
+
+    def list_all(self) -> list[Client]:
+        return list(self.db.scalars(select(Client).order_by(Client.created_at)))
+
+    def create(
+        self,
+        name: str,
+        redirect_uris: list[str],
+        *,
+        public: bool = False,
+        first_party: bool = False,
+        post_logout_redirect_uris: list[str] | None = None,
+        backchannel_logout_uri: str | None = None,
+        scopes: str = DEFAULT_SCOPES,
+    ) -> CreatedClient:
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise ClientError("client name must be 1 to 200 characters")
+        if not redirect_uris:
+            raise ClientError("at least one --redirect-uri is required")
+        uris = [validate_redirect_uri(u) for u in redirect_uris]
+        logout_uris = [
+            validate_redirect_uri(u, "post-logout redirect URI")
+            for u in post_logout_redirect_uris or []
+        ]
+        if backchannel_logout_uri:
+            validate_redirect_uri(backchannel_logout_uri, "back-channel logout URI")
+        unknown = set(scope_to_list(scopes)) - set(SUPPORTED_SCOPES)
+        if unknown:
+            raise ClientError(f"unsupported scope {sorted(unknown)[0]!r}")
+        secret = None if public else secrets.token_urlsafe(32)
+        client = Client(
+            client_id=secrets.token_urlsafe(18),
+            name=name,
+            secret_hash=_secret_hash(secret) if secret else None,
+            public=public,
+            first_party=first_party,
+            redirect_uris=uris,
+            post_logout_redirect_uris=logout_uris,
+            backchannel_logout_uri=backchannel_logout_uri or None,
+            allowed_scopes=" ".join(scope_to_list(scopes)),
+        )
+        self.db.add(client)
+        self.db.commit()
+        return CreatedClient(client=client, secret=secret)
+
+    def rotate_secret(self, client_id: str) -> str:
+        """A new secret replaces the old one at once (the old one stops working)."""
+        client = self.require(client_id)
+        if client.public:
+            raise ClientError("a public client has no secret")
+        secret = secrets.token_urlsafe(32)
+        client.secret_hash = _secret_hash(secret)
+        client.secret_rotated_at = utcnow()
+        self.db.commit()
+        return secret
+
+    def delete(self, client_id: str) -> None:
+        """Delete a client; its consents and tokens go with it."""
+        self.db.delete(self.require(client_id))
+        self.db.commit()

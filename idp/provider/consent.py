@@ -1,0 +1,52 @@
+"""Remembered consent per user, client and scopes (OIDC Core §3.1.2.4); revocable."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp.events import Actor, EventTag, record_event
+from idp.models import utcnow
+from idp.models.clients import Consent
+
+
+class ConsentService:
+    def __init__(self, db: Session) -> None:
+        self.db = db
+
+    def _row(self, user_id: str, client_id: str) -> Consent | None:
+        return self.db.scalar(
+            select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
+        )
+
+    def covers(self, user_id: str, client_id: str, scope: str) -> bool:
+        row = self._row(user_id, client_id)
+        return row is not None and set(scope.split()) <= set(row.scopes.split())
+
+    def grant(self, user_id: str, client_id: str, scope: str, actor: Actor) -> None:
+        row = self._row(user_id, client_id)
+        if row is None:
+            row = Consent(user_id=user_id, client_id=client_id, scopes="")
+            self.db.add(row)
+        row.scopes = " ".join(sorted(set(row.scopes.split()) | set(scope.split())))
+        row.granted_at = utcnow()
+        record_event(
+            self.db,
+            EventTag.CONSENT_GRANTED,
+            user_id=user_id,
+            product=client_id,
+            actor=actor,
+            details={"scope": row.scopes},
+        )
+        self.db.commit()
+
+    def revoke(self, user_id: str, client_id: str, actor: Actor) -> bool:
+        row = self._row(user_id, client_id)
+        if row is None:
+            return False
+        self.db.delete(row)
+        record_event(
+            self.db, EventTag.CONSENT_REVOKED, user_id=user_id, product=client_id, actor=actor
+        )
+        self.db.commit()
+        return True

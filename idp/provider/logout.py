@@ -1,0 +1,106 @@
+"""Ending a browser session for relying services: revoke its tokens and send OpenID Connect
+Back-Channel Logout 1.0 logout tokens (§2.4) to each client that registered a URI (§2.2).
+
+Revocation happens in the transaction that ends the session; the logout requests go through
+the outbox, so a slow or failing client never blocks the user and is retried.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import requests
+from joserfc import jwt
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp.models import utcnow
+from idp.models.clients import Client
+from idp.models.tokens import TokenFamily
+from idp.outbox import DeliveryError, enqueue
+from idp.provider.keys import KeyService
+
+BACKCHANNEL_LOGOUT = "backchannel_logout"
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+# Ends that are not a sign-out: the user is still signed in (again) or merely timed out.
+SESSION_TIMEOUTS = frozenset({"idle", "expired", "reauthenticated"})
+
+
+def end_session_tokens(
+    db: Session, session_id: str, reason: str, clock: Callable[[], datetime] = utcnow
+) -> None:
+    """Revoke every token family of the session and queue back-channel logouts (the caller
+    commits). A session that merely timed out leaves its tokens alone: refresh tokens granted
+    for offline access outlive the browser session (OIDC Core §11)."""
+    if reason in SESSION_TIMEOUTS:
+        return
+    families = list(db.scalars(select(TokenFamily).where(TokenFamily.session_id == session_id)))
+    notified: set[str] = set()
+    for family in families:
+        if family.revoked_at is None:
+            family.revoked_at = clock()
+            family.revoked_reason = reason
+        if family.client_id in notified or family.user_id is None:
+            continue
+        client = db.scalar(select(Client).where(Client.client_id == family.client_id))
+        if client is not None and client.backchannel_logout_uri:
+            enqueue(
+                db,
+                BACKCHANNEL_LOGOUT,
+                {"client_id": client.client_id, "sub": family.user_id, "sid": session_id},
+            )
+            notified.add(family.client_id)
+
+
+def logout_token(keys: KeyService, issuer: str, client_id: str, sub: str, sid: str) -> str:
+    key = keys.signing_key("RS256")
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": client_id,
+        "iat": now,
+        "exp": now + 120,
+        "jti": uuid.uuid4().hex,
+        "sub": sub,
+        "sid": sid,
+        "events": {LOGOUT_EVENT: {}},
+    }
+    return jwt.encode({"alg": "RS256", "typ": "logout+jwt", "kid": key.kid}, claims, key)
+
+
+class BackchannelLogoutSender:
+    """Outbox handler: POST ``logout_token`` to the client (§2.5); 200 or 204 is success."""
+
+    def __init__(
+        self,
+        db_factory: Callable[[], Session],
+        keys_factory: Callable[[Session], KeyService],
+        issuer: str,
+        timeout: float = 5.0,
+    ) -> None:
+        self.db_factory = db_factory
+        self.keys_factory = keys_factory
+        self.issuer = issuer
+        self.timeout = timeout
+
+    def __call__(self, payload: dict[str, Any]) -> None:
+        with self.db_factory() as db:
+            client = db.scalar(select(Client).where(Client.client_id == payload["client_id"]))
+            if client is None or not client.backchannel_logout_uri:
+                return  # the client was deleted or dropped its URI: nothing to tell
+            token = logout_token(
+                self.keys_factory(db), self.issuer, client.client_id, payload["sub"], payload["sid"]
+            )
+            uri = client.backchannel_logout_uri
+        try:
+            response = requests.post(
+                uri, data={"logout_token": token}, timeout=self.timeout, allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            raise DeliveryError(f"back-channel logout to {uri}: {type(exc).__name__}") from None
+        if response.status_code not in (200, 204):
+            raise DeliveryError(f"back-channel logout to {uri}: HTTP {response.status_code}")

@@ -1,0 +1,317 @@
+"""The authlib authorization server and its grants (RFC 6749 §4.1, §4.4, §6; RFC 7636;
+OIDC Core §3.1), wired to our storage through the request's :class:`ProviderServices`.
+
+Behaviour is added through authlib's hooks (``save_authorization_code``,
+``query_authorization_code``, ``authenticate_user``, the OpenID extension) rather than by
+overriding its flow.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Request
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc9207 import IssuerParameter
+from authlib.oidc.core.grants import OpenIDCode
+from authlib.oidc.rpinitiated import EndSessionEndpoint
+from joserfc.jwk import Key, KeySet
+from sqlalchemy.orm import Session
+
+from idp.events import Actor, EventTag, record_event
+from idp.models import User, UserSession
+from idp.models.tokens import RefreshToken, TokenFamily
+from idp.provider.claims import user_claims
+from idp.provider.clients import ClientService, RegisteredClient
+from idp.provider.codes import AuthorizationCode, AuthorizationCodeStore
+from idp.provider.keys import KeyService
+from idp.provider.tokens import SIGNING_ALG, Principal, TokenService
+from idp.store import Store
+
+SCOPES_SUPPORTED = ["openid", "profile", "email", "offline_access"]
+
+
+@dataclass
+class ProviderServices:
+    """The collaborators the grants need, built once per request."""
+
+    db: Session
+    store: Store
+    clients: ClientService
+    tokens: TokenService
+    codes: AuthorizationCodeStore
+    keys: KeyService
+    issuer: str
+    id_token_seconds: int
+    actor: Actor
+
+
+Resolver = Callable[[], ProviderServices]
+
+
+class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
+    """PKCE with S256 only: "plain" is refused (RFC 9700 §2.1.1)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if data.get("code_challenge") and data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("code_challenge_method must be S256.")
+        if grant.request.client.row.public and not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE (code_challenge) is required for public clients.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class _Grant:
+    resolve: Resolver
+
+    @property
+    def services(self) -> ProviderServices:
+        return type(self).resolve()
+
+
+class CodeGrant(_Grant, grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        principal: Principal = request.user
+        data = request.payload.data
+        self.services.codes.save(
+            code,
+            AuthorizationCode(
+                client_id=request.client.get_client_id(),
+                redirect_uri=request.payload.redirect_uri,
+                scope=request.scope,
+                user_id=principal.user.id,
+                session_id=principal.session_id or "",
+                family_id=str(uuid.uuid4()),
+                auth_time=principal.auth_time,
+                amr=principal.amr,
+                nonce=data.get("nonce"),
+                code_challenge=data.get("code_challenge"),
+                code_challenge_method=data.get("code_challenge_method"),
+            ),
+        )
+        if data.get("nonce"):
+            nonce_key = self.services.store.key(
+                "nonce", request.client.get_client_id(), str(data["nonce"])[:200]
+            )
+            self.services.store.client.set(nonce_key, "1", ex=self.services.codes.lifetime)
+
+    def query_authorization_code(self, code: str, client: RegisteredClient) -> Any:
+        s = self.services
+        redemption = s.codes.redeem(code, client.get_client_id())
+        if redemption.status == "used" and redemption.family_id:
+            # RFC 6749 §4.1.2: a code used twice revokes what was issued from it.
+            s.tokens.revoke_family(redemption.family_id, "code_replay")
+            record_event(
+                s.db,
+                EventTag.TOKEN_REVOKED,
+                product=client.get_client_id(),
+                actor=s.actor,
+                details={"reason": "authorization_code_replay"},
+            )
+            s.db.commit()
+            return None
+        return redemption.code if redemption.status == "ok" else None
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        """Nothing to do: redeeming already consumed the code atomically."""
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> Principal | None:
+        db = self.services.db
+        user = db.get(User, authorization_code.user_id)
+        session = db.get(UserSession, authorization_code.session_id)
+        if user is None or session is None or session.ended_at is not None:
+            return None  # signed out (or deleted) since the code was issued
+        return Principal(
+            user=user,
+            session_id=authorization_code.session_id,
+            auth_time=authorization_code.auth_time,
+            amr=authorization_code.amr,
+            family_id=authorization_code.family_id,
+        )
+
+
+class _RefreshCredential:
+    def __init__(self, row: RefreshToken, family: TokenFamily) -> None:
+        self.row = row
+        self.family = family
+
+    def check_client(self, client: RegisteredClient) -> bool:
+        return self.family.client_id == client.get_client_id()
+
+    def get_scope(self) -> str:
+        return self.row.scope
+
+
+class RefreshGrant(_Grant, grants.RefreshTokenGrant):  # type: ignore[misc]
+    """Refresh with rotation (RFC 6749 §6, RFC 9700 §4.14.2)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> _RefreshCredential | None:
+        s = self.services
+        row = s.tokens.claim_refresh_token(refresh_token, self.request.client.get_client_id())
+        if row is None:
+            return None
+        family = s.db.get(TokenFamily, row.family_id)
+        return _RefreshCredential(row, family) if family is not None else None
+
+    def authenticate_user(self, credential: _RefreshCredential) -> Principal | None:
+        family = credential.family
+        user = self.services.db.get(User, family.user_id) if family.user_id else None
+        if user is None:
+            return None
+        auth_time = family.auth_time or family.created_at
+        return Principal(
+            user=user,
+            session_id=family.session_id,
+            auth_time=int(auth_time.timestamp()),
+            amr=family.amr.split() or ["pwd"],
+            family_id=family.id,
+        )
+
+    def revoke_old_credential(self, credential: _RefreshCredential) -> None:
+        """Nothing to do: the old token was marked used when it was claimed."""
+
+
+class ClientCredentialsGrant(_Grant, grants.ClientCredentialsGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+
+class IdTokens(OpenIDCode):  # type: ignore[misc]
+    """ID tokens for the code flow (OIDC Core §2, §3.1.3.6): iss, sub, aud, exp, iat,
+    auth_time, nonce, amr, sid and at_hash, signed RS256 with the current key."""
+
+    def __init__(self, resolve: Resolver) -> None:
+        super().__init__(require_nonce=False)
+        self.resolve = resolve
+
+    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
+        key = self.resolve().store.key("nonce", request.payload.client_id or "", nonce[:200])
+        return bool(self.resolve().store.client.exists(key))
+
+    def resolve_client_private_key(self, client: RegisteredClient) -> Key:
+        return self.resolve().keys.signing_key(SIGNING_ALG)
+
+    def get_client_algorithm(self, client: RegisteredClient) -> str:
+        return SIGNING_ALG
+
+    def get_encode_header(self, client: RegisteredClient) -> dict[str, str]:
+        key = self.resolve().keys.signing_key(SIGNING_ALG)
+        return {"alg": SIGNING_ALG, "typ": "JWT", "kid": str(key.kid)}
+
+    def get_compatible_claims(self, request: OAuth2Request) -> dict[str, Any]:
+        s = self.resolve()
+        now = int(time.time())
+        return {
+            "iss": s.issuer,
+            "aud": request.client.get_client_id(),
+            "iat": now,
+            "exp": now + s.id_token_seconds,
+        }
+
+    def generate_user_info(self, user: Principal, scope: str) -> dict[str, Any]:
+        claims = user_claims(user.user, scope)
+        if user.session_id:
+            claims["sid"] = user.session_id
+        return claims
+
+
+class IssuerInResponses(IssuerParameter):  # type: ignore[misc]
+    """RFC 9207: ``iss`` in every authorization response."""
+
+    def __init__(self, resolve: Resolver) -> None:
+        self.resolve = resolve
+
+    def get_issuer(self) -> str:
+        return self.resolve().issuer
+
+
+class EndSession(EndSessionEndpoint):  # type: ignore[misc]
+    """RP-Initiated Logout request validation; the view ends the browser session."""
+
+    def __init__(self, resolve: Resolver) -> None:
+        super().__init__()
+        self.resolve = resolve
+
+    def get_server_jwks(self) -> KeySet:
+        return self.resolve().keys.verification_keyset()
+
+    def get_algorithms(self) -> list[str]:
+        return ["RS256", "ES256"]
+
+    def end_session(self, end_session_request: Any) -> None:
+        """Nothing here: the view ends the session with the user's confirmation."""
+
+
+class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    def __init__(self, resolve: Resolver) -> None:
+        super().__init__()
+        self.resolve = resolve
+        self.scopes_supported = SCOPES_SUPPORTED
+        self.register_token_generator("default", self._generate_token)
+        for grant_cls in (CodeGrant, RefreshGrant, ClientCredentialsGrant):
+            grant_cls.resolve = staticmethod(resolve)
+        self.register_grant(CodeGrant, [S256CodeChallenge(required=True), IdTokens(resolve)])
+        self.register_grant(RefreshGrant)
+        self.register_grant(ClientCredentialsGrant)
+        self.register_extension(lambda server: IssuerInResponses(resolve)(server))
+        self.register_endpoint(EndSession(resolve))
+
+    def query_client(self, client_id: str) -> RegisteredClient | None:
+        row = self.resolve().clients.get(client_id)
+        return RegisteredClient(row) if row is not None else None
+
+    def _generate_token(
+        self,
+        grant_type: str,
+        client: RegisteredClient,
+        user: Any = None,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        return self.resolve().tokens.issue(
+            client.row,
+            user,
+            scope or "",
+            grant_type=grant_type,
+            include_refresh_token=include_refresh_token,
+        )
+
+    def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
+        """Everything was added to the session while generating: record the grant, commit."""
+        s = self.resolve()
+        principal: Principal | None = request.user
+        record_event(
+            s.db,
+            EventTag.TOKEN_GRANTED,
+            user_id=principal.user.id if principal else None,
+            product=request.client.get_client_id(),
+            actor=s.actor,
+            session_id=principal.session_id if principal else None,
+            details={"grant_type": request.payload.grant_type, "scope": token.get("scope", "")},
+        )
+        s.db.commit()
+
+    def handle_error_response(self, request: Any, error: OAuth2Error) -> Any:
+        # RFC 6749 §5.2: invalid_client is 401 with a WWW-Authenticate challenge.
+        if error.error == "invalid_client":
+            error.status_code = 401
+        response = super().handle_error_response(request, error)
+        if error.error == "invalid_client" and "WWW-Authenticate" not in response.headers:
+            response.headers["WWW-Authenticate"] = 'Basic realm="idp", error="invalid_client"'
+        self.resolve().db.rollback()
+        return response

@@ -1,0 +1,304 @@
+"""Issuing, checking and revoking tokens.
+
+- Access tokens are JWTs per RFC 9068 (``typ: at+jwt``) that relying services validate locally
+  against our JWKS; each ``jti`` is recorded so introspection (RFC 7662) and userinfo report
+  live status: a revoked token, a revoked family or an ended session makes it inactive.
+- Refresh tokens are random, stored as SHA-256, rotated at each use; presenting a rotated one
+  again revokes the whole family (RFC 9700 §4.14.2).
+- Revocation follows RFC 7009: a client may revoke only its own tokens; the answer is the same
+  whether or not the token was known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from idp.models import User, utcnow
+from idp.models.clients import Client
+from idp.models.tokens import AccessToken, RefreshToken, TokenFamily
+from idp.provider.keys import KeyService
+from idp.settings import Settings
+
+ACCESS_TOKEN_TYPE = "at+jwt"
+SIGNING_ALG = "RS256"
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a token is for: a user in a browser session, as authlib's "user" object."""
+
+    user: User
+    session_id: str | None
+    auth_time: int
+    amr: list[str] = field(default_factory=lambda: ["pwd"])
+    family_id: str | None = None
+
+    def get_user_id(self) -> str:
+        return self.user.id
+
+
+@dataclass(frozen=True)
+class LiveToken:
+    """A valid, active access token."""
+
+    claims: dict[str, Any]
+    user_id: str | None
+    client_id: str
+
+
+class TokenService:
+    def __init__(
+        self,
+        db: Session,
+        keys: KeyService,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.issuer = settings.issuer
+        self.access_lifetime = timedelta(minutes=settings.access_token_minutes)
+        self.refresh_lifetime = timedelta(days=settings.refresh_token_days)
+        self.clock = clock
+
+    # Issuing -----------------------------------------------------------------------------
+    def _family(self, client_id: str, principal: Principal | None, scope: str) -> str:
+        """The principal's family, created on first use (one per authorization code)."""
+        family_id = principal.family_id if principal else None
+        if family_id and self.db.get(TokenFamily, family_id) is not None:
+            return family_id
+        family = TokenFamily(
+            id=family_id or str(uuid.uuid4()),
+            client_id=client_id,
+            user_id=principal.user.id if principal else None,
+            session_id=principal.session_id if principal else None,
+            scope=scope,
+            auth_time=datetime.fromtimestamp(principal.auth_time, UTC) if principal else None,
+            amr=" ".join(principal.amr) if principal else "",
+            created_at=self.clock(),
+        )
+        self.db.add(family)
+        self.db.flush()
+        return family.id
+
+    def issue(
+        self,
+        client: Client,
+        principal: Principal | None,
+        scope: str,
+        *,
+        grant_type: str,
+        include_refresh_token: bool,
+    ) -> dict[str, Any]:
+        """The token response (RFC 6749 §5.1). The caller commits."""
+        family_id = self._family(client.client_id, principal, scope)
+        now = self.clock()
+        expires = now + self.access_lifetime
+        jti = uuid.uuid4().hex
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": principal.user.id if principal else client.client_id,
+            "aud": client.client_id,
+            "client_id": client.client_id,
+            "iat": int(now.timestamp()),
+            "exp": int(expires.timestamp()),
+            "jti": jti,
+            "scope": scope,
+        }
+        if principal is not None:
+            claims["auth_time"] = principal.auth_time
+            claims["amr"] = principal.amr
+            if principal.session_id:
+                claims["sid"] = principal.session_id
+        key = self.keys.signing_key(SIGNING_ALG)
+        access_token = jwt.encode(
+            {"alg": SIGNING_ALG, "typ": ACCESS_TOKEN_TYPE, "kid": key.kid}, claims, key
+        )
+        self.db.add(AccessToken(jti=jti, family_id=family_id, expires_at=expires))
+        response: dict[str, Any] = {
+            "token_type": "Bearer",
+            "access_token": access_token,
+            "expires_in": int(self.access_lifetime.total_seconds()),
+            "scope": scope,
+        }
+        if include_refresh_token and principal is not None and "offline_access" in scope.split():
+            refresh = secrets.token_urlsafe(32)
+            self.db.add(
+                RefreshToken(
+                    token_hash=token_digest(refresh),
+                    family_id=family_id,
+                    scope=scope,
+                    created_at=now,
+                    expires_at=now + self.refresh_lifetime,
+                )
+            )
+            response["refresh_token"] = refresh
+        return response
+
+    # Refresh tokens ------------------------------------------------------------------------
+    def claim_refresh_token(self, token: str, client_id: str) -> RefreshToken | None:
+        """Use a refresh token once: mark it used atomically and return it, or None.
+
+        Of two concurrent uses only one claims the token; the other (like any later use of a
+        rotated token) is a reuse and revokes the family, committed at once."""
+        row = self.find_refresh_token(token, client_id)
+        if row is None:
+            return None
+        claimed = self.db.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
+            .values(used_at=self.clock())
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            self.db.rollback()
+            self.revoke_family(row.family_id, "refresh_token_reuse")
+            self.db.commit()
+            return None
+        return row
+
+    def find_refresh_token(self, token: str, client_id: str) -> RefreshToken | None:
+        """The live refresh token, or None. A rotated token presented again revokes its
+        family (and commits that revocation)."""
+        if not token or len(token) > 200:
+            return None
+        row = self.db.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == token_digest(token))
+        )
+        if row is None:
+            return None
+        family = self.db.get(TokenFamily, row.family_id)
+        if family is None or family.client_id != client_id:
+            return None
+        if row.used_at is not None:
+            self.revoke_family(family.id, "refresh_token_reuse")
+            self.db.commit()
+            return None
+        if family.revoked_at is not None or row.expires_at <= self.clock():
+            return None
+        return row
+
+    # Revocation ----------------------------------------------------------------------------
+    def revoke_family(self, family_id: str, reason: str) -> None:
+        self.db.execute(
+            update(TokenFamily)
+            .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
+            .values(revoked_at=self.clock(), revoked_reason=reason)
+        )
+
+    def revoke(self, token: str, client_id: str) -> None:
+        """RFC 7009 §2.1: revoke a refresh token (and its family) or an access token, if it
+        belongs to ``client_id``. Unknown tokens are ignored."""
+        row = self.db.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == token_digest(token))
+        )
+        if row is not None:
+            family = self.db.get(TokenFamily, row.family_id)
+            if family is not None and family.client_id == client_id:
+                self.revoke_family(family.id, "revoked_by_client")
+            return
+        claims = self._decode(token)
+        if claims is None or claims.get("client_id") != client_id:
+            return
+        self.db.execute(
+            update(AccessToken)
+            .where(AccessToken.jti == str(claims.get("jti")), AccessToken.revoked_at.is_(None))
+            .values(revoked_at=self.clock())
+        )
+
+    # Checking ------------------------------------------------------------------------------
+    def _decode(self, token: str) -> dict[str, Any] | None:
+        """Claims of an access token we signed and that has not expired, else None."""
+        if not token or len(token) > 8192:
+            return None
+        try:
+            decoded = jwt.decode(
+                token, self.keys.verification_keyset(), algorithms=[SIGNING_ALG, "ES256"]
+            )
+            if decoded.header.get("typ", "").lower() not in (
+                ACCESS_TOKEN_TYPE,
+                "application/at+jwt",
+            ):
+                return None
+            jwt.JWTClaimsRegistry(
+                now=int(self.clock().timestamp()),
+                iss={"essential": True, "value": self.issuer},
+                exp={"essential": True},
+                jti={"essential": True},
+            ).validate(decoded.claims)
+        except (JoseError, ValueError, TypeError):
+            return None
+        claims: dict[str, Any] = dict(decoded.claims)
+        return claims
+
+    def live_access_token(self, token: str) -> LiveToken | None:
+        """The token if it is valid and still active (not revoked, family and session live)."""
+        claims = self._decode(token)
+        if claims is None:
+            return None
+        row = self.db.execute(
+            select(
+                AccessToken.revoked_at,
+                TokenFamily.revoked_at,
+                TokenFamily.user_id,
+                TokenFamily.client_id,
+            )
+            .join(TokenFamily, TokenFamily.id == AccessToken.family_id)
+            .where(AccessToken.jti == str(claims["jti"]))
+        ).one_or_none()
+        # Ending a session revokes its families, so the family's state is the live status.
+        if row is None or row[0] is not None or row[1] is not None:
+            return None
+        return LiveToken(claims=claims, user_id=row[2], client_id=row[3])
+
+    def introspect(self, token: str, client_id: str) -> dict[str, Any]:
+        """RFC 7662 §2.2. Only the client the token was issued to learns about it."""
+        live = self.live_access_token(token)
+        if live is not None and live.client_id == client_id:
+            c = live.claims
+            body: dict[str, Any] = {
+                k: c[k]
+                for k in (
+                    "scope",
+                    "client_id",
+                    "sub",
+                    "aud",
+                    "iss",
+                    "exp",
+                    "iat",
+                    "jti",
+                    "sid",
+                    "auth_time",
+                )
+                if k in c
+            }
+            return {"active": True, "token_type": "Bearer", **body}
+        row = self.find_refresh_token(token, client_id) if token else None
+        if row is not None:
+            family = self.db.get(TokenFamily, row.family_id)
+            assert family is not None
+            return {
+                "active": True,
+                "token_type": "refresh_token",
+                "scope": row.scope,
+                "client_id": family.client_id,
+                "sub": family.user_id,
+                "exp": int(row.expires_at.timestamp()),
+                "iat": int(row.created_at.timestamp()),
+                "iss": self.issuer,
+            }
+        return {"active": False}
