@@ -32,6 +32,12 @@ def client_info() -> ClientInfo:
     )
 
 
+def client_actor() -> Actor:
+    return Actor(
+        ip=request.remote_addr or "", user_agent=request.headers.get("User-Agent", "")[:512]
+    )
+
+
 def account_service() -> AccountService:
     return AccountService(request_db(), runtime().passwords)
 
@@ -63,9 +69,7 @@ def provider_services() -> ProviderServices:
             keys=keys,
             issuer=rt.settings.issuer,
             id_token_seconds=rt.settings.id_token_minutes * 60,
-            actor=Actor(
-                ip=request.remote_addr or "", user_agent=request.headers.get("User-Agent", "")[:512]
-            ),
+            actor=client_actor(),
         )
     services: ProviderServices = g.provider_services
     return services

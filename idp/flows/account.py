@@ -6,8 +6,9 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from idp.models import Device, User
+from idp.provider.consent import ConsentService
 from idp.runtime import request_db
-from idp.services import current_session
+from idp.services import client_actor, current_session
 
 bp = Blueprint("account", __name__)
 
@@ -27,4 +28,17 @@ def overview() -> Response | str:
     device = db.get(Device, active.device_id)
     if user is None:  # deleted while signed in
         return redirect(url_for("login.login_form"), 303)
-    return render_template("account/overview.html", user=user, device=device, active=active)
+    consents = ConsentService(db).list_for_user(user.id)
+    return render_template(
+        "account/overview.html", user=user, device=device, active=active, consents=consents
+    )
+
+
+@bp.post("/account/applications/<client_id>/revoke")
+def revoke_application(client_id: str) -> Response:
+    """Withdraw consent from an application; its tokens for this user stop working."""
+    active = current_session()
+    if active is None:
+        return redirect(url_for("login.login_form"), 303)
+    ConsentService(request_db()).revoke(active.user_id, client_id, client_actor())
+    return redirect(url_for("account.overview"), 303)

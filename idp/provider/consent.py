@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from idp.events import Actor, EventTag, record_event
 from idp.models import utcnow
-from idp.models.clients import Consent
+from idp.models.clients import Client, Consent
+from idp.models.tokens import TokenFamily
 
 
 class ConsentService:
@@ -40,11 +41,31 @@ class ConsentService:
         )
         self.db.commit()
 
+    def list_for_user(self, user_id: str) -> list[tuple[Consent, str]]:
+        """The user's consents with each client's name, newest first."""
+        rows = self.db.execute(
+            select(Consent, Client.name)
+            .join(Client, Client.client_id == Consent.client_id)
+            .where(Consent.user_id == user_id)
+            .order_by(Consent.granted_at.desc())
+        ).all()
+        return [(consent, name) for consent, name in rows]
+
     def revoke(self, user_id: str, client_id: str, actor: Actor) -> bool:
+        """Forget the consent and revoke the client's tokens for this user."""
         row = self._row(user_id, client_id)
         if row is None:
             return False
         self.db.delete(row)
+        self.db.execute(
+            update(TokenFamily)
+            .where(
+                TokenFamily.user_id == user_id,
+                TokenFamily.client_id == client_id,
+                TokenFamily.revoked_at.is_(None),
+            )
+            .values(revoked_at=utcnow(), revoked_reason="consent_revoked")
+        )
         record_event(
             self.db, EventTag.CONSENT_REVOKED, user_id=user_id, product=client_id, actor=actor
         )

@@ -3,35 +3,13 @@ the tokens against the JWKS, and uses userinfo, refresh, introspection, revocati
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+import re
 
-import pytest
 import requests
-from flask import Flask
 
-from idp import create_app
 from idp.runtime import Runtime
-from tests.conftest import empty_tables, make_settings
 from tests.helpers import create_user
-from tests.oidc import Browser, RelyingParty, register_client, serve
-from tests.services import free_port
-
-
-@pytest.fixture
-def live(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[tuple[str, Runtime]]:
-    port = free_port()
-    app: Flask = create_app(make_settings(tmp_path, database_url=database_url,
-                                          redis_url=redis_url,
-                                          issuer=f"http://127.0.0.1:{port}"))
-    rt: Runtime = app.extensions["idp"]
-    try:
-        with serve(app, port) as base:
-            yield base, rt
-    finally:
-        empty_tables(rt)
-        rt.store.delete_prefix()
-        rt.close()
+from tests.oidc import Browser, RelyingParty, register_client
 
 
 def test_full_code_flow_with_pkce(live: tuple[str, Runtime]) -> None:
@@ -53,3 +31,25 @@ def test_full_code_flow_with_pkce(live: tuple[str, Runtime]) -> None:
     assert rp.revoke(refreshed.json()["refresh_token"]).status_code == 200
     assert rp.introspect(refreshed.json()["access_token"]).json()["active"] is False
     assert requests.get(base + "/healthz", timeout=5).status_code == 200
+
+
+def test_user_revokes_an_application_from_the_account_page(live: tuple[str, Runtime]) -> None:
+    base, rt = live
+    create_user(rt)
+    rp = RelyingParty(base, register_client(rt, "Photo Print", first_party=False))
+    browser = Browser(base)
+    token, _ = rp.sign_in(browser)
+    page = browser.http.get(base + "/account", timeout=5).text
+    assert "Photo Print" in page and "Revoke access" in page
+    form = re.search(r'action="(/account/applications/[^"]+/revoke)".*?name="csrf_token" '
+                     r'value="([^"]+)"', page, re.S)
+    assert form is not None
+    done = browser.http.post(base + form.group(1), data={"csrf_token": form.group(2)},
+                             timeout=5, allow_redirects=False)
+    assert done.status_code == 303
+    assert "No application has access" in browser.http.get(base + "/account", timeout=5).text
+    assert rp.introspect(token["access_token"]).json() == {"active": False}
+    assert rp.refresh(token["refresh_token"]).json()["error"] == "invalid_grant"
+    # Signing in to it again asks for consent again.
+    url, _, _, _ = rp.authorization_url()
+    assert 'name="decision"' in browser.http.get(url, timeout=5).text
