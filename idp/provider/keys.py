@@ -32,22 +32,14 @@ Caching (several processes share one database):
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
 import logging
-import secrets
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeAlias
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeyParameters, KeySet, RSAKey
 from sqlalchemy import delete, or_, select, update
@@ -56,6 +48,7 @@ from sqlalchemy.orm import Session
 
 from idp.models.base import utcnow
 from idp.models.keys import SigningKey
+from idp.security.secretbox import SecretBox, SecretBoxError
 from idp.settings import Settings
 
 log = logging.getLogger("idp.provider.keys")
@@ -72,8 +65,6 @@ PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
 _FORMAT = "v1"
 _HKDF_INFO = b"idp signing keys"
-_NONCE_BYTES = 12
-_TAG_BYTES = 16
 _ROTATE_ATTEMPTS = 3
 _CACHE_LIMIT = 64
 
@@ -120,51 +111,31 @@ class KeyRotationConflictError(SigningKeyError):
 
 
 # Encryption at rest ----------------------------------------------------------------------
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _associated_data(kid: str) -> bytes:
-    return f"idp signing key {_FORMAT} {kid}".encode()
+def _associated_data(kid: str) -> str:
+    return f"idp signing key {_FORMAT} {kid}"
 
 
 class _KeyBox:
     """Seals private JWKs with AES-256-GCM under a key derived from the secret key."""
 
     def __init__(self, secret_key: str) -> None:
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(
-            secret_key.encode()
-        )
-        self._aead = AESGCM(key)
+        self._box = SecretBox(secret_key, _HKDF_INFO)
         # Names the derived key in the process cache without revealing it.
-        self.tag = hashlib.sha256(b"idp signing keys cache " + key).hexdigest()[:32]
+        self.tag = self._box.tag
 
     def seal(self, kid: str, plaintext: bytes) -> str:
-        nonce = secrets.token_bytes(_NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, plaintext, _associated_data(kid))
-        return f"{_FORMAT}:{_b64encode(nonce + sealed)}"
+        return self._box.seal(_associated_data(kid), plaintext)
 
     def open(self, kid: str, stored: str) -> bytes:
-        version, sep, body = stored.partition(":")
-        if not sep or version != _FORMAT:
-            raise KeyDecryptionError(kid, "signing key stored in an unknown format")
         try:
-            raw = _b64decode(body)
-        except (binascii.Error, ValueError):
-            raise KeyDecryptionError(kid, "signing key ciphertext is not base64url") from None
-        if len(raw) < _NONCE_BYTES + _TAG_BYTES:
-            raise KeyDecryptionError(kid, "signing key ciphertext is truncated")
-        try:
-            return self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _associated_data(kid))
-        except InvalidTag:
-            raise KeyDecryptionError(kid) from None
+            return self._box.open(_associated_data(kid), stored)
+        except SecretBoxError as exc:
+            reason = str(exc)
+            raise KeyDecryptionError(
+                kid, None if reason.startswith("cannot be decrypted") else f"signing key {reason}"
+            ) from None
 
 
-# Process-wide cache ----------------------------------------------------------------------
 class _KeyCache:
     """Imported keys by kid, shared by every service and thread of this process.
 
