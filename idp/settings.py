@@ -64,6 +64,15 @@ class Settings:
     access_token_minutes: int
     id_token_minutes: int
     refresh_token_days: int
+    lockout_default_threshold: int
+    lockout_min_threshold: int
+    lockout_max_threshold: int
+    lockout_window_minutes: int
+    unlock_link_minutes: int
+    login_attempts_per_ip_per_minute: int
+    login_attempts_global_per_minute: int
+    second_factor_attempts_per_minute: int
+    alert_failure_window_minutes: int
     log_level: str
 
     @property
@@ -196,6 +205,13 @@ def _validate(v: dict[str, Any]) -> Settings:
         "access_token_minutes",
         "id_token_minutes",
         "refresh_token_days",
+        "lockout_min_threshold",
+        "lockout_window_minutes",
+        "unlock_link_minutes",
+        "login_attempts_per_ip_per_minute",
+        "login_attempts_global_per_minute",
+        "second_factor_attempts_per_minute",
+        "alert_failure_window_minutes",
     ):
         if v[name] < 1:
             raise SettingsError(name, "must be at least 1")
@@ -207,6 +223,13 @@ def _validate(v: dict[str, Any]) -> Settings:
         raise SettingsError("password_max_length", "must be >= 64 and >= the minimum length")
     if v["authorization_code_seconds"] > 600:
         raise SettingsError("authorization_code_seconds", "must be at most 600 (RFC 6749 §4.1.2)")
+    if not (
+        v["lockout_min_threshold"] <= v["lockout_default_threshold"] <= v["lockout_max_threshold"]
+    ):
+        raise SettingsError(
+            "lockout_default_threshold",
+            "must lie between IDP_LOCKOUT_MIN_THRESHOLD and IDP_LOCKOUT_MAX_THRESHOLD",
+        )
     if v["proxy_hops"] < 0:
         raise SettingsError("proxy_hops", "must be 0 or more")
     v["log_level"] = v["log_level"].upper()

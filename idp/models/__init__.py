@@ -3,6 +3,7 @@
 from idp.models.accounts import Membership, Organization, Role, User
 from idp.models.base import Base, utcnow
 from idp.models.clients import Client, Consent
+from idp.models.credentials import OneTimeToken, RecoveryCode
 from idp.models.events import Event
 from idp.models.keys import SigningKey
 from idp.models.outbox import OutboxItem
@@ -17,8 +18,10 @@ __all__ = [
     "Device",
     "Event",
     "Membership",
+    "OneTimeToken",
     "Organization",
     "OutboxItem",
+    "RecoveryCode",
     "RefreshToken",
     "Role",
     "SigningKey",

@@ -5,7 +5,16 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Enum,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.models.base import Base, UTCDateTime, new_id, utcnow
@@ -24,6 +33,8 @@ class Organization(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Members may not choose a lockout threshold below this (None: the instance minimum).
+    lockout_floor: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="organization")
@@ -42,6 +53,24 @@ class User(Base):
     last_name: Mapped[str] = mapped_column(String(100), default="")
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    # Lockout: failed attempts before the account locks (None: the instance default). A lock
+    # is durable here; ``lock_id`` changes with every lock so unlock links bind to one lock.
+    lockout_threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lock_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+    # Login alerts: on successful sign-ins "always", "new_device" or "never"; on failures.
+    alert_on_success: Mapped[str] = mapped_column(
+        String(16), default="new_device", server_default="new_device"
+    )
+    alert_on_failure: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+
+    # TOTP second factor (RFC 6238): the seed sealed with SecretBox; the last accepted time
+    # step, so a code is accepted once.
+    totp_secret: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user")
 
