@@ -183,6 +183,28 @@ def _runtime(settings: Settings) -> Iterator[Runtime]:
         rt.close()
 
 
+@user.command("unlock")
+@click.argument("email")
+def user_unlock(email: str) -> None:
+    """Unlock a locked account (and mail its owner)."""
+    from idp.events import Actor
+    from idp.security.lockout import LockoutService
+    from idp.security.notifications import AccountNotifier
+
+    settings = _settings()
+    with _runtime(settings) as rt, rt.session_factory() as db:
+        found = AccountService(db, rt.passwords).find_user_by_email(email)
+        if found is None:
+            raise CommandError(f"no user with email {email}")
+        lockout = LockoutService(db, rt.store, settings)
+        if lockout.unlock(found, Actor(user_agent="idp command"), by="operator"):
+            AccountNotifier(settings.issuer).account_unlocked(db, found, "an administrator")
+            db.commit()
+            click.echo(f"unlocked {found.email}")
+        else:
+            click.echo(f"{found.email} is not locked")
+
+
 @cli.group()
 def client() -> None:
     """Relying services (OAuth 2.0 / OpenID Connect clients)."""

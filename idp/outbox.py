@@ -25,14 +25,21 @@ log = logging.getLogger("idp.outbox")
 
 Handler = Callable[[dict[str, Any]], None]
 
+# The worker adds the row's id under this key to the payload a handler receives (the stored
+# payload is unchanged), so a handler can derive stable identifiers such as a mail's Message-ID.
+ITEM_ID = "outbox_id"
+
 
 class DeliveryError(Exception):
     """A delivery failed and should be retried later."""
 
 
-def enqueue(db: Session, kind: str, payload: dict[str, Any]) -> OutboxItem:
-    """Add work to ``db``'s transaction; it is delivered once the caller commits."""
-    item = OutboxItem(kind=kind, payload=payload, next_attempt_at=utcnow())
+def enqueue(
+    db: Session, kind: str, payload: dict[str, Any], *, not_before: datetime | None = None
+) -> OutboxItem:
+    """Add work to ``db``'s transaction; it is delivered once the caller commits, and not
+    before ``not_before`` when given (delayed work, e.g. the end of a coalescing window)."""
+    item = OutboxItem(kind=kind, payload=payload, next_attempt_at=not_before or utcnow())
     db.add(item)
     return item
 
@@ -101,7 +108,7 @@ class OutboxWorker:
     def _deliver(self, db: Session, item: OutboxItem) -> int:
         item.attempts += 1
         try:
-            self.handlers[item.kind](dict(item.payload))
+            self.handlers[item.kind]({**item.payload, ITEM_ID: item.id})
         except Exception as exc:  # any failure is retried; the reason is logged
             item.leased_until = None
             item.last_error = f"{type(exc).__name__}: {exc}"[:1000]

@@ -14,10 +14,17 @@ from idp.provider.logout import end_session_tokens
 from idp.provider.server import IdpAuthorizationServer, ProviderServices
 from idp.provider.tokens import TokenService
 from idp.runtime import request_db, runtime
-from idp.security.authentication import AuthenticationService
+from idp.security.alerts import AlertService
+from idp.security.authentication import AuthenticationService, SignInCollaborators
+from idp.security.device_trust import DeviceTrust
 from idp.security.devices import DEVICE_COOKIE, ClientInfo
+from idp.security.lockout import LockoutService
+from idp.security.notifications import AccountNotifier
+from idp.security.ratelimit import RateLimiter
 from idp.security.sessions import ActiveSession, SessionService
+from idp.security.two_factor import TwoFactorService, totp_box
 from idp.settings import Settings
+from idp.store import Store
 
 
 def session_cookie_name() -> str:
@@ -80,9 +87,46 @@ def authorization_server() -> IdpAuthorizationServer:
     return server
 
 
+def runtime_store() -> Store:
+    return runtime().store
+
+
+def rate_limiter() -> RateLimiter:
+    return RateLimiter(runtime().store)
+
+
+def lockout_service() -> LockoutService:
+    rt = runtime()
+    return LockoutService(request_db(), rt.store, rt.settings)
+
+
+def two_factor_service() -> TwoFactorService:
+    rt = runtime()
+    return TwoFactorService(request_db(), rt.passwords, totp_box(rt.settings), actor=client_actor())
+
+
+def notifier() -> AccountNotifier:
+    return AccountNotifier(runtime().settings.issuer)
+
+
 def authentication_service() -> AuthenticationService:
+    rt = runtime()
+    db = request_db()
     return AuthenticationService(
-        request_db(), account_service(), runtime().passwords, session_service()
+        db,
+        account_service(),
+        rt.passwords,
+        session_service(),
+        rt.store,
+        rt.settings,
+        SignInCollaborators(
+            lockout=lockout_service(),
+            limiter=rate_limiter(),
+            trust=DeviceTrust(rt.settings.secret_key),
+            observer=AlertService(db, rt.store, rt.settings),
+            second_factor=two_factor_service(),
+            mailer=notifier(),
+        ),
     )
 
 

@@ -58,6 +58,19 @@ class Store:
         """A redeemed code, remembered to detect replay; holds its token family id."""
         return self.key("code-used", code_digest)
 
+    def two_factor_enrollment_key(self, session_id: str) -> str:
+        """A TOTP seed shown on the enrollment page and not yet confirmed (sealed), by the
+        browser session that asked for it."""
+        return self.key("2fa-enrollment", session_id)
+
+    def alert_failure_window_key(self, user_id: str) -> str:
+        """An open failed-sign-in alert window of a user (its alert is already queued)."""
+        return self.key("alert-failures", user_id)
+
+    def alert_success_count_key(self, user_id: str) -> str:
+        """Successful-sign-in alerts queued for a user in the current hour (flood cap)."""
+        return self.key("alert-successes", user_id)
+
     # Health ----------------------------------------------------------------------------
     def ping(self) -> bool:
         return bool(self.client.ping())

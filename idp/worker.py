@@ -1,18 +1,26 @@
-"""The background worker: delivers the outbox (back-channel logouts; mail later).
+"""The background worker: delivers the outbox (back-channel logouts, mail, login alerts).
 
-``idp worker`` runs it as its own process; embedded ``idp serve`` runs it in a thread.
+``idp worker`` runs it as its own process; embedded ``idp serve`` runs it in a thread. Without
+``IDP_SMTP_URL`` the mail handlers are not registered: mail rows stay queued, never dropped,
+and are sent once a worker with SMTP settings runs.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from sqlalchemy.orm import Session
 
-from idp.outbox import OutboxWorker
+from idp.mail.delivery import Postman
+from idp.mail.queue import MAIL
+from idp.outbox import Handler, OutboxWorker
 from idp.provider.keys import KeyService
 from idp.provider.logout import BACKCHANNEL_LOGOUT, BackchannelLogoutSender
 from idp.runtime import Runtime
+from idp.security.alerts import LOGIN_FAILURE_ALERT, FailureAlertSender
+
+log = logging.getLogger("idp.worker")
 
 
 def build_worker(runtime: Runtime) -> OutboxWorker:
@@ -24,7 +32,14 @@ def build_worker(runtime: Runtime) -> OutboxWorker:
         return key_service_for(db, settings)
 
     sender = BackchannelLogoutSender(runtime.session_factory, keys, settings.issuer)
-    return OutboxWorker(runtime.session_factory, {BACKCHANNEL_LOGOUT: sender})
+    handlers: dict[str, Handler] = {BACKCHANNEL_LOGOUT: sender}
+    if settings.smtp_url:
+        postman = Postman.from_settings(settings)
+        handlers[MAIL] = postman
+        handlers[LOGIN_FAILURE_ALERT] = FailureAlertSender(runtime.session_factory, postman)
+    else:
+        log.warning("IDP_SMTP_URL is unset: mail stays queued in the outbox until it is set")
+    return OutboxWorker(runtime.session_factory, handlers)
 
 
 def start_in_thread(runtime: Runtime) -> threading.Event:

@@ -12,10 +12,15 @@ def _timestamp_utc(value: float) -> str:
 
 
 def register_flows(app: Flask) -> None:
-    from idp.flows import account, errors, login, ops
+    from idp.flows import account, admin, alerts, errors, login, ops, security, two_factor, unlock
 
     app.register_blueprint(login.bp)
+    app.register_blueprint(unlock.bp)
+    app.register_blueprint(security.bp)
+    app.register_blueprint(admin.bp)
     app.register_blueprint(account.bp)
+    app.register_blueprint(two_factor.bp)
+    app.register_blueprint(alerts.bp)
     app.register_blueprint(ops.bp)
     errors.init_app(app)
     app.add_template_filter(_timestamp_utc, "timestamp_utc")

@@ -14,6 +14,7 @@ log = logging.getLogger("idp.errors")
 
 MESSAGES = {
     400: ("Bad request", "The request could not be understood."),
+    401: ("Sign in required", "Sign in to continue."),
     403: ("Forbidden", "You are not allowed to do this."),
     404: ("Page not found", "There is nothing at this address."),
     405: ("Method not allowed", "This address does not accept that kind of request."),

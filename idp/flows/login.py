@@ -1,17 +1,32 @@
-"""Sign-in and sign-out pages (password flow)."""
+"""Sign-in (password, then the second factor when enabled) and sign-out pages."""
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, make_response, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from idp.flows.cookies import clear_session_cookie, set_session_cookies
+from idp.flows.cookies import (
+    PENDING_COOKIE,
+    clear_pending_cookie,
+    clear_session_cookie,
+    set_pending_cookie,
+    set_session_cookies,
+)
 from idp.security import csrf
-from idp.security.authentication import GENERIC_FAILURE, InvalidCredentials
+from idp.security.authentication import (
+    GENERIC_FAILURE,
+    InvalidCredentials,
+    InvalidSecondFactor,
+    SecondFactorRequired,
+    SignInResult,
+)
+from idp.security.device_trust import TRUST_COOKIE
+from idp.security.ratelimit import RateLimited
 from idp.security.redirects import safe_next
 from idp.services import authentication_service, client_info, current_session, session_service
 
 bp = Blueprint("login", __name__)
+WRONG_CODE = "That code is not valid. Try again with a new code."
 
 
 def _form(error: str | None = None, email: str = "", status: int = 200) -> tuple[str, int]:
@@ -27,6 +42,12 @@ def _form(error: str | None = None, email: str = "", status: int = 200) -> tuple
     )
 
 
+def _too_many(template: str, retry_after: int, **context: object) -> Response:
+    response = make_response(render_template(template, **context), 429)
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 @bp.get("/login")
 def login_form() -> Response | tuple[str, int]:
     # prompt=login (from the authorization endpoint): sign in again although signed in.
@@ -35,23 +56,81 @@ def login_form() -> Response | tuple[str, int]:
     return _form(email=request.args.get("login_hint", "")[:320])
 
 
+def _signed_in(result: SignInResult, target: str) -> Response:
+    previous = current_session()
+    if previous is not None:  # signing in again in this browser replaces its session
+        session_service().end(previous.session_id, "reauthenticated")
+    csrf.rotate()
+    response = redirect(safe_next(target), 303)
+    set_session_cookies(
+        response, result.started.token, result.started.browser_key, result.device_trust_token
+    )
+    clear_pending_cookie(response)
+    return response
+
+
 @bp.post("/login")
 def login_submit() -> Response | tuple[str, int]:
     email = request.form.get("email", "").strip()
     password = request.form.get("password", "")
+    target = request.form.get("next", "")
     if not email or not password:
         return _form("Enter your email address and your password.", email, 400)
-    previous = current_session()
     try:
-        result = authentication_service().sign_in(email, password, client_info())
+        outcome = authentication_service().sign_in(
+            email, password, client_info(), request.cookies.get(TRUST_COOKIE)
+        )
+    except RateLimited as limited:
+        return _too_many(
+            "login/login.html",
+            limited.retry_after,
+            error=GENERIC_FAILURE,
+            email=email,
+            next=safe_next(target, default=""),
+            signed_out=False,
+        )
     except InvalidCredentials:
         return _form(GENERIC_FAILURE, email)
-    if previous is not None:  # signing in again in this browser replaces its session
-        session_service().end(previous.session_id, "reauthenticated")
-    csrf.rotate()
-    response = redirect(safe_next(request.form.get("next")), 303)
-    set_session_cookies(response, result.started.token, result.started.browser_key)
-    return response
+    if isinstance(outcome, SecondFactorRequired):
+        response = redirect(
+            url_for("login.code_form", next=safe_next(target, default="") or None), 303
+        )
+        set_pending_cookie(response, outcome.pending_token)
+        return response
+    return _signed_in(outcome, target)
+
+
+@bp.get("/login/code")
+def code_form() -> Response | tuple[str, int]:
+    if authentication_service().pending_user(request.cookies.get(PENDING_COOKIE)) is None:
+        return redirect(url_for("login.login_form"), 303)
+    return render_template(
+        "login/code.html", error=None, next=safe_next(request.args.get("next"), default="")
+    ), 200
+
+
+@bp.post("/login/code")
+def code_submit() -> Response | tuple[str, int]:
+    target = request.form.get("next", "")
+    code = request.form.get("code", "")
+    service = authentication_service()
+    token = request.cookies.get(PENDING_COOKIE)
+    if service.pending_user(token) is None:
+        return redirect(url_for("login.login_form"), 303)
+    try:
+        result = service.complete_second_factor(token, code, client_info())
+    except RateLimited as limited:
+        return _too_many(
+            "login/code.html",
+            limited.retry_after,
+            error=WRONG_CODE,
+            next=safe_next(target, default=""),
+        )
+    except InvalidSecondFactor:
+        return render_template(
+            "login/code.html", error=WRONG_CODE, next=safe_next(target, default="")
+        ), 400
+    return _signed_in(result, target)
 
 
 @bp.post("/logout")

@@ -1,28 +1,92 @@
-"""Password sign-in: one generic failure for every reason, equal cost for unknown accounts."""
+"""Sign-in: password, lockout, rate limits, then the second factor when the user has one.
+
+One generic failure for every reason (unknown account, wrong password, locked account, rate
+limit), and the same cost for an unknown account as for a known one (OWASP Authentication
+Cheat Sheet). The order of checks matters:
+
+1. per-IP and global rate limits (credential stuffing across accounts);
+2. a locked account refuses without verifying anything, unless the attempt comes from a
+   device the owner has signed in from before (it has its own bucket);
+3. the attempt takes a numbered slot in its bucket; only slots up to the threshold may verify
+   a password; the failure in the last slot locks the account and mails an unlock link;
+4. with a second factor, a pending sign-in is kept server-side for a few minutes and the
+   session starts only after a valid code.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import secrets
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
 from idp.events import Actor, EventTag, record_event
+from idp.models import Device, User
+from idp.security.device_trust import DeviceTrust
 from idp.security.devices import ClientInfo
+from idp.security.lockout import ACCOUNT_BUCKET, LockoutService
 from idp.security.passwords import PasswordService
+from idp.security.ratelimit import RateLimiter
 from idp.security.sessions import SessionService, StartedSession
+from idp.settings import Settings
+from idp.store import Store
 
 GENERIC_FAILURE = "Incorrect email or password."
+PENDING_SECONDS = 300
 
 
 class InvalidCredentials(Exception):
     """Sign-in refused. The reason is logged in the activity log, never shown."""
 
 
+class InvalidSecondFactor(Exception):
+    """The code was wrong, already used, or the pending sign-in has expired."""
+
+
+class SignInObserver(Protocol):
+    """Told about sign-ins inside their transaction (login alerts)."""
+
+    def on_sign_in_success(
+        self, user: User, device: Device, new_device: bool, ip: str, application: str
+    ) -> None: ...
+
+    def on_sign_in_failure(self, user: User, ip: str) -> None: ...
+
+
+class SecondFactor(Protocol):
+    def is_enabled(self, user: User) -> bool: ...
+
+    def verify_second_factor(self, user: User, code: str) -> str | None: ...
+
+
+class Mailer(Protocol):
+    def account_locked(self, db: Session, user: User, unlock_token: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class SignInResult:
     started: StartedSession
     user_id: str
+    device_trust_token: str
+
+
+@dataclass(frozen=True)
+class SecondFactorRequired:
+    pending_token: str
+
+
+@dataclass
+class SignInCollaborators:
+    lockout: LockoutService
+    limiter: RateLimiter
+    trust: DeviceTrust
+    observer: SignInObserver
+    second_factor: SecondFactor
+    mailer: Mailer
 
 
 class AuthenticationService:
@@ -32,46 +96,144 @@ class AuthenticationService:
         accounts: AccountService,
         passwords: PasswordService,
         sessions: SessionService,
+        store: Store,
+        settings: Settings,
+        collaborators: SignInCollaborators,
     ) -> None:
         self.db = db
         self.accounts = accounts
         self.passwords = passwords
         self.sessions = sessions
+        self.store = store
+        self.settings = settings
+        self.c = collaborators
 
-    def sign_in(self, email: str, password: str, client: ClientInfo) -> SignInResult:
-        actor = Actor(ip=client.ip, user_agent=client.user_agent)
+    # Password step -------------------------------------------------------------------------
+    def _rate_limit(self, ip: str) -> None:
+        self.c.limiter.check(
+            self.store.key("rl", "login", "ip", ip),
+            self.settings.login_attempts_per_ip_per_minute,
+            60,
+        )
+        self.c.limiter.check(
+            self.store.key("rl", "login", "global"),
+            self.settings.login_attempts_global_per_minute,
+            60,
+        )
+
+    def _fail(self, user: User | None, client: ClientInfo, reason: str) -> InvalidCredentials:
+        record_event(
+            self.db,
+            EventTag.LOGIN_FAILURE,
+            user_id=user.id if user else None,
+            organization_id=self.accounts.primary_organization_id(user.id) if user else None,
+            actor=Actor(ip=client.ip, user_agent=client.user_agent),
+            details={"reason": reason, "user_agent": client.user_agent[:200]},
+        )
+        if user is not None:
+            self.c.observer.on_sign_in_failure(user, client.ip)
+        self.db.commit()
+        return InvalidCredentials(reason)
+
+    def sign_in(
+        self, email: str, password: str, client: ClientInfo, trust_token: str | None = None
+    ) -> SignInResult | SecondFactorRequired:
+        """Check the password; raise InvalidCredentials, or RateLimited past a limit."""
+        self._rate_limit(client.ip)
         user = self.accounts.find_user_by_email(email) if len(email) <= 320 else None
-        result = self.passwords.verify(user.password_hash if user else None, password)
-        if user is None or not result.ok:
-            record_event(
-                self.db,
-                EventTag.LOGIN_FAILURE,
-                user_id=user.id if user else None,
-                organization_id=self.accounts.primary_organization_id(user.id) if user else None,
-                actor=actor,
-                details={
-                    "reason": "bad_password" if user else "unknown_account",
-                    "user_agent": client.user_agent[:200],
-                },
-            )
-            self.db.commit()
-            raise InvalidCredentials
+        if user is None:
+            self.passwords.verify(None, password)  # same cost as a real verification
+            raise self._fail(None, client, "unknown_account")
+        trusted_device = self.c.trust.trusted_device(trust_token, user.id)
+        bucket = f"device:{trusted_device}" if trusted_device else ACCOUNT_BUCKET
+        if user.locked_at is not None and trusted_device is None:
+            raise self._fail(user, client, "locked")
+        slot = self.c.lockout.take_slot(user, bucket)
+        if not slot.may_verify:
+            raise self._fail(user, client, "locked")
+        result = self.passwords.verify(user.password_hash, password)
+        if not result.ok:
+            if slot.is_last and bucket == ACCOUNT_BUCKET:
+                token = self.c.lockout.lock(user, Actor(ip=client.ip, user_agent=client.user_agent))
+                self.c.mailer.account_locked(self.db, user, token)
+            raise self._fail(user, client, "bad_password")
+        self.c.lockout.reset(user, bucket)
         if result.needs_rehash:
             user.password_hash = self.passwords.hash(password)
-        started = self.sessions.start(user, client)
+        if self.c.second_factor.is_enabled(user):
+            return SecondFactorRequired(self._pending(user))
+        return self._complete(user, client, amr="pwd")
+
+    # Second factor -------------------------------------------------------------------------
+    def _pending_key(self, token: str) -> str:
+        return self.store.key("pending-2fa", hashlib.sha256(token.encode()).hexdigest())
+
+    def _pending(self, user: User) -> str:
+        self.db.commit()  # a re-hashed password is kept even if the code never comes
+        token = secrets.token_urlsafe(32)
+        self.store.client.set(
+            self._pending_key(token), json.dumps({"user_id": user.id}), ex=PENDING_SECONDS
+        )
+        return token
+
+    def pending_user(self, token: str | None) -> User | None:
+        if not token or len(token) > 100:
+            return None
+        raw = self.store.client.get(self._pending_key(token))
+        if raw is None:
+            return None
+        return self.db.get(User, json.loads(raw)["user_id"])
+
+    def complete_second_factor(
+        self, token: str | None, code: str, client: ClientInfo
+    ) -> SignInResult:
+        user = self.pending_user(token)
+        if user is None or token is None:
+            raise InvalidSecondFactor("expired")
+        self.c.limiter.check(
+            self.store.key("rl", "2fa", user.id),
+            self.settings.second_factor_attempts_per_minute,
+            60,
+        )
+        method = self.c.second_factor.verify_second_factor(user, code.strip())
+        if method is None:
+            record_event(
+                self.db,
+                EventTag.SECOND_FACTOR_FAILURE,
+                user_id=user.id,
+                organization_id=self.accounts.primary_organization_id(user.id),
+                actor=Actor(ip=client.ip, user_agent=client.user_agent),
+            )
+            self.db.commit()
+            raise InvalidSecondFactor("wrong code")
+        if not self.store.client.delete(self._pending_key(token)):
+            raise InvalidSecondFactor("expired")  # a concurrent request completed it
+        return self._complete(user, client, amr="pwd otp mfa")
+
+    # Completion ----------------------------------------------------------------------------
+    def _complete(self, user: User, client: ClientInfo, *, amr: str) -> SignInResult:
+        known = self.sessions.knows_device(user.id, client)
+        started = self.sessions.start(user, client, amr=amr)
         record_event(
             self.db,
             EventTag.LOGIN_SUCCESS,
             user_id=user.id,
             organization_id=self.accounts.primary_organization_id(user.id),
-            actor=actor,
+            actor=Actor(ip=client.ip, user_agent=client.user_agent),
             device_id=started.session.device_id,
             session_id=started.session.id,
-            details={"method": "password", "rehashed": result.needs_rehash},
+            details={"method": "password", "amr": amr.split()},
         )
+        device = self.db.get(Device, started.session.device_id)
+        assert device is not None
+        self.c.observer.on_sign_in_success(user, device, not known, client.ip, "account")
         self.db.commit()
         self.sessions.cache(started.token, started.session)
-        return SignInResult(started=started, user_id=user.id)
+        return SignInResult(
+            started=started,
+            user_id=user.id,
+            device_trust_token=self.c.trust.issue(user.id, device.id),
+        )
 
     def sign_out(self, session_id: str, user_id: str, client: ClientInfo) -> None:
         if self.sessions.end(session_id, "logout"):

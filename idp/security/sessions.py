@@ -65,6 +65,20 @@ class SessionService:
         self.absolute = timedelta(minutes=settings.session_absolute_minutes)
         self.clock = clock
 
+    def knows_device(self, user_id: str, client: ClientInfo) -> bool:
+        """Whether this browser has signed in to this account before."""
+        if not client.browser_key:
+            return False
+        return (
+            self.db.scalar(
+                select(Device.id).where(
+                    Device.user_id == user_id,
+                    Device.browser_key_hash == hash_key(client.browser_key),
+                )
+            )
+            is not None
+        )
+
     def start(self, user: User, client: ClientInfo, *, amr: str = "pwd") -> StartedSession:
         """Create a session (and device) for ``user``; the caller commits."""
         now = self.clock()

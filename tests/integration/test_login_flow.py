@@ -26,6 +26,7 @@ def test_signing_in_shows_the_account_page(client: FlaskClient, runtime: Runtime
     assert response.headers["Location"] == "/account"
     page = client.get("/account")
     assert page.status_code == 200
+    assert "<title>Your account · idp</title>" in _body(page)
     assert "Alice Liddell" in _body(page)
     assert "alice@example.com" in _body(page)
     assert "Acme" in _body(page)

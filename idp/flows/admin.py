@@ -1,0 +1,118 @@
+"""Organization administration by its owners and admins: locked members and lockout policy.
+
+Every action checks on the server that the signed-in user is an owner or admin of *that*
+organization and that the target is a member of it; anything else is 403 / 404.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from idp.events import EventTag, record_event
+from idp.models import Membership, Organization, Role, User
+from idp.runtime import request_db, runtime
+from idp.services import client_actor, current_session, lockout_service, notifier
+
+bp = Blueprint("admin", __name__)
+MANAGERS = (Role.OWNER, Role.ADMIN)
+
+
+def _managed_org(org_id: str) -> tuple[Organization, User]:
+    active = current_session()
+    if active is None:
+        abort(401)
+    db = request_db()
+    role = db.scalar(
+        select(Membership.role).where(
+            Membership.user_id == active.user_id, Membership.organization_id == org_id
+        )
+    )
+    if role not in MANAGERS:
+        abort(403)
+    org = db.get(Organization, org_id)
+    actor = db.get(User, active.user_id)
+    if org is None or actor is None:
+        abort(404)
+    return org, actor
+
+
+def _members_page(
+    org: Organization, *, message: str | None = None, error: str | None = None, status: int = 200
+) -> tuple[str, int]:
+    db = request_db()
+    locked = db.scalars(
+        select(User)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.organization_id == org.id, User.locked_at.is_not(None))
+        .order_by(User.locked_at.desc())
+    ).all()
+    settings = runtime().settings
+    return render_template(
+        "admin/members.html",
+        org=org,
+        locked=locked,
+        message=message,
+        error=error,
+        low=settings.lockout_min_threshold,
+        high=settings.lockout_max_threshold,
+        floor=org.lockout_floor or settings.lockout_min_threshold,
+    ), status
+
+
+@bp.get("/organizations/<org_id>/members")
+def members(org_id: str) -> tuple[str, int] | Response:
+    if current_session() is None:
+        return redirect(url_for("login.login_form", next=request.path), 303)
+    org, _ = _managed_org(org_id)
+    return _members_page(org, message="Unlocked." if "unlocked" in request.args else None)
+
+
+@bp.post("/organizations/<org_id>/members/<user_id>/unlock")
+def unlock_member(org_id: str, user_id: str) -> Response:
+    org, admin = _managed_org(org_id)
+    db = request_db()
+    member = db.scalar(
+        select(User)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.organization_id == org.id, User.id == user_id)
+    )
+    if member is None:
+        abort(404)
+    lockout = lockout_service()
+    if lockout.unlock(member, client_actor(), by="organization admin", admin_id=admin.id):
+        notifier().account_unlocked(db, member, f"an administrator of {org.name}")
+    db.commit()
+    return redirect(url_for("admin.members", org_id=org.id, unlocked=1), 303)
+
+
+@bp.post("/organizations/<org_id>/lockout-floor")
+def lockout_floor(org_id: str) -> Response | tuple[str, int]:
+    org, admin = _managed_org(org_id)
+    settings = runtime().settings
+    raw = request.form.get("floor", "").strip()
+    if not raw.isdigit() or not (
+        settings.lockout_min_threshold <= int(raw) <= settings.lockout_max_threshold
+    ):
+        return _members_page(
+            org,
+            status=400,
+            error=(
+                f"Choose a number from {settings.lockout_min_threshold} to "
+                f"{settings.lockout_max_threshold}."
+            ),
+        )
+    db = request_db()
+    previous = org.lockout_floor
+    org.lockout_floor = int(raw)
+    record_event(
+        db,
+        EventTag.LOCKOUT_THRESHOLD_CHANGED,
+        user_id=admin.id,
+        organization_id=org.id,
+        actor=client_actor(),
+        details={"organization_floor": {"from": previous, "to": org.lockout_floor}},
+    )
+    db.commit()
+    return redirect(url_for("admin.members", org_id=org.id), 303)

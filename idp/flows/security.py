@@ -1,0 +1,54 @@
+"""The user's own security settings: the lockout threshold."""
+
+from __future__ import annotations
+
+from flask import Blueprint, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from idp.models import User
+from idp.runtime import request_db, runtime
+from idp.services import client_actor, current_session, lockout_service
+
+bp = Blueprint("security", __name__)
+
+
+def _page(
+    user: User, *, error: str | None = None, saved: bool = False, status: int = 200
+) -> tuple[str, int]:
+    lockout = lockout_service()
+    return render_template(
+        "account/lockout.html",
+        low=lockout.floor(user),
+        high=runtime().settings.lockout_max_threshold,
+        value=lockout.threshold(user),
+        error=error,
+        saved=saved,
+    ), status
+
+
+def _user() -> User | None:
+    active = current_session()
+    return request_db().get(User, active.user_id) if active else None
+
+
+@bp.get("/account/lockout")
+def lockout_page() -> Response | tuple[str, int]:
+    user = _user()
+    if user is None:
+        return redirect(url_for("login.login_form", next="/account/lockout"), 303)
+    return _page(user, saved="saved" in request.args)
+
+
+@bp.post("/account/lockout")
+def lockout_save() -> Response | tuple[str, int]:
+    user = _user()
+    if user is None:
+        return redirect(url_for("login.login_form", next="/account/lockout"), 303)
+    raw = request.form.get("threshold", "").strip()
+    try:
+        lockout_service().choose_threshold(user, int(raw), client_actor())
+    except ValueError as exc:
+        message = str(exc) if raw.isdigit() else "Enter a whole number."
+        request_db().rollback()
+        return _page(user, error=message, status=400)
+    return redirect(url_for("security.lockout_page", saved=1), 303)

@@ -1,0 +1,101 @@
+"""Self-service unlock: ask for a link by email address, then use it (single-use, expiring,
+bound to the current lock, with the TOTP code when the account has one)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from idp.security.lockout import UnlockError
+from idp.security.ratelimit import RateLimited
+from idp.services import (
+    account_service,
+    client_actor,
+    lockout_service,
+    notifier,
+    rate_limiter,
+    runtime_store,
+    two_factor_service,
+)
+
+bp = Blueprint("unlock", __name__)
+INVALID_LINK = "This unlock link is invalid, has already been used, or has expired."
+
+
+@bp.get("/unlock")
+def request_form() -> str:
+    return render_template("unlock/request.html", sent=False)
+
+
+@bp.post("/unlock")
+def request_submit() -> Response | tuple[str, int]:
+    email = request.form.get("email", "").strip().lower()[:320]
+    if not email:
+        return render_template(
+            "unlock/request.html", sent=False, error="Enter your email address."
+        ), 400
+    store = runtime_store()
+    limiter = rate_limiter()
+    digest = hashlib.sha256(email.encode()).hexdigest()
+    try:
+        limiter.check(store.key("rl", "unlock", "ip", request.remote_addr or ""), 10, 900)
+        limiter.check(store.key("rl", "unlock", "address", digest), 3, 900)
+    except RateLimited as limited:
+        response = make_response(render_template("unlock/request.html", sent=True), 429)
+        response.headers["Retry-After"] = str(limited.retry_after)
+        return response
+    user = account_service().find_user_by_email(email)
+    if user is not None and user.locked_at is not None:
+        lockout = lockout_service()
+        token = lockout.issue_unlock_token(user)
+        notifier().account_locked(lockout.db, user, token)
+        lockout.db.commit()
+    # The same answer whether or not the account exists or is locked.
+    return render_template("unlock/request.html", sent=True), 200
+
+
+@bp.get("/unlock/<token>")
+def link(token: str) -> tuple[str, int]:
+    try:
+        _, user = lockout_service().find_unlock(token)
+    except UnlockError:
+        return render_template("unlock/link.html", error=INVALID_LINK, token=None), 400
+    return render_template(
+        "unlock/link.html",
+        error=None,
+        token=token,
+        needs_code=two_factor_service().is_enabled(user),
+    ), 200
+
+
+@bp.post("/unlock/<token>")
+def link_submit(token: str) -> Response | tuple[str, int]:
+    lockout = lockout_service()
+    try:
+        _, user = lockout.find_unlock(token)
+    except UnlockError:
+        return render_template("unlock/link.html", error=INVALID_LINK, token=None), 400
+    two_factor = two_factor_service()
+    if two_factor.is_enabled(user):
+        try:
+            rate_limiter().check(runtime_store().key("rl", "2fa", user.id), 5, 60)
+        except RateLimited:
+            return render_template(
+                "unlock/link.html",
+                token=token,
+                needs_code=True,
+                error="Too many attempts. Wait a minute.",
+            ), 429
+        if two_factor.verify_second_factor(user, request.form.get("code", "")) is None:
+            return render_template(
+                "unlock/link.html", token=token, needs_code=True, error="That code is not valid."
+            ), 400
+    try:
+        unlocked = lockout.redeem_unlock(token, client_actor())
+    except UnlockError:
+        return render_template("unlock/link.html", error=INVALID_LINK, token=None), 400
+    notifier().account_unlocked(lockout.db, unlocked, "you, with the link we sent")
+    lockout.db.commit()
+    return redirect(url_for("login.login_form", unlocked=1), 303)

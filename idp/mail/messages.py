@@ -1,0 +1,107 @@
+"""Security mails: one small function each, returning only the template and its context.
+
+Each function names a template directory ``templates/email/<template>/`` (``subject.txt``,
+``body.txt``, ``body.html``) and builds a JSON-safe context: the context is stored in the
+outbox and rendered by the worker at delivery. Nothing here may carry a password or a secret;
+the unlock link of :func:`account_locked` is the one deliberate exception (it is the purpose of
+that mail) and is never logged. The renderer adds ``account_url`` (``<issuer>/account``, where
+devices and sessions are managed) and ``issuer`` to every context.
+
+Repeat windows live with the callers that can be driven by someone else: failed sign-in alerts
+are coalesced per account (:mod:`idp.security.alerts`), successful sign-in alerts are capped per
+hour; the other mails follow an action of the account owner or an administrator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from idp.models import User
+
+ContextValue = str | int | bool | list[str]
+Context = dict[str, ContextValue]
+
+
+@dataclass(frozen=True)
+class Message:
+    """A mail to render: ``template`` names ``templates/email/<template>/``."""
+
+    template: str
+    context: Context = field(default_factory=dict)
+
+
+def format_time(when: datetime) -> str:
+    """A timestamp as mails show it: ``2025-03-01 14:05 UTC``."""
+    if when.tzinfo is None:
+        raise ValueError("naive datetime given to a mail")
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _greeting(user: User) -> Context:
+    return {"name": user.first_name or user.display_name, "email": user.email}
+
+
+def login_alert_success(
+    user: User,
+    device_label: str,
+    ip: str,
+    when: datetime,
+    application: str,
+    *,
+    new_device: bool = False,
+) -> Message:
+    """Someone signed in to the account (every time, or from a new device: the user chooses)."""
+    return Message(
+        "login_alert_success",
+        {
+            **_greeting(user),
+            "device": device_label,
+            "ip": ip or "unknown",
+            "when": format_time(when),
+            "application": application,
+            "new_device": new_device,
+        },
+    )
+
+
+def login_alert_failures(
+    user: User, count: int, first_at: datetime, last_at: datetime, ips: Sequence[str]
+) -> Message:
+    """Failed sign-ins to the account, ``count`` of them in one coalescing window."""
+    return Message(
+        "login_alert_failures",
+        {
+            **_greeting(user),
+            "count": count,
+            "first_at": format_time(first_at),
+            "last_at": format_time(last_at),
+            "ips": [ip or "unknown" for ip in ips],
+        },
+    )
+
+
+def account_locked(user: User, unlock_url: str) -> Message:
+    """The account locked after too many failed sign-ins; the link unlocks it once."""
+    return Message("account_locked", {**_greeting(user), "unlock_url": unlock_url})
+
+
+def account_unlocked(user: User, by_whom: str) -> Message:
+    """The account was unlocked (``by_whom``: "you", "an administrator of Acme", ...)."""
+    return Message("account_unlocked", {**_greeting(user), "by_whom": by_whom})
+
+
+def two_factor_disabled(user: User) -> Message:
+    """Two-step verification was turned off."""
+    return Message("two_factor_disabled", _greeting(user))
+
+
+def recovery_codes_regenerated(user: User) -> Message:
+    """New recovery codes were made; the old ones no longer work."""
+    return Message("recovery_codes_regenerated", _greeting(user))
+
+
+def password_changed(user: User) -> Message:
+    """The password was changed."""
+    return Message("password_changed", _greeting(user))

@@ -1,0 +1,185 @@
+"""Account lockout with a user-chosen threshold (OWASP Authentication Cheat Sheet, "Account
+Lockout"; NIST SP 800-63B §5.2.2).
+
+Attempts are counted before the password is checked: each attempt atomically takes a numbered
+slot in the store (INCR), and only slots 1..T may verify a password. N concurrent wrong
+attempts against a threshold T therefore cause exactly T verifications; the attempt that fails
+in slot T locks the account. The count is forgotten ``lockout_window_minutes`` after the first
+attempt and reset by a successful sign-in. The lock itself is durable (the users row), so
+losing the store never unlocks anyone.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from idp.events import Actor, EventTag, record_event
+from idp.models import Membership, OneTimeToken, Organization, User, utcnow
+from idp.security.devices import hash_key
+from idp.security.ratelimit import RateLimiter
+from idp.settings import Settings
+from idp.store import Store
+
+ACCOUNT_BUCKET = "account"
+UNLOCK_PURPOSE = "unlock"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """An attempt's place in its bucket's count."""
+
+    bucket: str
+    number: int
+    threshold: int
+
+    @property
+    def may_verify(self) -> bool:
+        return self.number <= self.threshold
+
+    @property
+    def is_last(self) -> bool:
+        return self.number == self.threshold
+
+
+class UnlockError(Exception):
+    """An unlock link that cannot be used (unknown, used, expired, or for an older lock)."""
+
+
+class LockoutService:
+    def __init__(
+        self, db: Session, store: Store, settings: Settings, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.settings = settings
+        self.limiter = RateLimiter(store)
+        self.window = settings.lockout_window_minutes * 60
+        self.clock = clock
+
+    # Thresholds --------------------------------------------------------------------------
+    def floor(self, user: User) -> int:
+        """The lowest threshold this user may choose: the instance minimum, raised by any of
+        the user's organizations."""
+        floors = self.db.scalars(
+            select(Organization.lockout_floor)
+            .join(Membership, Membership.organization_id == Organization.id)
+            .where(Membership.user_id == user.id, Organization.lockout_floor.is_not(None))
+        ).all()
+        return max([self.settings.lockout_min_threshold, *[f for f in floors if f]])
+
+    def threshold(self, user: User) -> int:
+        chosen = user.lockout_threshold or self.settings.lockout_default_threshold
+        return min(self.settings.lockout_max_threshold, max(self.floor(user), chosen))
+
+    def choose_threshold(self, user: User, value: int, actor: Actor) -> None:
+        low, high = self.floor(user), self.settings.lockout_max_threshold
+        if not low <= value <= high:
+            raise ValueError(f"Choose a number from {low} to {high}.")
+        previous = self.threshold(user)
+        user.lockout_threshold = value
+        record_event(
+            self.db,
+            EventTag.LOCKOUT_THRESHOLD_CHANGED,
+            user_id=user.id,
+            actor=actor,
+            details={"from": previous, "to": value},
+        )
+        self.db.commit()
+
+    # Counting ----------------------------------------------------------------------------
+    def _key(self, user: User, bucket: str) -> str:
+        return self.store.key("lockout", user.id, bucket)
+
+    def take_slot(self, user: User, bucket: str) -> Slot:
+        hit = self.limiter.hit(self._key(user, bucket), self.window)
+        return Slot(bucket, hit.count, self.threshold(user))
+
+    def reset(self, user: User, bucket: str) -> None:
+        self.limiter.reset(self._key(user, bucket))
+
+    # Locking -----------------------------------------------------------------------------
+    def lock(self, user: User, actor: Actor) -> str:
+        """Lock the account (in the caller's transaction) and return a raw unlock token."""
+        user.locked_at = self.clock()
+        user.lock_id = str(uuid.uuid4())
+        record_event(
+            self.db,
+            EventTag.ACCOUNT_LOCKED,
+            user_id=user.id,
+            actor=actor,
+            details={"threshold": self.threshold(user)},
+        )
+        return self.issue_unlock_token(user)
+
+    def issue_unlock_token(self, user: User) -> str:
+        """A single-use, expiring unlock token bound to the current lock (stored hashed)."""
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        self.db.add(
+            OneTimeToken(
+                purpose=UNLOCK_PURPOSE,
+                user_id=user.id,
+                token_hash=hash_key(token),
+                binding=user.lock_id,
+                created_at=now,
+                expires_at=now + timedelta(minutes=self.settings.unlock_link_minutes),
+            )
+        )
+        return token
+
+    def find_unlock(self, token: str) -> tuple[OneTimeToken, User]:
+        """The usable unlock token and its user, or :class:`UnlockError`."""
+        if not token or len(token) > 100:
+            raise UnlockError("unknown")
+        row = self.db.scalar(
+            select(OneTimeToken).where(
+                OneTimeToken.token_hash == hash_key(token), OneTimeToken.purpose == UNLOCK_PURPOSE
+            )
+        )
+        if row is None:
+            raise UnlockError("unknown")
+        user = self.db.get(User, row.user_id)
+        if user is None or row.used_at is not None:
+            raise UnlockError("used")
+        if row.expires_at <= self.clock():
+            raise UnlockError("expired")
+        if user.locked_at is None or row.binding != user.lock_id:
+            raise UnlockError("stale")  # issued for a lock that has since ended
+        return row, user
+
+    def redeem_unlock(self, token: str, actor: Actor) -> User:
+        """Use an unlock link once (atomically) and unlock the account; the caller commits."""
+        row, user = self.find_unlock(token)
+        used = self.db.execute(
+            update(OneTimeToken)
+            .where(OneTimeToken.id == row.id, OneTimeToken.used_at.is_(None))
+            .values(used_at=self.clock())
+        )
+        if used.rowcount != 1:  # type: ignore[attr-defined]
+            self.db.rollback()
+            raise UnlockError("used")
+        self.unlock(user, actor, by="self-service")
+        return user
+
+    def unlock(self, user: User, actor: Actor, *, by: str, admin_id: str | None = None) -> bool:
+        """Unlock and reset the count, in the caller's transaction (the caller commits)."""
+        if user.locked_at is None:
+            return False
+        user.locked_at = None
+        user.lock_id = None
+        self.reset(user, ACCOUNT_BUCKET)
+        record_event(
+            self.db,
+            EventTag.ACCOUNT_UNLOCKED,
+            user_id=user.id,
+            actor=actor,
+            details={"by": by, **({"admin_id": admin_id} if admin_id else {})},
+        )
+        return True

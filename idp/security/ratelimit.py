@@ -1,0 +1,52 @@
+"""Fixed-window rate limits in the store (OWASP Authentication Cheat Sheet, "Login Throttling").
+
+One atomic script per hit: increment, set the window's expiry on the first hit, report the
+count and the seconds left, so concurrent requests are counted exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from idp.store import Store
+
+_HIT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])) end
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])); ttl = tonumber(ARGV[1]) end
+return {n, ttl}
+"""
+
+
+@dataclass(frozen=True)
+class Hit:
+    count: int
+    retry_after: int
+
+
+class RateLimited(Exception):
+    """Too many attempts; try again in ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"rate limited for {retry_after}s")
+        self.retry_after = max(1, retry_after)
+
+
+class RateLimiter:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._hit = store.client.register_script(_HIT)
+
+    def hit(self, key: str, window_seconds: int) -> Hit:
+        count, ttl = self._hit(keys=[key], args=[window_seconds])
+        return Hit(int(count), int(ttl))
+
+    def check(self, key: str, limit: int, window_seconds: int) -> None:
+        """Count one attempt; raise :class:`RateLimited` past ``limit`` in the window."""
+        hit = self.hit(key, window_seconds)
+        if hit.count > limit:
+            raise RateLimited(hit.retry_after)
+
+    def reset(self, key: str) -> None:
+        self.store.client.delete(key)
