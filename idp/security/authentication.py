@@ -212,7 +212,6 @@ class AuthenticationService:
 
     # Completion ----------------------------------------------------------------------------
     def _complete(self, user: User, client: ClientInfo, *, amr: str) -> SignInResult:
-        known = self.sessions.knows_device(user.id, client)
         started = self.sessions.start(user, client, amr=amr)
         record_event(
             self.db,
@@ -226,7 +225,7 @@ class AuthenticationService:
         )
         device = self.db.get(Device, started.session.device_id)
         assert device is not None
-        self.c.observer.on_sign_in_success(user, device, not known, client.ip, "account")
+        self.c.observer.on_sign_in_success(user, device, started.new_device, client.ip, "account")
         self.db.commit()
         self.sessions.cache(started.token, started.session)
         return SignInResult(

@@ -51,13 +51,15 @@ def describe_user_agent(user_agent: str) -> tuple[str, str]:
 
 def identify_device(
     db: Session, user_id: str, client: ClientInfo, browser_key: str, now: datetime
-) -> Device:
-    """The user's device for ``browser_key``, created on first sight, its last sight updated."""
+) -> tuple[Device, bool]:
+    """The user's device for ``browser_key`` (created on first sight, its last sight updated),
+    and whether it is new."""
     key_hash = hash_key(browser_key)
     device = db.scalar(
         select(Device).where(Device.user_id == user_id, Device.browser_key_hash == key_hash)
     )
     browser, os_name = describe_user_agent(client.user_agent)
+    created = device is None
     if device is None:
         device = Device(
             user_id=user_id, browser_key_hash=key_hash, first_ip=client.ip, first_seen_at=now
@@ -67,4 +69,4 @@ def identify_device(
     device.browser, device.os = browser[:100], os_name[:100]
     device.last_ip = client.ip
     device.last_seen_at = now
-    return device
+    return device, created

@@ -47,6 +47,7 @@ class StartedSession:
     token: str
     browser_key: str
     session: UserSession
+    new_device: bool = False
 
 
 class SessionService:
@@ -65,25 +66,11 @@ class SessionService:
         self.absolute = timedelta(minutes=settings.session_absolute_minutes)
         self.clock = clock
 
-    def knows_device(self, user_id: str, client: ClientInfo) -> bool:
-        """Whether this browser has signed in to this account before."""
-        if not client.browser_key:
-            return False
-        return (
-            self.db.scalar(
-                select(Device.id).where(
-                    Device.user_id == user_id,
-                    Device.browser_key_hash == hash_key(client.browser_key),
-                )
-            )
-            is not None
-        )
-
     def start(self, user: User, client: ClientInfo, *, amr: str = "pwd") -> StartedSession:
         """Create a session (and device) for ``user``; the caller commits."""
         now = self.clock()
         browser_key = client.browser_key or new_browser_key()
-        device = identify_device(self.db, user.id, client, browser_key, now)
+        device, new_device = identify_device(self.db, user.id, client, browser_key, now)
         self.db.flush()
         token = secrets.token_urlsafe(32)
         row = UserSession(
@@ -99,16 +86,22 @@ class SessionService:
         )
         self.db.add(row)
         self.db.flush()
-        return StartedSession(token=token, browser_key=browser_key, session=row)
+        return StartedSession(
+            token=token, browser_key=browser_key, session=row, new_device=new_device
+        )
 
     def cache(self, token: str, row: UserSession) -> None:
-        """Publish a committed session to the store."""
+        """Publish a committed session to the store. Its rows were just written, so the
+        next minute's activity need not be written again."""
         active = _active(row)
-        self.store.client.set(
+        pipe = self.store.client.pipeline(transaction=False)
+        pipe.set(
             self.store.session_key(hash_key(token)),
             json.dumps(asdict(active)),
             ex=self._ttl(active),
         )
+        pipe.set(self.store.session_touch_key(active.session_id), "1", ex=TOUCH_INTERVAL_SECONDS)
+        pipe.execute()
 
     def resolve(self, token: str | None) -> ActiveSession | None:
         """The live session behind a cookie token, or None (unknown, ended, idle, expired)."""
