@@ -317,10 +317,8 @@ def end_session() -> ResponseReturnValue:
     if active is not None:
         authentication_service().sign_out(active.session_id, active.user_id, client_info())
     if req.redirect_uri:
-        target = req.redirect_uri
-        if req.state:
-            target = add_params_to_uri(target, [("state", req.state)])
-        response = redirect(target, 303)
+        # authlib has already added the request's state to it (RP-Initiated Logout §3).
+        response = redirect(req.redirect_uri, 303)
     else:
         response = redirect(url_for("login.login_form", signed_out=1), 303)
     csrf.rotate()
