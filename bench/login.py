@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import http.client
 import multiprocessing as mp
 import os
@@ -64,6 +65,7 @@ class Options:
     threads: int
     client: str
     logout: bool
+    compare_alerts: bool
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -207,6 +209,24 @@ def create_users(settings: dict[str, str], count: int) -> None:
                 accounts.create_user(
                     user_email(i), user_password(i), first_name="Bench", last_name=f"User {i}"
                 )
+    finally:
+        engine.dispose()
+
+
+def set_alerts(settings: dict[str, str], on_success: str, on_failure: bool) -> None:
+    """Give every account the same login-alert preferences."""
+    from sqlalchemy import update
+
+    from idp.db import make_engine
+    from idp.models import User
+    from idp.settings import load_settings
+
+    engine = make_engine(load_settings(overrides=settings, environ={}).database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(User).values(alert_on_success=on_success, alert_on_failure=on_failure)
+            )
     finally:
         engine.dispose()
 
@@ -736,15 +756,33 @@ def main(argv: list[str] | None = None) -> int:
     ):
         port = free_port()
         settings = server_settings(database_url, prefix, Path(tmp) / "var", port)
+        if opts.compare_alerts:
+            opts = dataclasses.replace(opts, users=max(opts.users, 1000))
         create_users(settings, opts.users)
         bound = argon2_bound(
             (memory, time_cost, parallelism), os.cpu_count() or 1, opts.argon2_duration
         )
         log = Path(tmp) / "gunicorn.log"
+        database = database_url.rpartition("/")[2]
+        if opts.compare_alerts:
+            set_alerts(settings, "never", False)
         with gunicorn(settings, port, opts.workers, log) as server_pid:
-            database = database_url.rpartition("/")[2]
             load, cpu = run_load(opts, port, server_pid, database)
         report(opts, bound, load, cpu)
+        if opts.compare_alerts:
+            set_alerts(settings, "always", True)
+            with gunicorn(settings, port, opts.workers, log) as server_pid:
+                alerted, alerted_cpu = run_load(opts, port, server_pid, database)
+            print("\nwith a login alert queued for every sign-in:", flush=True)
+            report(opts, bound, alerted, alerted_cpu)
+            without = load.signed_in / opts.duration
+            with_alerts = alerted.signed_in / opts.duration
+            print(
+                f"\nalerts on/off: {with_alerts:.1f} / {without:.1f} sign-ins/s = "
+                f"{with_alerts / without:.2f}  (target >= 0.95)",
+                flush=True,
+            )
+            load.errors += alerted.errors
         if load.errors:
             print("gunicorn log (last lines):\n" + log_tail(log))
     return 0 if load.signed_in and not load.errors else 1

@@ -52,6 +52,7 @@ class LiveServer:
 
     base_url: str
     account: Account
+    env: dict[str, str]  # the server's settings, to run `idp` commands against it
 
 
 ACCOUNT = Account("alice.browser@example.com", PASSWORD, "Alice", "Liddell")
@@ -129,7 +130,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     try:
         _prepare(env, ACCOUNT)
         with _start_gunicorn(env, port, tmp / "gunicorn.log") as base_url:
-            yield LiveServer(base_url=base_url, account=ACCOUNT)
+            yield LiveServer(base_url=base_url, account=ACCOUNT, env=env)
     finally:
         services.drop_postgres_database(name)
         _delete_redis_prefix(prefix)
