@@ -86,6 +86,12 @@ def parse_options(argv: list[str] | None = None) -> Options:
         help="seconds of unmeasured load before the window (default 3)",
     )
     parser.add_argument(
+        "--compare-alerts",
+        action="store_true",
+        help="run the load twice, login alerts off then on for every sign-in, and print the "
+        "ratio (uses at least 1000 users so no account reaches the alert rate cap)",
+    )
+    parser.add_argument(
         "--logout",
         action="store_true",
         help="sign out after each sign-in instead of dropping the session cookie",

@@ -13,6 +13,7 @@ two installations never produce the same ids.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from email.message import EmailMessage
@@ -29,8 +30,10 @@ EMAIL_TEMPLATES = PROJECT_ROOT / "templates" / "email"
 PARTS = ("subject.txt", "body.txt", "body.html")
 
 
+@functools.cache
 def template_exists(name: str) -> bool:
-    """Whether ``templates/email/<name>/`` has every part of a mail."""
+    """Whether ``templates/email/<name>/`` has every part of a mail (templates ship with the
+    code, so the answer is kept for the life of the process)."""
     if not name or "/" in name or "\\" in name or name.startswith((".", "_")):
         return False
     return all((EMAIL_TEMPLATES / name / part).is_file() for part in PARTS)
