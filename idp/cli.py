@@ -230,6 +230,13 @@ def client() -> None:
     show_default=True,
     help="Scopes the client may request.",
 )
+@click.option(
+    "--id-token-alg",
+    type=click.Choice(["RS256", "ES256"]),
+    default="RS256",
+    show_default=True,
+    help="Signature algorithm of this client's ID tokens.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def client_create(
     name: str,
@@ -239,6 +246,7 @@ def client_create(
     logout_uris: tuple[str, ...],
     backchannel_logout_uri: str | None,
     scopes: str,
+    id_token_alg: str,
     as_json: bool,
 ) -> None:
     """Register a client; prints client_id (and client_secret, shown only now)."""
@@ -252,6 +260,7 @@ def client_create(
                 post_logout_redirect_uris=list(logout_uris),
                 backchannel_logout_uri=backchannel_logout_uri,
                 scopes=scopes,
+                id_token_alg=id_token_alg,
             )
         except ClientError as exc:
             raise CommandError(str(exc)) from None

@@ -30,6 +30,8 @@ class Client(Base):
     post_logout_redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
     backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     allowed_scopes: Mapped[str] = mapped_column(String(500), default=DEFAULT_SCOPES)
+    # OIDC Dynamic Client Registration §2 id_token_signed_response_alg: RS256 or ES256.
+    id_token_alg: Mapped[str] = mapped_column(String(10), default="RS256", server_default="RS256")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
@@ -44,6 +46,7 @@ class Client(Base):
             "backchannel_logout_uri": self.backchannel_logout_uri,
             "allowed_scopes": self.allowed_scopes,
             "token_endpoint_auth_method": "none" if self.public else "client_secret_basic",
+            "id_token_signed_response_alg": self.id_token_alg,
             "created_at": self.created_at.isoformat(),
         }
 

@@ -22,6 +22,7 @@ from idp.models import utcnow
 from idp.models.clients import DEFAULT_SCOPES, Client
 
 SUPPORTED_SCOPES = ("openid", "profile", "email", "offline_access")
+ID_TOKEN_ALGS = ("RS256", "ES256")
 
 
 class ClientError(ValueError):
@@ -143,6 +144,7 @@ class ClientService:
         post_logout_redirect_uris: list[str] | None = None,
         backchannel_logout_uri: str | None = None,
         scopes: str = DEFAULT_SCOPES,
+        id_token_alg: str = "RS256",
     ) -> CreatedClient:
         name = name.strip()
         if not name or len(name) > 200:
@@ -156,6 +158,8 @@ class ClientService:
         ]
         if backchannel_logout_uri:
             validate_redirect_uri(backchannel_logout_uri, "back-channel logout URI")
+        if id_token_alg not in ID_TOKEN_ALGS:
+            raise ClientError(f"ID token algorithm must be one of {', '.join(ID_TOKEN_ALGS)}")
         unknown = set(scope_to_list(scopes)) - set(SUPPORTED_SCOPES)
         if unknown:
             raise ClientError(f"unsupported scope {sorted(unknown)[0]!r}")
@@ -170,6 +174,7 @@ class ClientService:
             post_logout_redirect_uris=logout_uris,
             backchannel_logout_uri=backchannel_logout_uri or None,
             allowed_scopes=" ".join(scope_to_list(scopes)),
+            id_token_alg=id_token_alg,
         )
         self.db.add(client)
         self.db.commit()

@@ -27,6 +27,7 @@ from idp.provider.authorize import (
     request_params,
 )
 from idp.provider.claims import user_claims
+from idp.provider.clients import ID_TOKEN_ALGS
 from idp.provider.consent import ConsentService
 from idp.provider.server import SCOPES_SUPPORTED
 from idp.runtime import request_db, runtime
@@ -66,7 +67,7 @@ def discovery() -> Response:
         response_modes_supported=["query"],
         grant_types_supported=["authorization_code", "refresh_token", "client_credentials"],
         subject_types_supported=["public"],
-        id_token_signing_alg_values_supported=["RS256"],
+        id_token_signing_alg_values_supported=list(ID_TOKEN_ALGS),
         token_endpoint_auth_methods_supported=["client_secret_basic", "client_secret_post", "none"],
         introspection_endpoint_auth_methods_supported=["client_secret_basic", "client_secret_post"],
         revocation_endpoint_auth_methods_supported=[

@@ -32,7 +32,7 @@ from idp.provider.claims import user_claims
 from idp.provider.clients import ClientService, RegisteredClient
 from idp.provider.codes import AuthorizationCode, AuthorizationCodeStore
 from idp.provider.keys import KeyService
-from idp.provider.tokens import SIGNING_ALG, Principal, TokenService
+from idp.provider.tokens import Principal, TokenService
 from idp.store import Store
 
 SCOPES_SUPPORTED = ["openid", "profile", "email", "offline_access"]
@@ -192,7 +192,8 @@ class ClientCredentialsGrant(_Grant, grants.ClientCredentialsGrant):  # type: ig
 
 class IdTokens(OpenIDCode):  # type: ignore[misc]
     """ID tokens for the code flow (OIDC Core §2, §3.1.3.6): iss, sub, aud, exp, iat,
-    auth_time, nonce, amr, sid and at_hash, signed RS256 with the current key."""
+    auth_time, nonce, amr, sid and at_hash, signed with the current key of the client's
+    registered algorithm (RS256 by default, or ES256)."""
 
     def __init__(self, resolve: Resolver) -> None:
         super().__init__(require_nonce=False)
@@ -203,14 +204,15 @@ class IdTokens(OpenIDCode):  # type: ignore[misc]
         return bool(self.resolve().store.client.exists(key))
 
     def resolve_client_private_key(self, client: RegisteredClient) -> Key:
-        return self.resolve().keys.signing_key(SIGNING_ALG)
+        return self.resolve().keys.signing_key(client.row.id_token_alg)
 
     def get_client_algorithm(self, client: RegisteredClient) -> str:
-        return SIGNING_ALG
+        return str(client.row.id_token_alg)
 
     def get_encode_header(self, client: RegisteredClient) -> dict[str, str]:
-        key = self.resolve().keys.signing_key(SIGNING_ALG)
-        return {"alg": SIGNING_ALG, "typ": "JWT", "kid": str(key.kid)}
+        alg = client.row.id_token_alg
+        key = self.resolve().keys.signing_key(alg)
+        return {"alg": alg, "typ": "JWT", "kid": str(key.kid)}
 
     def get_compatible_claims(self, request: OAuth2Request) -> dict[str, Any]:
         s = self.resolve()

@@ -91,6 +91,8 @@ def test_unknown_client_and_missing_redirect_uri(env: dict[str, str]) -> None:
     _fails("client", "create", "Shop", env=env, text="--redirect-uri")
     _fails("client", "create", "Shop", "--redirect-uri", "https://a.example/cb", "--scope",
            "openid admin", env=env, text="unsupported scope 'admin'")
+    _fails("client", "create", "Shop", "--redirect-uri", "https://a.example/cb",
+           "--id-token-alg", "HS256", env=env, text="'HS256' is not one of")
 
 
 def test_keys_rotate_makes_new_current_keys_and_keeps_old_ones(

@@ -53,3 +53,18 @@ def test_user_revokes_an_application_from_the_account_page(live: tuple[str, Runt
     # Signing in to it again asks for consent again.
     url, _, _, _ = rp.authorization_url()
     assert 'name="decision"' in browser.http.get(url, timeout=5).text
+
+
+def test_a_client_can_choose_es256_id_tokens(live: tuple[str, Runtime]) -> None:
+    from joserfc import jwt
+
+    base, rt = live
+    create_user(rt)
+    rp = RelyingParty(base, register_client(rt, id_token_alg="ES256"))
+    assert "ES256" in rp.metadata["id_token_signing_alg_values_supported"]
+    token, nonce = rp.sign_in(Browser(base))
+    decoded = jwt.decode(token["id_token"], rp.keyset(), algorithms=["ES256"])
+    assert decoded.header["alg"] == "ES256"
+    assert decoded.claims["nonce"] == nonce
+    # The access token stays RS256 (RFC 9068 §2.1).
+    assert rp.validate_access_token(token["access_token"])["sub"]
