@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import string
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -27,6 +28,15 @@ ID_TOKEN_ALGS = ("RS256", "ES256")
 
 class ClientError(ValueError):
     """A client registration request that cannot be carried out; the message says why."""
+
+
+_ALPHANUMERIC = string.ascii_letters + string.digits
+
+
+def new_client_id() -> str:
+    """24 random letters and digits (~143 bits): safe in URLs, forms and command lines (a
+    leading "-" would read as an option)."""
+    return "".join(secrets.choice(_ALPHANUMERIC) for _ in range(24))
 
 
 def _secret_hash(secret: str) -> str:
@@ -165,7 +175,7 @@ class ClientService:
             raise ClientError(f"unsupported scope {sorted(unknown)[0]!r}")
         secret = None if public else secrets.token_urlsafe(32)
         client = Client(
-            client_id=secrets.token_urlsafe(18),
+            client_id=new_client_id(),
             name=name,
             secret_hash=_secret_hash(secret) if secret else None,
             public=public,

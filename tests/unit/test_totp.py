@@ -91,8 +91,20 @@ def test_another_seeds_code_is_refused(secret: str) -> None:
 
 @pytest.mark.parametrize(
     "garbage",
-    ["", "12345", "1234567", "abcdef", "12345a", "12 34", "١٢٣٤٥٦", "123456\x00", "-12345",
-     "+12345", "1" * 1000, "12345\uff16"],
+    [
+        "",
+        "12345",
+        "1234567",
+        "abcdef",
+        "12345a",
+        "12 34",
+        "١٢٣٤٥٦",
+        "123456\x00",
+        "-12345",
+        "+12345",
+        "1" * 1000,
+        "12345\uff16",
+    ],
 )
 def test_anything_but_six_digits_is_refused(secret: str, garbage: str) -> None:
     assert totp.verify(secret, garbage, None, NOW) is None
@@ -180,8 +192,17 @@ def test_recovery_codes_are_accepted_whatever_the_case_and_separators(typed: str
 
 
 @pytest.mark.parametrize(
-    "garbage", ["", "123456", "abcde-abcd", "abcde-abcdef", "abcde-abcd0", "abcde_abcde",
-                "abcdé-abcde", "x" * 100]
+    "garbage",
+    [
+        "",
+        "123456",
+        "abcde-abcd",
+        "abcde-abcdef",
+        "abcde-abcd0",
+        "abcde_abcde",
+        "abcdé-abcde",
+        "x" * 100,
+    ],
 )
 def test_malformed_recovery_codes_are_refused(garbage: str) -> None:
     assert normalize_recovery_code(garbage) is None
