@@ -344,6 +344,32 @@ def keys_rotate(as_json: bool) -> None:
         _emit(as_json, {"current": kids}, "\n".join(kids))
 
 
+@cli.group("events")
+def events_group() -> None:
+    """The activity log."""
+
+
+@events_group.command("purge")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def events_purge(as_json: bool) -> None:
+    """Delete events older than IDP_EVENT_RETENTION_DAYS; prints how many."""
+    from idp.activity import purge_events
+
+    settings = _settings()
+    with _db(settings) as db:
+        result = purge_events(db, settings.event_retention_days)
+    _emit(
+        as_json,
+        {
+            "deleted": result.deleted,
+            "before": result.before.isoformat(),
+            "retention_days": result.retention_days,
+        },
+        f"deleted {result.deleted} events older than {result.retention_days} days "
+        f"(before {result.before:%Y-%m-%d %H:%M} UTC)",
+    )
+
+
 @cli.command()
 def worker() -> None:
     """Deliver queued work (back-channel logouts) until stopped."""

@@ -21,6 +21,8 @@ class EventTag(enum.StrEnum):
     LOGIN_SUCCESS = "account:login:success"
     LOGIN_FAILURE = "account:login:failure"
     LOGOUT = "account:logout"
+    SESSION_ENDED = "account:session:end"
+    PASSWORD_CHANGED = "account:password:change"
     SECOND_FACTOR_FAILURE = "account:login:second_factor_failure"
     ACCOUNT_LOCKED = "account:lockout:lock"
     ACCOUNT_UNLOCKED = "account:lockout:unlock"

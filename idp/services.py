@@ -20,7 +20,9 @@ from idp.security.device_trust import DeviceTrust
 from idp.security.devices import DEVICE_COOKIE, ClientInfo
 from idp.security.lockout import LockoutService
 from idp.security.notifications import AccountNotifier
+from idp.security.password_change import PasswordChangeService
 from idp.security.ratelimit import RateLimiter
+from idp.security.session_list import SessionListService
 from idp.security.sessions import ActiveSession, SessionService
 from idp.security.two_factor import TwoFactorService, totp_box
 from idp.settings import Settings
@@ -127,6 +129,25 @@ def authentication_service() -> AuthenticationService:
             second_factor=two_factor_service(),
             mailer=notifier(),
         ),
+    )
+
+
+def session_list_service() -> SessionListService:
+    return SessionListService(
+        request_db(), session_service(), account_service(), actor=client_actor()
+    )
+
+
+def password_change_service() -> PasswordChangeService:
+    rt = runtime()
+    return PasswordChangeService(
+        request_db(),
+        rt.passwords,
+        session_list_service(),
+        rate_limiter(),
+        rt.store,
+        account_service(),
+        actor=client_actor(),
     )
 
 

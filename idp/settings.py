@@ -73,6 +73,7 @@ class Settings:
     login_attempts_global_per_minute: int
     second_factor_attempts_per_minute: int
     alert_failure_window_minutes: int
+    event_retention_days: int
     log_level: str
 
     @property
@@ -212,6 +213,7 @@ def _validate(v: dict[str, Any]) -> Settings:
         "login_attempts_global_per_minute",
         "second_factor_attempts_per_minute",
         "alert_failure_window_minutes",
+        "event_retention_days",
     ):
         if v[name] < 1:
             raise SettingsError(name, "must be at least 1")
@@ -230,6 +232,8 @@ def _validate(v: dict[str, Any]) -> Settings:
             "lockout_default_threshold",
             "must lie between IDP_LOCKOUT_MIN_THRESHOLD and IDP_LOCKOUT_MAX_THRESHOLD",
         )
+    if v["event_retention_days"] > 36500:
+        raise SettingsError("event_retention_days", "must be at most 36500 (100 years)")
     if v["proxy_hops"] < 0:
         raise SettingsError("proxy_hops", "must be 0 or more")
     v["log_level"] = v["log_level"].upper()

@@ -50,6 +50,16 @@ class Store:
         """Throttle for writing a session's last activity to the database."""
         return self.key("session-touch", session_id)
 
+    def session_ended_key(self, token_hash: str) -> str:
+        """Set briefly when a session ends, so a request racing the ending cannot put the
+        session back into the cache from a database read made before the ending committed."""
+        return self.key("session-ended", token_hash)
+
+    def session_seen_key(self, session_id: str) -> str:
+        """A session's latest activity (POSIX timestamp), fresher than the database's copy,
+        which is written at most once a minute."""
+        return self.key("session-seen", session_id)
+
     def code_key(self, code_digest: str) -> str:
         """An unredeemed authorization code (by SHA-256 of the code)."""
         return self.key("code", code_digest)

@@ -12,7 +12,20 @@ def _timestamp_utc(value: float) -> str:
 
 
 def register_flows(app: Flask) -> None:
-    from idp.flows import account, admin, alerts, errors, login, ops, security, two_factor, unlock
+    from idp.flows import (
+        account,
+        activity,
+        admin,
+        alerts,
+        errors,
+        login,
+        ops,
+        password,
+        security,
+        sessions,
+        two_factor,
+        unlock,
+    )
 
     app.register_blueprint(login.bp)
     app.register_blueprint(unlock.bp)
@@ -21,6 +34,9 @@ def register_flows(app: Flask) -> None:
     app.register_blueprint(account.bp)
     app.register_blueprint(two_factor.bp)
     app.register_blueprint(alerts.bp)
+    app.register_blueprint(activity.bp)
+    app.register_blueprint(sessions.bp)
+    app.register_blueprint(password.bp)
     app.register_blueprint(ops.bp)
     errors.init_app(app)
     app.add_template_filter(_timestamp_utc, "timestamp_utc")

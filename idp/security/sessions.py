@@ -2,7 +2,8 @@
 
 The cookie carries only a random token; the database keeps its SHA-256 with the session row
 (the durable truth) and the store caches ``token hash -> session`` with the idle lifetime as
-TTL, so most requests cost one store read. Last activity reaches the database at most once a
+TTL, so most requests cost two store round trips and no database access. Every request notes
+its time in the store (``session-seen``); last activity reaches the database at most once a
 minute per session. Ending a session marks the row and drops the cache entry, which every
 process sees at once.
 """
@@ -13,7 +14,7 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -24,6 +25,18 @@ from idp.settings import Settings
 from idp.store import Store
 
 TOUCH_INTERVAL_SECONDS = 60
+# How long an ended session's token may not be cached again: far longer than any request that
+# read the row before the ending committed takes to finish.
+ENDED_GUARD_SECONDS = 60
+
+# Publish a session to the store unless it is being ended (KEYS: entry, touch throttle, ended
+# guard; ARGV: entry, entry TTL, touch TTL). One script, so the check and the write are atomic.
+_CACHE_UNLESS_ENDED = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[3]))
+return 1
+"""
 
 # Called inside the transaction that ends a session (db, session id, reason): the provider
 # revokes the session's tokens and queues back-channel logouts there.
@@ -40,6 +53,15 @@ class ActiveSession:
     auth_time: float
     expires_at: float
     amr: str
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    """A session row that :meth:`SessionService.resolve` would accept now, with its latest
+    activity (from the store when fresher than the database's once-a-minute copy)."""
+
+    row: UserSession
+    last_activity: datetime
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,7 @@ class SessionService:
         self.idle = timedelta(minutes=settings.session_idle_minutes)
         self.absolute = timedelta(minutes=settings.session_absolute_minutes)
         self.clock = clock
+        self._cache_unless_ended = store.client.register_script(_CACHE_UNLESS_ENDED)
 
     def start(self, user: User, client: ClientInfo, *, amr: str = "pwd") -> StartedSession:
         """Create a session (and device) for ``user``; the caller commits."""
@@ -90,18 +113,20 @@ class SessionService:
             token=token, browser_key=browser_key, session=row, new_device=new_device
         )
 
-    def cache(self, token: str, row: UserSession) -> None:
-        """Publish a committed session to the store. Its rows were just written, so the
-        next minute's activity need not be written again."""
+    def cache(self, token: str, row: UserSession) -> bool:
+        """Publish a committed session to the store; False when it is being ended. Its rows
+        were just written, so the next minute's activity need not be written again."""
         active = _active(row)
-        pipe = self.store.client.pipeline(transaction=False)
-        pipe.set(
-            self.store.session_key(hash_key(token)),
-            json.dumps(asdict(active)),
-            ex=self._ttl(active),
+        token_hash = hash_key(token)
+        done = self._cache_unless_ended(
+            keys=[
+                self.store.session_key(token_hash),
+                self.store.session_touch_key(active.session_id),
+                self.store.session_ended_key(token_hash),
+            ],
+            args=[json.dumps(asdict(active)), self._ttl(active), TOUCH_INTERVAL_SECONDS],
         )
-        pipe.set(self.store.session_touch_key(active.session_id), "1", ex=TOUCH_INTERVAL_SECONDS)
-        pipe.execute()
+        return bool(done)
 
     def resolve(self, token: str | None) -> ActiveSession | None:
         """The live session behind a cookie token, or None (unknown, ended, idle, expired)."""
@@ -116,8 +141,7 @@ class SessionService:
             if active.expires_at <= now.timestamp():
                 self.end(active.session_id, "expired")
                 return None
-            self.store.client.expire(key, self._ttl(active))
-            self._touch(active, now)
+            self._touch(active, now, cache_key=key)
             return active
         row = self.db.scalar(select(UserSession).where(UserSession.token_hash == token_hash))
         if row is None or row.ended_at is not None:
@@ -125,42 +149,100 @@ class SessionService:
         if row.expires_at <= now:
             self.end(row.id, "expired")
             return None
-        if row.last_seen_at + self.idle + timedelta(seconds=TOUCH_INTERVAL_SECONDS) <= now:
+        if self._idle_in_database(row, now):
             self.end(row.id, "idle")
             return None
-        # The store lost the entry (restart, flush): the database is the truth, rebuild it.
-        self.cache(token, row)
+        # The store lost the entry (restart, flush): the database is the truth, rebuild it,
+        # unless another request is ending the session right now.
+        if not self.cache(token, row):
+            return None
         active = _active(row)
         self._touch(active, now)
         return active
 
-    def end(self, session_id: str, reason: str) -> bool:
-        """End a session everywhere; True when it was still live. Commits."""
+    def end(self, session_id: str, reason: str, *, commit: bool = True) -> bool:
+        """End a session everywhere; True when it was still live. Commits unless ``commit``
+        is false (the caller then commits, e.g. with an event in the same transaction)."""
         row = self.db.get(UserSession, session_id)
         if row is None:
             return False
-        self.store.client.delete(self.store.session_key(row.token_hash))
+        # Dropped before the commit, with a guard: a request that read the row before the
+        # commit cannot cache it again (see cache()). Should the commit fail, resolve()
+        # rebuilds the entry from the database, where the session is still live.
+        pipe = self.store.client.pipeline(transaction=False)
+        pipe.set(self.store.session_ended_key(row.token_hash), "1", ex=ENDED_GUARD_SECONDS)
+        pipe.delete(self.store.session_key(row.token_hash), self.store.session_seen_key(row.id))
+        pipe.execute()
         if row.ended_at is not None:
             return False
         row.ended_at = self.clock()
         row.end_reason = reason
         if self.on_end is not None:
             self.on_end(self.db, row.id, reason)
-        self.db.commit()
+        if commit:
+            self.db.commit()
         return True
+
+    def live_sessions(self, user_id: str) -> list[LiveSession]:
+        """The user's sessions that :meth:`resolve` would accept now (not ended, not past the
+        absolute lifetime, not idle), oldest first, with their latest activity. One database
+        query and one store round trip, whatever the number of sessions."""
+        now = self.clock()
+        rows = list(
+            self.db.scalars(
+                select(UserSession)
+                .where(
+                    UserSession.user_id == user_id,
+                    UserSession.ended_at.is_(None),
+                    UserSession.expires_at > now,
+                )
+                .order_by(UserSession.created_at, UserSession.id)
+            )
+        )
+        if not rows:
+            return []
+        pipe = self.store.client.pipeline(transaction=False)
+        for row in rows:
+            pipe.exists(self.store.session_key(row.token_hash))
+            pipe.get(self.store.session_seen_key(row.id))
+        answers = pipe.execute()
+        live: list[LiveSession] = []
+        for index, row in enumerate(rows):
+            cached, seen = answers[2 * index], answers[2 * index + 1]
+            # The same rule as resolve(): the store entry (its TTL is the idle lifetime) says
+            # live; without it the database's last activity decides.
+            if not cached and self._idle_in_database(row, now):
+                continue
+            last = row.last_seen_at
+            if seen is not None:
+                last = max(last, datetime.fromtimestamp(float(seen), UTC))
+            live.append(LiveSession(row=row, last_activity=last))
+        return live
+
+    def _idle_in_database(self, row: UserSession, now: datetime) -> bool:
+        # The database's copy may be up to one touch interval old.
+        return row.last_seen_at + self.idle + timedelta(seconds=TOUCH_INTERVAL_SECONDS) <= now
 
     def _ttl(self, active: ActiveSession) -> int:
         remaining = int(active.expires_at - self.clock().timestamp())
         return max(1, min(int(self.idle.total_seconds()), remaining))
 
-    def _touch(self, active: ActiveSession, now: datetime) -> None:
-        """Record activity in the database at most once per interval per session."""
-        if not self.store.client.set(
+    def _touch(self, active: ActiveSession, now: datetime, cache_key: str | None = None) -> None:
+        """Note the activity in the store on every request (one pipelined round trip, which
+        also renews the cache entry's idle TTL), and in the database at most once per
+        interval per session."""
+        ttl = self._ttl(active)
+        pipe = self.store.client.pipeline(transaction=False)
+        if cache_key is not None:
+            pipe.expire(cache_key, ttl)
+        pipe.set(self.store.session_seen_key(active.session_id), repr(now.timestamp()), ex=ttl)
+        pipe.set(
             self.store.session_touch_key(active.session_id),
             "1",
             nx=True,
             ex=TOUCH_INTERVAL_SECONDS,
-        ):
+        )
+        if not pipe.execute()[-1]:
             return
         self.db.execute(
             update(UserSession).where(UserSession.id == active.session_id).values(last_seen_at=now)

@@ -1,0 +1,297 @@
+"""What each activity-log event means, in plain language, and the types of action it belongs to.
+
+Every :class:`~idp.events.EventTag` has an entry here (a unit test checks it): a short action
+label, a sentence for the user it is about ("You signed in") and one for an organization admin
+reading a member's log ("Alice Liddell signed in"), and its type of action for the filter.
+A tag the catalog does not know (an event written by a newer version) gets a generic sentence.
+
+Some events read differently depending on ``details["reason"]`` (a failed sign-in on a locked
+account is not "a wrong password"); those variants are part of the entry, and the free-text
+search matches them exactly (see :func:`idp.activity.query.sentence_condition`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from idp.events import ACCOUNT_PRODUCT, EventTag
+
+WHO = "{who}"
+
+
+class Perspective(enum.Enum):
+    """Who reads the log: the user it is about, or an admin of the user's organization."""
+
+    SELF = "self"
+    ADMIN = "admin"
+
+
+class ActionGroup(enum.StrEnum):
+    """The types of action the log can be filtered by (the ``type`` query parameter)."""
+
+    SIGN_INS = "sign-ins"
+    SESSIONS = "sessions"
+    LOCKOUTS = "lockouts"
+    SECURITY = "security"
+    APPLICATIONS = "applications"
+    SETTINGS = "settings"
+
+    @property
+    def label(self) -> str:
+        return _GROUP_LABELS[self]
+
+
+_GROUP_LABELS = {
+    ActionGroup.SIGN_INS: "Sign-ins",
+    ActionGroup.SESSIONS: "Sign-outs and sessions",
+    ActionGroup.LOCKOUTS: "Lockouts",
+    ActionGroup.SECURITY: "Password, two-factor and profile",
+    ActionGroup.APPLICATIONS: "Consents and tokens",
+    ActionGroup.SETTINGS: "Settings",
+}
+
+
+@dataclass(frozen=True)
+class Wording:
+    """One sentence in both perspectives; ``admin`` contains ``{who}`` (the member's name)."""
+
+    self_: str
+    admin: str
+
+    def text(self, perspective: Perspective, who: str = "") -> str:
+        if perspective is Perspective.SELF:
+            return self.self_
+        return self.admin.replace(WHO, who)
+
+    def searchable(self, perspective: Perspective) -> str:
+        """The sentence as the search sees it: the member's name is matched separately."""
+        return " ".join(self.text(perspective).split())
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The catalog entry of one event tag."""
+
+    label: str
+    group: ActionGroup
+    wording: Wording
+    # details["reason"] -> a more precise sentence for that reason.
+    by_reason: Mapping[str, Wording] = field(default_factory=dict)
+
+    def wording_for(self, details: Mapping[str, Any] | None) -> Wording:
+        reason = (details or {}).get("reason")
+        if isinstance(reason, str) and reason in self.by_reason:
+            return self.by_reason[reason]
+        return self.wording
+
+
+def _w(self_: str, admin: str) -> Wording:
+    return Wording(self_, admin)
+
+
+CATALOG: dict[str, Entry] = {
+    EventTag.LOGIN_SUCCESS: Entry(
+        "Sign-in", ActionGroup.SIGN_INS, _w("You signed in", "{who} signed in")
+    ),
+    EventTag.LOGIN_FAILURE: Entry(
+        "Failed sign-in",
+        ActionGroup.SIGN_INS,
+        _w(
+            "Someone tried to sign in with a wrong password",
+            "Someone tried to sign in to {who}'s account with a wrong password",
+        ),
+        by_reason={
+            "locked": _w(
+                "Someone tried to sign in while your account was locked",
+                "Someone tried to sign in to {who}'s account while it was locked",
+            ),
+        },
+    ),
+    EventTag.SECOND_FACTOR_FAILURE: Entry(
+        "Wrong two-factor code",
+        ActionGroup.SIGN_INS,
+        _w(
+            "Someone entered your password but a wrong two-factor code",
+            "Someone entered {who}'s password but a wrong two-factor code",
+        ),
+    ),
+    EventTag.LOGOUT: Entry(
+        "Sign-out", ActionGroup.SESSIONS, _w("You signed out", "{who} signed out")
+    ),
+    EventTag.SESSION_ENDED: Entry(
+        "Session ended",
+        ActionGroup.SESSIONS,
+        _w("One of your sessions was ended", "One of {who}'s sessions was ended"),
+        by_reason={
+            "ended_by_user": _w(
+                "You ended one of your sessions", "{who} ended one of their sessions"
+            ),
+            "password_changed": _w(
+                "One of your sessions was signed out because your password was changed",
+                "One of {who}'s sessions was signed out because their password was changed",
+            ),
+        },
+    ),
+    EventTag.PASSWORD_CHANGED: Entry(
+        "Password changed",
+        ActionGroup.SECURITY,
+        _w("You changed your password", "{who} changed their password"),
+    ),
+    EventTag.ACCOUNT_LOCKED: Entry(
+        "Account locked",
+        ActionGroup.LOCKOUTS,
+        _w(
+            "Your account was locked after too many failed attempts",
+            "{who}'s account was locked after too many failed attempts",
+        ),
+    ),
+    EventTag.ACCOUNT_UNLOCKED: Entry(
+        "Account unlocked",
+        ActionGroup.LOCKOUTS,
+        _w("Your account was unlocked", "{who}'s account was unlocked"),
+    ),
+    EventTag.LOCKOUT_THRESHOLD_CHANGED: Entry(
+        "Lockout setting",
+        ActionGroup.SETTINGS,
+        _w(
+            "You changed after how many failed attempts accounts lock",
+            "{who} changed after how many failed attempts accounts lock",
+        ),
+    ),
+    EventTag.ALERTS_CHANGED: Entry(
+        "Login alerts",
+        ActionGroup.SETTINGS,
+        _w("You changed your login alerts", "{who} changed their login alerts"),
+    ),
+    EventTag.TWO_FACTOR_ENABLED: Entry(
+        "Two-factor on",
+        ActionGroup.SECURITY,
+        _w(
+            "You turned on two-factor authentication",
+            "{who} turned on two-factor authentication",
+        ),
+    ),
+    EventTag.TWO_FACTOR_DISABLED: Entry(
+        "Two-factor off",
+        ActionGroup.SECURITY,
+        _w(
+            "You turned off two-factor authentication",
+            "{who} turned off two-factor authentication",
+        ),
+    ),
+    EventTag.RECOVERY_CODES_REGENERATED: Entry(
+        "New recovery codes",
+        ActionGroup.SECURITY,
+        _w("You made new recovery codes", "{who} made new recovery codes"),
+    ),
+    EventTag.RECOVERY_CODE_USED: Entry(
+        "Recovery code used",
+        ActionGroup.SECURITY,
+        _w(
+            "A recovery code was used to sign in to your account",
+            "A recovery code was used to sign in to {who}'s account",
+        ),
+    ),
+    EventTag.TOKEN_GRANTED: Entry(
+        "Token granted",
+        ActionGroup.APPLICATIONS,
+        _w(
+            "An application received access to your account",
+            "An application received access to {who}'s account",
+        ),
+    ),
+    EventTag.TOKEN_REVOKED: Entry(
+        "Token revoked",
+        ActionGroup.APPLICATIONS,
+        _w(
+            "An application's access to your account was revoked",
+            "An application's access to {who}'s account was revoked",
+        ),
+    ),
+    EventTag.CONSENT_GRANTED: Entry(
+        "Consent given",
+        ActionGroup.APPLICATIONS,
+        _w(
+            "You allowed an application to use your account",
+            "{who} allowed an application to use their account",
+        ),
+    ),
+    EventTag.CONSENT_REVOKED: Entry(
+        "Consent withdrawn",
+        ActionGroup.APPLICATIONS,
+        _w(
+            "You removed an application's access to your account",
+            "{who} removed an application's access to their account",
+        ),
+    ),
+    EventTag.ORGANIZATION_CREATED: Entry(
+        "Organization created",
+        ActionGroup.SETTINGS,
+        _w("An organization was created", "An organization was created"),
+    ),
+    EventTag.USER_CREATED: Entry(
+        "Account created",
+        ActionGroup.SECURITY,
+        _w("Your account was created", "{who}'s account was created"),
+    ),
+}
+
+GENERIC = Entry(
+    "Other",
+    ActionGroup.SETTINGS,  # not used for filtering: unknown tags belong to no group
+    _w("Something happened on your account", "Something happened on {who}'s account"),
+)
+
+# Tags without an entry (added after this catalog) still land in a group by their prefix.
+_GROUP_PREFIXES: tuple[tuple[str, ActionGroup], ...] = (
+    ("account:lockout:threshold", ActionGroup.SETTINGS),
+    ("account:lockout:", ActionGroup.LOCKOUTS),
+    ("account:login:", ActionGroup.SIGN_INS),
+    ("account:logout", ActionGroup.SESSIONS),
+    ("account:session", ActionGroup.SESSIONS),
+    ("account:password", ActionGroup.SECURITY),
+    ("account:2fa", ActionGroup.SECURITY),
+    ("account:profile", ActionGroup.SECURITY),
+    ("account:email", ActionGroup.SECURITY),
+    ("account:user", ActionGroup.SECURITY),
+    ("oauth:", ActionGroup.APPLICATIONS),
+    ("account:alerts", ActionGroup.SETTINGS),
+    ("organization:", ActionGroup.SETTINGS),
+)
+
+
+def entry_for(action: str) -> Entry:
+    """The catalog entry of ``action``, or the generic one."""
+    return CATALOG.get(action, GENERIC)
+
+
+def group_of(action: str) -> ActionGroup | None:
+    """The type of action of a tag; None for a tag that fits no group."""
+    if action in CATALOG:
+        return CATALOG[action].group
+    return next((g for prefix, g in _GROUP_PREFIXES if action.startswith(prefix)), None)
+
+
+def tags_in(group: ActionGroup) -> list[str]:
+    """Every known tag of ``group`` (what the filter matches, with ``action IN (...)``)."""
+    return sorted(str(tag) for tag in EventTag if group_of(tag) is group)
+
+
+def sentence(
+    action: str,
+    details: Mapping[str, Any] | None,
+    perspective: Perspective = Perspective.SELF,
+    who: str = "",
+) -> str:
+    """The plain-language sentence of one event."""
+    return entry_for(action).wording_for(details).text(perspective, who)
+
+
+def product_label(product: str, name: str | None, perspective: Perspective) -> str:
+    """What the Product column shows: the application's name, or the account itself."""
+    if product == ACCOUNT_PRODUCT:
+        return "Your account" if perspective is Perspective.SELF else "Account"
+    return name or product
