@@ -344,6 +344,88 @@ def keys_rotate(as_json: bool) -> None:
         _emit(as_json, {"current": kids}, "\n".join(kids))
 
 
+@cli.group()
+def sso() -> None:
+    """Enterprise SSO (Microsoft Entra ID connections)."""
+
+
+@sso.command("link")
+@click.argument("organization")
+@click.option("--tenant-id", required=True, help="Entra tenant GUID (or a verified domain).")
+@click.option("--client-id", required=True, help="Application (client) id of the app.")
+@click.option(
+    "--client-secret-stdin",
+    is_flag=True,
+    required=True,
+    help="Read the client secret from standard input (first line).",
+)
+@click.option("--domain", "domains", multiple=True, required=True, help="Email domain served.")
+@click.option(
+    "--jit/--no-jit",
+    default=True,
+    show_default=True,
+    help="Create accounts on first sign-in (verified email in one of the domains only).",
+)
+@click.option("--enforce-sso", is_flag=True, help="Members of the domains cannot use a password.")
+@click.option("--allow-guests", is_flag=True, help="Accept the tenant's B2B guest users.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def sso_link(
+    organization: str,
+    tenant_id: str,
+    client_id: str,
+    client_secret_stdin: bool,
+    domains: tuple[str, ...],
+    jit: bool,
+    enforce_sso: bool,
+    allow_guests: bool,
+    as_json: bool,
+) -> None:
+    """Link ORG to its Entra ID tenant after testing the connection (secret never shown)."""
+    from idp.federation.connections import (
+        ConnectionService,
+        LinkOptions,
+        SsoConnectionError,
+        secret_box,
+    )
+    from idp.federation.entra import EntraDirectory
+
+    secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        raise CommandError("no client secret on standard input")
+    settings = _settings()
+    with _db(settings) as db:
+        service = ConnectionService(
+            db, EntraDirectory.from_settings(settings), secret_box(settings.secret_key)
+        )
+        try:
+            connection = service.link(
+                organization,
+                tenant_id,
+                client_id,
+                secret,
+                domains,
+                LinkOptions(jit=jit, enforce_sso=enforce_sso, allow_guests=allow_guests),
+            )
+        except SsoConnectionError as exc:
+            raise CommandError(str(exc)) from None
+        data = {
+            "id": connection.id,
+            "organization_id": connection.organization_id,
+            "tenant_id": connection.tenant_id,
+            "client_id": connection.client_id,
+            "domains": connection.domain_names,
+            "jit": connection.jit,
+            "enforce_sso": connection.enforce_sso,
+            "allow_guests": connection.allow_guests,
+        }
+        _emit(
+            as_json,
+            data,
+            f"linked {organization} to tenant {connection.tenant_id} "
+            f"({', '.join(connection.domain_names)})",
+        )
+
+
 @cli.group("events")
 def events_group() -> None:
     """The activity log."""

@@ -20,6 +20,8 @@ ACCOUNT_PRODUCT = "account"
 class EventTag(enum.StrEnum):
     LOGIN_SUCCESS = "account:login:success"
     LOGIN_FAILURE = "account:login:failure"
+    LOGIN_SSO = "account:login:sso"
+    SSO_LINKED = "account:sso:link"
     LOGOUT = "account:logout"
     SESSION_ENDED = "account:session:end"
     PASSWORD_CHANGED = "account:password:change"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import current_app, g, request
 from sqlalchemy.orm import Session
 
@@ -27,6 +29,9 @@ from idp.security.sessions import ActiveSession, SessionService
 from idp.security.two_factor import TwoFactorService, totp_box
 from idp.settings import Settings
 from idp.store import Store
+
+if TYPE_CHECKING:
+    from idp.federation.signin import SsoSignInService
 
 
 def session_cookie_name() -> str:
@@ -157,3 +162,27 @@ def current_session() -> ActiveSession | None:
         g.idp_session = session_service().resolve(request.cookies.get(session_cookie_name()))
     active: ActiveSession | None = g.idp_session
     return active
+
+
+def sso_service() -> SsoSignInService:
+    """Enterprise SSO sign-in for this request."""
+    from idp.federation.connections import ConnectionService, secret_box
+    from idp.federation.entra import EntraDirectory
+    from idp.federation.metadata import TenantMetadata
+    from idp.federation.signin import SsoSignInService
+    from idp.federation.tokens import IdTokenValidator
+
+    rt = runtime()
+    db = request_db()
+    directory = EntraDirectory.from_settings(rt.settings)
+    metadata = TenantMetadata(rt.store, directory)
+    return SsoSignInService(
+        db,
+        rt.store,
+        ConnectionService(db, directory, secret_box(rt.settings.secret_key)),
+        metadata,
+        IdTokenValidator(metadata, directory),
+        account_service(),
+        redirect_uri=f"{rt.settings.issuer.rstrip('/')}/login/sso/callback",
+        session_seconds=rt.settings.session_absolute_minutes * 60,
+    )

@@ -82,6 +82,36 @@ class Store:
         return self.key("alert-successes", user_id)
 
     # Health ----------------------------------------------------------------------------
+    def sso_state_key(self, state_digest: str) -> str:
+        """A pending SSO sign-in (connection, nonce, PKCE verifier), by SHA-256 of ``state``;
+        taken once by the callback."""
+        return self.key("sso-state", state_digest)
+
+    def sso_link_key(self, token_digest: str) -> str:
+        """An Entra identity waiting to be linked to the local account with its email, once
+        the browser that signed in with Entra proves that account's password."""
+        return self.key("sso-link", token_digest)
+
+    def sso_session_key(self, session_id: str) -> str:
+        """The Entra tenant and app a browser session signed in through (for logout)."""
+        return self.key("sso-session", session_id)
+
+    def entra_sid_key(self, sid: str) -> str:
+        """The local sessions started by one Entra session ``sid`` (front-channel logout)."""
+        return self.key("entra-sid", sid)
+
+    def entra_metadata_key(self, tenant_id: str) -> str:
+        """A tenant's cached OpenID Provider metadata (JSON)."""
+        return self.key("entra-meta", tenant_id)
+
+    def entra_jwks_key(self, tenant_id: str) -> str:
+        """A tenant's cached signing keys (JWKS JSON)."""
+        return self.key("entra-jwks", tenant_id)
+
+    def entra_jwks_refetch_key(self, tenant_id: str) -> str:
+        """Set while a JWKS refetch for an unknown ``kid`` is not allowed again."""
+        return self.key("entra-jwks-refetch", tenant_id)
+
     def ping(self) -> bool:
         return bool(self.client.ping())
 

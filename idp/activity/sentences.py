@@ -96,6 +96,19 @@ CATALOG: dict[str, Entry] = {
     EventTag.LOGIN_SUCCESS: Entry(
         "Sign-in", ActionGroup.SIGN_INS, _w("You signed in", "{who} signed in")
     ),
+    EventTag.LOGIN_SSO: Entry(
+        "Sign-in with SSO",
+        ActionGroup.SIGN_INS,
+        _w("You signed in with your organization's SSO", "{who} signed in with SSO"),
+    ),
+    EventTag.SSO_LINKED: Entry(
+        "SSO linked",
+        ActionGroup.SECURITY,
+        _w(
+            "You linked your organization's sign-in to your account",
+            "{who} linked their organization's sign-in to their account",
+        ),
+    ),
     EventTag.LOGIN_FAILURE: Entry(
         "Failed sign-in",
         ActionGroup.SIGN_INS,

@@ -23,11 +23,13 @@ def register_flows(app: Flask) -> None:
         password,
         security,
         sessions,
+        sso,
         two_factor,
         unlock,
     )
 
     app.register_blueprint(login.bp)
+    app.register_blueprint(sso.bp)
     app.register_blueprint(unlock.bp)
     app.register_blueprint(security.bp)
     app.register_blueprint(admin.bp)

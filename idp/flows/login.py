@@ -23,7 +23,13 @@ from idp.security.authentication import (
 from idp.security.device_trust import TRUST_COOKIE
 from idp.security.ratelimit import RateLimited
 from idp.security.redirects import safe_next
-from idp.services import authentication_service, client_info, current_session, session_service
+from idp.services import (
+    authentication_service,
+    client_info,
+    current_session,
+    session_service,
+    sso_service,
+)
 
 bp = Blueprint("login", __name__)
 WRONG_CODE = "That code is not valid. Try again with a new code."
@@ -53,7 +59,12 @@ def login_form() -> Response | tuple[str, int]:
     # prompt=login (from the authorization endpoint): sign in again although signed in.
     if current_session() is not None and request.args.get("prompt") != "login":
         return redirect(safe_next(request.args.get("next")), 303)
-    return _form(email=request.args.get("login_hint", "")[:320])
+    hint = request.args.get("login_hint", "")[:320]
+    if hint:  # a relying service's login_hint for an SSO-enforced domain: straight to Entra
+        enforced = _enforced_sso(hint, request.args.get("next", ""))
+        if enforced is not None:
+            return enforced
+    return _form(email=hint)
 
 
 def _signed_in(result: SignInResult, target: str) -> Response:
@@ -69,11 +80,31 @@ def _signed_in(result: SignInResult, target: str) -> Response:
     return response
 
 
+def _enforced_sso(email: str, target: str) -> Response | None:
+    """Identifier-first: an email whose domain enforces SSO goes straight to its organization's
+    Entra ID tenant; no password is checked (nor locked out) for it."""
+    from idp.federation.signin import SsoFailure
+
+    service = sso_service()
+    if not service.enforced_for(email):
+        return None
+    from idp.flows.sso import redirect_to_entra
+
+    try:
+        return redirect_to_entra(email, safe_next(target, default=""))
+    except SsoFailure:
+        return redirect(url_for("sso.sso_form", login_hint=email), 303)
+
+
 @bp.post("/login")
 def login_submit() -> Response | tuple[str, int]:
     email = request.form.get("email", "").strip()
     password = request.form.get("password", "")
     target = request.form.get("next", "")
+    if email and len(email) <= 320:
+        enforced = _enforced_sso(email, target)
+        if enforced is not None:
+            return enforced
     if not email or not password:
         return _form("Enter your email address and your password.", email, 400)
     try:
@@ -135,10 +166,15 @@ def code_submit() -> Response | tuple[str, int]:
 
 @bp.post("/logout")
 def logout() -> Response:
+    from idp.flows.sso import post_logout_redirect_uri
+
     active = current_session()
+    entra_logout = None
     if active is not None:
+        # A session from SSO also signs out at the organization's Entra ID tenant.
+        entra_logout = sso_service().logout_url(active.session_id, post_logout_redirect_uri())
         authentication_service().sign_out(active.session_id, active.user_id, client_info())
     csrf.rotate()
-    response = redirect(url_for("login.login_form", signed_out=1), 303)
+    response = redirect(entra_logout or url_for("login.login_form", signed_out=1), 303)
     clear_session_cookie(response)
     return response

@@ -5,6 +5,7 @@ from idp.models.base import Base, utcnow
 from idp.models.clients import Client, Consent
 from idp.models.credentials import OneTimeToken, RecoveryCode
 from idp.models.events import Event
+from idp.models.federation import FederatedIdentity, SsoConnection, SsoDomain
 from idp.models.keys import SigningKey
 from idp.models.outbox import OutboxItem
 from idp.models.sessions import Device, UserSession
@@ -17,6 +18,7 @@ __all__ = [
     "Consent",
     "Device",
     "Event",
+    "FederatedIdentity",
     "Membership",
     "OneTimeToken",
     "Organization",
@@ -25,6 +27,8 @@ __all__ = [
     "RefreshToken",
     "Role",
     "SigningKey",
+    "SsoConnection",
+    "SsoDomain",
     "TokenFamily",
     "User",
     "UserSession",

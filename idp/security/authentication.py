@@ -211,17 +211,34 @@ class AuthenticationService:
         return self._complete(user, client, amr="pwd otp mfa")
 
     # Completion ----------------------------------------------------------------------------
-    def _complete(self, user: User, client: ClientInfo, *, amr: str) -> SignInResult:
+    def complete_federated(
+        self, user: User, client: ClientInfo, details: dict[str, str]
+    ) -> SignInResult:
+        """Start a session for a sign-in the user's organization (Entra ID) vouched for.
+        No lockout and no second factor here: the identity provider enforced its own."""
+        return self._complete(
+            user, client, amr="fed", tag=EventTag.LOGIN_SSO, details={"method": "sso", **details}
+        )
+
+    def _complete(
+        self,
+        user: User,
+        client: ClientInfo,
+        *,
+        amr: str,
+        tag: EventTag = EventTag.LOGIN_SUCCESS,
+        details: dict[str, str] | None = None,
+    ) -> SignInResult:
         started = self.sessions.start(user, client, amr=amr)
         record_event(
             self.db,
-            EventTag.LOGIN_SUCCESS,
+            tag,
             user_id=user.id,
             organization_id=self.accounts.primary_organization_id(user.id),
             actor=Actor(ip=client.ip, user_agent=client.user_agent),
             device_id=started.session.device_id,
             session_id=started.session.id,
-            details={"method": "password", "amr": amr.split()},
+            details={**(details or {"method": "password"}), "amr": amr.split()},
         )
         device = self.db.get(Device, started.session.device_id)
         assert device is not None

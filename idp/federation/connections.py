@@ -1,0 +1,141 @@
+"""SSO connections: linking an organization to its Entra ID tenant, and finding the
+connection that serves an email address.
+
+Linking checks everything it can before saving (issue 6, "Linking a tenant"): the tenant is one
+tenant (never a multi-tenant alias), the credentials work (msal app-only token for Graph), every
+claimed domain is verified by that tenant and is not served by another organization. The client
+secret is stored sealed with :class:`SecretBox` bound to the connection id, and never shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from idp.federation.entra import EntraDirectory, EntraError, normalize_domain
+from idp.models import Organization, SsoConnection, SsoDomain
+from idp.models.base import new_id
+from idp.security.secretbox import SecretBox
+
+SECRET_PURPOSE = b"idp sso secrets"
+
+
+class SsoConnectionError(Exception):
+    """A connection cannot be saved; the message (one line) is for the administrator."""
+
+
+def secret_box(secret_key: str) -> SecretBox:
+    return SecretBox(secret_key, SECRET_PURPOSE)
+
+
+def email_domain(email: str) -> str | None:
+    local, sep, domain = email.strip().rpartition("@")
+    if not sep or not local:
+        return None
+    return normalize_domain(domain)
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    jit: bool = True
+    enforce_sso: bool = False
+    allow_guests: bool = False
+
+
+class ConnectionService:
+    def __init__(self, db: Session, directory: EntraDirectory, box: SecretBox) -> None:
+        self.db = db
+        self.directory = directory
+        self.box = box
+
+    # Lookups -----------------------------------------------------------------------------
+    def for_organization(self, organization_id: str) -> SsoConnection | None:
+        return self.db.scalar(
+            select(SsoConnection).where(SsoConnection.organization_id == organization_id)
+        )
+
+    def for_domain(self, domain: str) -> SsoConnection | None:
+        name = normalize_domain(domain)
+        if name is None:
+            return None
+        row = self.db.get(SsoDomain, name)
+        return row.connection if row is not None else None
+
+    def for_email(self, email: str) -> SsoConnection | None:
+        domain = email_domain(email)
+        return self.for_domain(domain) if domain else None
+
+    def client_secret(self, connection: SsoConnection) -> str:
+        return self.box.open(connection.id, connection.client_secret).decode()
+
+    # Linking -----------------------------------------------------------------------------
+    def link(
+        self,
+        organization: str,
+        tenant: str,
+        client_id: str,
+        client_secret: str,
+        domains: Iterable[str],
+        options: LinkOptions = LinkOptions(),
+    ) -> SsoConnection:
+        """Create (or replace) the organization's connection after testing it; commits."""
+        org = self.db.scalar(
+            select(Organization).where(
+                func.lower(Organization.name) == organization.strip().lower()
+            )
+        )
+        if org is None:
+            org = self.db.get(Organization, organization)
+        if org is None:
+            raise SsoConnectionError(f"no organization named {organization!r}")
+        client_id = client_id.strip()
+        if not client_id or len(client_id) > 100:
+            raise SsoConnectionError("--client-id is required (the application (client) id)")
+        if not client_secret:
+            raise SsoConnectionError("no client secret on standard input")
+        names = self._domains(domains, org.id)
+        try:
+            tenant_id = self.directory.resolve_tenant_id(tenant)
+            verified = self.directory.verified_domains(tenant_id, client_id, client_secret)
+        except EntraError as exc:
+            raise SsoConnectionError(str(exc)) from None
+        unverified = [n for n in names if n not in verified]
+        if unverified:
+            raise SsoConnectionError(
+                f"domain {unverified[0]} is not verified in tenant {tenant_id}"
+            )
+        connection = self.for_organization(org.id)
+        if connection is None:
+            connection = SsoConnection(id=new_id(), organization_id=org.id)
+            self.db.add(connection)
+        connection.tenant_id = tenant_id
+        connection.client_id = client_id
+        connection.client_secret = self.box.seal(connection.id, client_secret.encode())
+        connection.jit = options.jit
+        connection.enforce_sso = options.enforce_sso
+        connection.allow_guests = options.allow_guests
+        kept = {d.domain: d for d in connection.domains}
+        connection.domains = [kept.get(n) or SsoDomain(domain=n) for n in names]
+        self.db.commit()
+        return connection
+
+    def _domains(self, domains: Iterable[str], organization_id: str) -> list[str]:
+        names: list[str] = []
+        for raw in domains:
+            name = normalize_domain(raw)
+            if name is None:
+                raise SsoConnectionError(f"{raw!r} is not a domain name")
+            if name not in names:
+                names.append(name)
+        if not names:
+            raise SsoConnectionError("give at least one --domain")
+        for name in names:
+            owner = self.db.get(SsoDomain, name)
+            if owner is not None and owner.connection.organization_id != organization_id:
+                raise SsoConnectionError(
+                    f"domain {name} is already served by another organization's connection"
+                )
+        return names

@@ -1,0 +1,458 @@
+"""Signing in with an organization's Entra ID tenant: the authorization request (OpenID
+Connect Core 1.0 §3.1.2 with PKCE, RFC 7636, and ``response_mode=form_post``), the callback,
+the code exchange, and mapping the Entra identity to a local user.
+
+The pending request (connection, nonce, PKCE verifier, where to go next) is kept in the store
+for ten minutes under a digest of ``state`` and taken once: the callback arrives as a
+cross-site POST, which carries no SameSite=Lax cookie, so ``state`` itself is the key.
+On https the request is also bound to the browser that started it by a SameSite=None cookie
+whose digest is kept with the state (against login CSRF: an attacker's own code and state
+posted from a victim's browser).
+
+Identity linking (issue 6, rule 7): the key is (organization, tenant, ``oid``); ``sub`` may
+change and is only remembered. An account is never linked or created from an email claim
+alone: just-in-time creation needs the email's domain to be one of the connection's
+(tenant-verified) domains and ``xms_edov`` true; an existing local account with that email is
+not taken over (nOAuth) — it must be linked by proof.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from idp.accounts import AccountService, normalize_email
+from idp.events import Actor, EventTag, record_event
+from idp.federation.connections import ConnectionService, email_domain
+from idp.federation.entra import EntraError
+from idp.federation.metadata import TenantMetadata
+from idp.federation.tokens import IdTokenValidator, TokenRejected
+from idp.models import FederatedIdentity, Membership, Role, SsoConnection, User
+from idp.security.secretbox import SecretBoxError, b64encode
+from idp.store import Store
+
+log = logging.getLogger("idp.federation")
+
+STATE_SECONDS = 600
+SCOPE = "openid profile email"
+
+
+class SsoFailure(Exception):
+    """The SSO sign-in cannot complete. ``kind`` chooses the page; ``reason`` is logged only."""
+
+    kind = "generic"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NoConnection(SsoFailure):
+    kind = "no_connection"
+
+
+class EntraRefused(SsoFailure):
+    """Entra answered with ``error``; the page depends on that code alone."""
+
+    kind = "entra_error"
+
+    def __init__(self, error: str) -> None:
+        super().__init__(f"entra error {error[:64]}")
+        self.error = error
+
+
+class LinkRequired(SsoFailure):
+    """A local account has the email. ``link_token`` is set when the browser may prove the
+    account's password to link it (the email's domain is one of the connection's)."""
+
+    kind = "link_required"
+    link_token: str | None = None
+
+
+class NotProvisioned(SsoFailure):
+    kind = "not_provisioned"
+
+
+class GuestRefused(SsoFailure):
+    kind = "guest"
+
+
+@dataclass(frozen=True)
+class SsoSuccess:
+    user: User
+    next_url: str
+    details: dict[str, str]
+    connection_id: str = ""
+    sid: str = ""
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class SsoSignInService:
+    def __init__(
+        self,
+        db: Session,
+        store: Store,
+        connections: ConnectionService,
+        metadata: TenantMetadata,
+        validator: IdTokenValidator,
+        accounts: AccountService,
+        redirect_uri: str,
+        session_seconds: int = 24 * 3600,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.connections = connections
+        self.metadata = metadata
+        self.validator = validator
+        self.accounts = accounts
+        self.redirect_uri = redirect_uri
+        self.session_seconds = session_seconds
+
+    # The request -------------------------------------------------------------------------
+    def enforced_for(self, email: str) -> bool:
+        """Whether this email's domain must sign in with SSO (identifier-first login)."""
+        connection = self.connections.for_email(email)
+        return connection is not None and connection.enforce_sso
+
+    def start(self, email: str, next_url: str = "", binding: str | None = None) -> str:
+        """The Entra authorization URL for this work email; raises :class:`NoConnection`.
+        ``binding``: a random value also set in a browser cookie that a cross-site POST
+        carries (SameSite=None, https only), so the callback must come from this browser
+        (login CSRF)."""
+        connection = self.connections.for_email(email)
+        if connection is None:
+            raise NoConnection("no connection serves this email domain")
+        state = secrets.token_urlsafe(32)
+        nonce = secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(64)
+        challenge = b64encode(hashlib.sha256(verifier.encode()).digest())
+        try:
+            endpoint = self.metadata.endpoint(connection.tenant_id, "authorization_endpoint")
+        except EntraError as exc:
+            raise SsoFailure(str(exc)) from None
+        pending = {
+            "connection_id": connection.id,
+            "nonce": nonce,
+            "verifier": verifier,
+            "next": next_url,
+            "binding": _digest(binding) if binding else "",
+        }
+        self.store.client.set(
+            self.store.sso_state_key(_digest(state)), json.dumps(pending), ex=STATE_SECONDS
+        )
+        params = {
+            "client_id": connection.client_id,
+            "response_type": "code",
+            "redirect_uri": self.redirect_uri,
+            "response_mode": "form_post",
+            "scope": SCOPE,
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "login_hint": email.strip(),
+        }
+        return f"{endpoint}?{urlencode(params)}"
+
+    # The callback ------------------------------------------------------------------------
+    def _take_state(self, state: str) -> dict[str, Any]:
+        if not state or len(state) > 200:
+            raise SsoFailure("callback without state")
+        raw = self.store.client.getdel(self.store.sso_state_key(_digest(state)))
+        if raw is None:
+            raise SsoFailure("unknown, expired or replayed state")
+        pending: dict[str, Any] = json.loads(raw)
+        return pending
+
+    def callback(self, form: dict[str, str], binding: str | None = None) -> SsoSuccess:
+        pending = self._take_state(form.get("state", ""))
+        bound = str(pending.get("binding") or "")
+        if bound and not hmac.compare_digest(_digest(binding or ""), bound):
+            raise SsoFailure("state was issued to another browser")
+        connection = self.db.get(SsoConnection, pending["connection_id"])
+        if connection is None:
+            raise SsoFailure("the connection was removed during sign-in")
+        if form.get("error"):
+            raise EntraRefused(form["error"])
+        code = form.get("code", "")
+        if not code:
+            raise SsoFailure("callback without code")
+        id_token = self._redeem(connection, code, pending["verifier"])
+        try:
+            claims = self.validator.validate(
+                id_token,
+                tenant_id=connection.tenant_id,
+                client_id=connection.client_id,
+                nonce=pending["nonce"],
+            )
+        except TokenRejected as exc:
+            raise SsoFailure(f"id token rejected: {exc}") from None
+        except EntraError as exc:
+            raise SsoFailure(str(exc)) from None
+        if _is_guest(claims) and not connection.allow_guests:
+            raise GuestRefused("guest user and the connection does not allow guests")
+        try:
+            user = self._user_for(connection, claims)
+        except LinkRequired as required:
+            required.link_token = self._offer_link(connection, claims, pending)
+            raise
+        return SsoSuccess(
+            user=user,
+            next_url=str(pending.get("next") or ""),
+            details={
+                "organization_id": connection.organization_id,
+                "tenant_id": connection.tenant_id,
+                "oid": str(claims["oid"]),
+            },
+            connection_id=connection.id,
+            sid=str(claims.get("sid") or "")[:100],
+        )
+
+    # Logout (OpenID Connect RP-Initiated Logout 1.0, Front-Channel Logout 1.0) ---------
+    def remember_session(self, session_id: str, user_id: str, success: SsoSuccess) -> None:
+        """Note which tenant a new local session came from, and its Entra ``sid``."""
+        client = self.store.client
+        info = {"connection_id": success.connection_id, "sid": success.sid}
+        client.set(
+            self.store.sso_session_key(session_id), json.dumps(info), ex=self.session_seconds
+        )
+        if success.sid:
+            key = self.store.entra_sid_key(success.sid)
+            client.sadd(key, f"{session_id} {user_id}")
+            client.expire(key, self.session_seconds)
+
+    def logout_url(self, session_id: str, post_logout_redirect_uri: str) -> str | None:
+        """Entra's end-session URL for a session that signed in through SSO, else None."""
+        raw = self.store.client.getdel(self.store.sso_session_key(session_id))
+        if raw is None:
+            return None
+        connection = self.db.get(SsoConnection, json.loads(raw).get("connection_id"))
+        if connection is None:
+            return None
+        try:
+            endpoint = self.metadata.endpoint(connection.tenant_id, "end_session_endpoint")
+        except EntraError as exc:
+            log.warning("sso logout: %s", exc)
+            return None
+        params = {
+            "client_id": connection.client_id,
+            "post_logout_redirect_uri": post_logout_redirect_uri,
+        }
+        return f"{endpoint}?{urlencode(params)}"
+
+    def sessions_for_sid(self, sid: str) -> list[tuple[str, str]]:
+        """(session id, user id) of the local sessions started by Entra session ``sid``;
+        forgets them."""
+        if not sid or len(sid) > 100:
+            return []
+        key = self.store.entra_sid_key(sid)
+        members = self.store.client.smembers(key)
+        self.store.client.delete(key)
+        found = []
+        for member in members:
+            text = member.decode() if isinstance(member, bytes) else str(member)
+            session_id, _, user_id = text.partition(" ")
+            found.append((session_id, user_id))
+        return found
+
+    # Linking an existing account by proof ----------------------------------------------
+    def _offer_link(
+        self, connection: SsoConnection, claims: dict[str, Any], pending: dict[str, Any]
+    ) -> str | None:
+        email = str(claims.get("email", ""))
+        if email_domain(email) not in connection.domain_names:
+            return None  # only an administrator may link a foreign-domain identity
+        token = secrets.token_urlsafe(32)
+        offer = {
+            "connection_id": connection.id,
+            "oid": str(claims["oid"]),
+            "sub": str(claims.get("sub", ""))[:255],
+            "email": normalize_email(email),
+            "username": str(claims.get("preferred_username", ""))[:320],
+            "next": str(pending.get("next") or ""),
+        }
+        self.store.client.set(
+            self.store.sso_link_key(_digest(token)), json.dumps(offer), ex=STATE_SECONDS
+        )
+        return token
+
+    def link_offer(self, token: str | None) -> dict[str, Any] | None:
+        if not token or len(token) > 100:
+            return None
+        raw = self.store.client.get(self.store.sso_link_key(_digest(token)))
+        if raw is None:
+            return None
+        offer: dict[str, Any] = json.loads(raw)
+        return offer
+
+    def accept_link(self, token: str | None, user: User, actor: Actor) -> bool:
+        """Link the offered identity to ``user`` (who has just proven the account's password
+        in this browser); False when the offer is gone or is for another account."""
+        offer = self.link_offer(token)
+        if offer is None or token is None or offer["email"] != user.email_normalized:
+            return False
+        if not self.store.client.delete(self.store.sso_link_key(_digest(token))):
+            return False
+        connection = self.db.get(SsoConnection, offer["connection_id"])
+        if connection is None:
+            return False
+        self.db.add(
+            FederatedIdentity(
+                organization_id=connection.organization_id,
+                tenant_id=connection.tenant_id,
+                object_id=offer["oid"],
+                user_id=user.id,
+                last_sub=offer["sub"],
+            )
+        )
+        record_event(
+            self.db,
+            EventTag.SSO_LINKED,
+            user_id=user.id,
+            organization_id=connection.organization_id,
+            actor=actor,
+            details={"tenant_id": connection.tenant_id, "oid": offer["oid"]},
+        )
+        try:
+            self.db.commit()
+        except IntegrityError:
+            self.db.rollback()
+            return False
+        return True
+
+    def _redeem(self, connection: SsoConnection, code: str, verifier: str) -> str:
+        try:
+            endpoint = self.metadata.endpoint(connection.tenant_id, "token_endpoint")
+            secret = self.connections.client_secret(connection)
+        except (EntraError, SecretBoxError) as exc:
+            raise SsoFailure(f"token request not possible: {exc}") from None
+        try:
+            response = requests.post(
+                endpoint,
+                data={
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": self.redirect_uri,
+                    "client_id": connection.client_id,
+                    "client_secret": secret,
+                    "code_verifier": verifier,
+                    "scope": SCOPE,
+                },
+                timeout=self.metadata.directory.timeout,
+            )
+            body = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise SsoFailure(f"token endpoint: {exc.__class__.__name__}") from None
+        if response.status_code != 200 or not isinstance(body, dict):
+            error = body.get("error", "?") if isinstance(body, dict) else "?"
+            raise SsoFailure(f"token endpoint refused: {str(error)[:64]}")
+        id_token = body.get("id_token")
+        if not isinstance(id_token, str):
+            raise SsoFailure("token response without id_token")
+        return id_token
+
+    # Identity linking --------------------------------------------------------------------
+    def _user_for(self, connection: SsoConnection, claims: dict[str, Any]) -> User:
+        oid = str(claims["oid"])
+        sub = str(claims.get("sub", ""))[:255]
+        identity = self.db.scalar(
+            select(FederatedIdentity).where(
+                FederatedIdentity.organization_id == connection.organization_id,
+                FederatedIdentity.tenant_id == connection.tenant_id,
+                FederatedIdentity.object_id == oid,
+            )
+        )
+        if identity is not None:
+            if identity.last_sub != sub:
+                log.info("sso: sub changed for oid %s in tenant %s", oid, connection.tenant_id)
+                identity.last_sub = sub
+            user = self.db.get(User, identity.user_id)
+            if user is None:
+                raise SsoFailure("linked user is gone")
+            return user
+        email = claims.get("email")
+        if not isinstance(email, str) or email_domain(email) is None:
+            raise NotProvisioned("no usable email claim and no linked identity")
+        if self.accounts.find_user_by_email(email) is not None:
+            raise LinkRequired("a local account has this email; not linked without proof")
+        if email_domain(email) not in connection.domain_names:
+            raise NotProvisioned("email domain is not one of the connection's domains")
+        if claims.get("xms_edov") is not True:
+            raise NotProvisioned("email not verified by the domain owner (xms_edov)")
+        if not connection.jit:
+            raise NotProvisioned("just-in-time accounts are off for this connection")
+        return self._create(connection, claims, email, oid, sub)
+
+    def _create(
+        self, connection: SsoConnection, claims: dict[str, Any], email: str, oid: str, sub: str
+    ) -> User:
+        first, last = _names(claims)
+        user = User(
+            email=email.strip(),
+            email_normalized=normalize_email(email),
+            email_verified=True,
+            first_name=first,
+            last_name=last,
+            password_hash=None,
+        )
+        self.db.add(user)
+        try:
+            self.db.flush()
+        except IntegrityError:
+            self.db.rollback()
+            raise LinkRequired("a local account with this email appeared concurrently") from None
+        self.db.add(
+            Membership(
+                user_id=user.id, organization_id=connection.organization_id, role=Role.MEMBER
+            )
+        )
+        self.db.add(
+            FederatedIdentity(
+                organization_id=connection.organization_id,
+                tenant_id=connection.tenant_id,
+                object_id=oid,
+                user_id=user.id,
+                last_sub=sub,
+            )
+        )
+        record_event(
+            self.db,
+            EventTag.USER_CREATED,
+            user_id=user.id,
+            organization_id=connection.organization_id,
+            details={"role": Role.MEMBER.value, "via": "sso"},
+        )
+        self.db.flush()
+        return user
+
+
+def _is_guest(claims: dict[str, Any]) -> bool:
+    if claims.get("acct") == 1:
+        return True
+    idp = claims.get("idp")
+    return idp is not None and idp != claims.get("iss")
+
+
+def _names(claims: dict[str, Any]) -> tuple[str, str]:
+    given, family = claims.get("given_name"), claims.get("family_name")
+    if isinstance(given, str) and isinstance(family, str):
+        return given[:100], family[:100]
+    name = claims.get("name")
+    if not isinstance(name, str):
+        return "", ""
+    first, _, last = name.strip().partition(" ")
+    return first[:100], last[:100]

@@ -1,0 +1,232 @@
+"""Enterprise SSO pages: "Log in with SSO" (work email, then the organization's Entra ID
+tenant) and the ``form_post`` callback.
+
+The callback is exempt from the CSRF check: it is a cross-site POST from Entra that carries
+no cookie; the single-use ``state`` it must present protects it instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from idp.flows.login import _signed_in
+from idp.models import Organization, SsoConnection, User
+from idp.runtime import request_db, runtime
+from idp.security import csrf
+from idp.security.redirects import safe_next
+from idp.services import (
+    authentication_service,
+    client_actor,
+    client_info,
+    current_session,
+    sso_service,
+)
+
+bp = Blueprint("sso", __name__)
+log = logging.getLogger("idp.federation")
+
+LINK_COOKIE = "idp_sso_link"
+FLOW_COOKIE = "__Host-idp_sso_flow"
+NO_CONNECTION = "Your organization does not sign in with SSO here. Use your email and password."
+
+# Pages by failure kind: (title, message). Details are in the log only.
+PAGES = {
+    "generic": (
+        "Sign-in with your organization failed",
+        "Signing in with your organization did not work. Start again; if it keeps failing, "
+        "contact your administrator.",
+    ),
+    "link_required": (
+        "Account not linked",
+        "An account with your email address already exists here, but it is not linked to "
+        "your organization's sign-in. Your administrator must link it before you can sign in "
+        "with SSO; until then, sign in with your password.",
+    ),
+    "not_provisioned": (
+        "No account here",
+        "Your organization signed you in, but there is no account for you here and none can "
+        "be created automatically. Ask your administrator for access.",
+    ),
+    "guest": (
+        "Guest accounts cannot sign in",
+        "You are a guest in this organization's directory. Sign in with your own "
+        "organization's account, or ask the administrator for access.",
+    ),
+}
+ENTRA_ERRORS = {
+    "access_denied": "Sign-in was cancelled, or your organization did not allow it.",
+    "interaction_required": "Your organization needs you to complete sign-in again.",
+    "login_required": "Your organization needs you to sign in again.",
+    "consent_required": "Your administrator has not yet approved this application.",
+}
+
+
+def _form(error: str | None = None, email: str = "", status: int = 200) -> tuple[str, int]:
+    return render_template(
+        "login/sso.html",
+        error=error,
+        email=email,
+        next=safe_next(request.values.get("next"), default=""),
+    ), status
+
+
+@bp.get("/login/sso")
+def sso_form() -> tuple[str, int]:
+    return _form(email=request.args.get("login_hint", "")[:320])
+
+
+@bp.post("/login/sso")
+def sso_start() -> Response | tuple[str, int]:
+    from idp.federation.signin import NoConnection, SsoFailure
+
+    email = request.form.get("email", "").strip()[:320]
+    if not email:
+        return _form("Enter your work email address.", email, 400)
+    try:
+        return redirect_to_entra(email, safe_next(request.form.get("next"), default=""))
+    except NoConnection:
+        return _form(NO_CONNECTION, email, 400)
+    except SsoFailure as exc:
+        log.warning("sso start failed: %s", exc.reason)
+        return _failure_page("generic")
+
+
+def redirect_to_entra(email: str, next_url: str) -> Response:
+    """Redirect to the tenant serving ``email``. On https, the request is also bound to this
+    browser by a cookie the cross-site form_post carries (SameSite=None needs Secure)."""
+    secure = runtime().settings.secure_cookies
+    binding = secrets.token_urlsafe(32) if secure else None
+    response = redirect(sso_service().start(email, next_url, binding), 303)
+    if binding is not None:
+        response.set_cookie(
+            FLOW_COOKIE,
+            binding,
+            max_age=600,
+            httponly=True,
+            secure=True,
+            samesite="None",
+            path="/",
+        )
+    return response
+
+
+def _failure_page(kind: str, message: str | None = None) -> tuple[str, int]:
+    title, default = PAGES.get(kind, PAGES["generic"])
+    return render_template("login/sso_error.html", title=title, message=message or default), 400
+
+
+@bp.post("/login/sso/callback")
+@csrf.exempt
+def sso_callback() -> Response | tuple[str, int]:
+    from idp.federation.signin import EntraRefused, LinkRequired, SsoFailure
+
+    service = sso_service()
+    try:
+        outcome = service.callback(
+            {k: v for k, v in request.form.items()}, request.cookies.get(FLOW_COOKIE)
+        )
+    except EntraRefused as refused:
+        log.info("sso callback: %s", refused.reason)
+        return _failure_page("generic", ENTRA_ERRORS.get(refused.error))
+    except LinkRequired as required:
+        log.warning("sso callback: %s", required.reason)
+        if required.link_token is None:
+            return _failure_page(required.kind)
+        offer = make_response(render_template("login/sso_link_offer.html"), 400)
+        offer.set_cookie(
+            LINK_COOKIE,
+            required.link_token,
+            max_age=600,
+            httponly=True,
+            secure=runtime().settings.secure_cookies,
+            samesite="Lax",
+            path="/login/sso/link",
+        )
+        return offer
+    except SsoFailure as failure:
+        log.warning("sso callback rejected (%s): %s", failure.kind, failure.reason)
+        return _failure_page(failure.kind)
+    result = authentication_service().complete_federated(
+        outcome.user, client_info(), outcome.details
+    )
+    service.remember_session(result.started.session.id, result.user_id, outcome)
+    signed_in = _signed_in(result, outcome.next_url)
+    if FLOW_COOKIE in request.cookies:
+        signed_in.delete_cookie(FLOW_COOKIE, path="/", secure=True, httponly=True, samesite="None")
+    return signed_in
+
+
+def post_logout_redirect_uri() -> str:
+    """The URI to register in Entra as the app's post-logout redirect (and redirect) URI."""
+    return f"{runtime().settings.issuer.rstrip('/')}/login/sso/logged-out"
+
+
+@bp.get("/login/sso/logged-out")
+def logged_out() -> Response:
+    return redirect(url_for("login.login_form", signed_out=1), 303)
+
+
+@bp.get("/login/sso/front-logout")
+def front_channel_logout() -> Response:
+    """Entra's front-channel logout (loaded in an iframe on its sign-out page): end the
+    local sessions of that Entra session. No cookie arrives cross-site; ``sid`` is the key."""
+    service = authentication_service()
+    for session_id, user_id in sso_service().sessions_for_sid(request.args.get("sid", "")):
+        service.sign_out(session_id, user_id, client_info())
+    response = make_response("", 200)
+    origin = runtime().settings.entra_authority.rstrip("/")
+    response.headers["Content-Security-Policy"] = f"default-src 'none'; frame-ancestors {origin}"
+    return response
+
+
+def _link_context() -> tuple[User, dict[str, object]] | Response:
+    """The signed-in user and the identity offered to this browser for linking."""
+    active = current_session()
+    if active is None:
+        return redirect(url_for("login.login_form", next=url_for("sso.link_form")), 303)
+    db = request_db()
+    user = db.get(User, active.user_id)
+    offer = sso_service().link_offer(request.cookies.get(LINK_COOKIE))
+    if user is None or offer is None or offer["email"] != user.email_normalized:
+        return redirect(url_for("account.overview"), 303)
+    return user, offer
+
+
+@bp.get("/login/sso/link")
+def link_form() -> Response | tuple[str, int]:
+    found = _link_context()
+    if isinstance(found, Response):
+        return found
+    user, offer = found
+    db = request_db()
+    connection = db.get(SsoConnection, offer["connection_id"])
+    organization = db.get(Organization, connection.organization_id) if connection else None
+    return render_template(
+        "login/sso_link.html",
+        user=user,
+        username=offer.get("username") or user.email,
+        organization=organization.name if organization else "",
+    ), 200
+
+
+@bp.post("/login/sso/link")
+def link_submit() -> Response:
+    found = _link_context()
+    if isinstance(found, Response):
+        return found
+    user, offer = found
+    linked = sso_service().accept_link(request.cookies.get(LINK_COOKIE), user, client_actor())
+    target = safe_next(str(offer.get("next") or ""), default="/account") if linked else "/account"
+    response = redirect(target, 303)
+    response.delete_cookie(
+        LINK_COOKIE,
+        path="/login/sso/link",
+        secure=runtime().settings.secure_cookies,
+        httponly=True,
+        samesite="Lax",
+    )
+    return response

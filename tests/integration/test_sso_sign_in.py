@@ -1,0 +1,415 @@
+"""Signing in with an organization's Entra ID tenant ("Log in with SSO"), end to end against
+the fake Entra: the request, every callback rejection rule, identity linking (JIT, sub change,
+nOAuth, guests), identifier-first login and key rotation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from idp.models import Event, FederatedIdentity, Membership, User, UserSession
+from tests.fake_entra import REMOVE
+from tests.helpers import PASSWORD, count, create_user, csrf_token, events
+from tests.sso import (
+    ADA,
+    ATTACKER_CLIENT,
+    ATTACKER_TID,
+    CLIENT_ID,
+    GRACE,
+    GUEST,
+    MALLORY,
+    REDIRECT,
+    SECRET,
+    TID,
+    World,
+    make_world,
+    query,
+)
+
+GENERIC = "Signing in with your organization did not work"
+
+
+@pytest.fixture
+def world(tmp_path: Path, database_url: str, redis_url: str,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    with make_world(tmp_path, database_url, redis_url, monkeypatch) as w:
+        yield w
+
+
+def signed_in(w: World) -> bool:
+    return w.client.get("/account").status_code == 200
+
+
+def refused(w: World, response: Any, text: str = GENERIC, earlier_sign_ins: int = 0) -> None:
+    assert response.status_code == 400
+    assert text in response.get_data(as_text=True)
+    assert not signed_in(w)
+    assert len(events(w.runtime, "account:login:sso")) == earlier_sign_ins
+
+
+# --- the happy path -----------------------------------------------------------------------
+
+def test_the_authorization_request_is_pinned(world: World) -> None:
+    url = world.start("Ada@Contoso.com")
+    assert url.startswith(world.fake.authorization_endpoint(TID) + "?")
+    params = query(url)
+    assert params["client_id"] == CLIENT_ID
+    assert params["redirect_uri"] == REDIRECT
+    assert params["response_type"] == "code"
+    assert params["response_mode"] == "form_post"
+    assert params["scope"] == "openid profile email"
+    assert params["code_challenge_method"] == "S256" and len(params["code_challenge"]) == 43
+    assert params["login_hint"] == "Ada@Contoso.com"
+    assert len(params["state"]) >= 32 and len(params["nonce"]) >= 32
+    again = query(world.start())
+    assert again["state"] != params["state"] and again["nonce"] != params["nonce"]
+
+
+def test_member_signs_in_and_gets_an_account_just_in_time(world: World) -> None:
+    response = world.sign_in(next_url="/account/activity")
+    assert response.status_code == 303, response.get_data(as_text=True)
+    assert response.headers["Location"].endswith("/account/activity")
+    assert signed_in(world)
+    with world.runtime.session_factory() as db:
+        user = db.scalar(select(User).where(User.email_normalized == "ada@contoso.com"))
+        assert user is not None and user.password_hash is None and user.email_verified
+        assert (user.first_name, user.last_name) == ("Ada", "Lovelace")
+        assert db.scalar(select(Membership.role).where(Membership.user_id == user.id)) == "member"
+        identity = db.scalar(select(FederatedIdentity))
+        assert identity is not None and identity.user_id == user.id
+        assert (identity.tenant_id, identity.object_id) == (TID, ADA)
+        session = db.scalar(select(UserSession).where(UserSession.user_id == user.id))
+        assert session is not None and session.amr == "fed"
+    [event] = events(world.runtime, "account:login:sso")
+    assert event.details["amr"] == ["fed"] and event.details["oid"] == ADA
+    assert events(world.runtime, "account:login:success") == []
+
+
+def test_a_changed_sub_maps_to_the_same_user(world: World) -> None:
+    assert world.sign_in().status_code == 303
+    world.client.post("/logout", data={"csrf_token": csrf_token(
+        world.client.get("/account").get_data(as_text=True))})
+    world.fake.tamper_next_id_token(sub="a-brand-new-pairwise-sub")
+    assert world.sign_in().status_code == 303
+    assert count(world.runtime, User) == 1
+    with world.runtime.session_factory() as db:
+        identity = db.scalar(select(FederatedIdentity))
+        assert identity is not None and identity.last_sub == "a-brand-new-pairwise-sub"
+    assert len(events(world.runtime, "account:login:sso")) == 2
+
+
+def test_signing_keys_rotate_without_restart(world: World) -> None:
+    assert world.sign_in().status_code == 303
+    world.fake.rotate_keys(drop_old=True)
+    world.new_browser()
+    assert world.sign_in().status_code == 303
+    assert world.fake.count_requests("/discovery/v2.0/keys") == 2
+
+
+# --- state --------------------------------------------------------------------------------
+
+def test_state_missing_unknown_or_replayed_is_refused(world: World) -> None:
+    world.fake.next_login(TID, ADA)
+    fields = world.entra(world.start())
+    refused(world, world.callback({k: v for k, v in fields.items() if k != "state"}))
+    refused(world, world.callback({**fields, "state": "not-a-state-we-issued"}))
+    # the real state was not consumed by those, but works only once
+    assert world.callback(fields).status_code == 303
+    world.new_browser()
+    refused(world, world.callback(fields), earlier_sign_ins=1)
+
+
+def test_state_of_one_request_cannot_finish_another(world: World) -> None:
+    world.fake.next_login(TID, ADA)
+    first = world.entra(world.start())
+    world.fake.next_login(TID, ADA)
+    second = world.entra(world.start())
+    # the code of the second flow with the state of the first: nonce and PKCE do not match
+    refused(world, world.callback({**second, "state": first["state"]}))
+
+
+# --- the ID token -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("tamper", "reason"), [
+    ({"nonce": "not-our-nonce"}, "nonce mismatch"),
+    ({"nonce": REMOVE}, "nonce mismatch"),
+    ({"signing": "bad_signature"}, "signature: BadSignatureError"),
+    ({"signing": "hs256"}, "alg 'HS256' is not RS256"),
+    ({"signing": "none"}, "alg 'none' is not RS256"),
+    ({"header": {"alg": "RS384"}}, "alg 'RS384' is not RS256"),
+    ({"header": {"kid": REMOVE}}, "no kid"),
+    ({"signing": "unknown_key"}, "unknown kid"),
+    ({"aud": "00000000-0000-4000-8000-000000000bad"}, "aud is not our client id"),
+    ({"aud": [CLIENT_ID, "other"]}, "aud is not our client id"),
+    ({"iss": "https://sts.windows.net/0c0a0b0d-1111-4222-8333-444455556666/"},
+     "iss is not the tenant's issuer"),
+    ({"iss": "ISSUER/v2.0/"}, "iss is not the tenant's issuer"),
+    ({"tid": "fabf0000-2222-4333-8444-555566667777"}, "tid is not the connection's tenant"),
+    ({"exp": "NOW-200"}, "expired"),
+    ({"nbf": "NOW+200"}, "not yet valid"),
+    ({"oid": REMOVE}, "no oid"),
+], ids=lambda t: ",".join(f"{k}={v}" for k, v in t.items()) if isinstance(t, dict) else "")
+def test_an_id_token_failing_a_check_is_refused(world: World, tamper: dict[str, Any],
+                                                reason: str,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    now = int(time.time())
+    values = {}
+    for name, value in tamper.items():
+        if value == "NOW-200":
+            value = now - 200
+        elif value == "NOW+200":
+            value = now + 200
+        elif value == "ISSUER/v2.0/":
+            value = world.fake.issuer(TID) + "/"
+        values[name] = value
+    world.fake.tamper_next_id_token(**values)
+    with caplog.at_level(logging.WARNING, logger="idp.federation"):
+        response = world.sign_in()
+    refused(world, response)
+    assert "AADSTS" not in response.get_data(as_text=True)
+    assert f"id token rejected: {reason}" in caplog.text
+    assert reason not in response.get_data(as_text=True)
+
+
+def test_clock_skew_of_a_minute_is_tolerated(world: World) -> None:
+    now = int(time.time())
+    world.fake.tamper_next_id_token(exp=now - 60, nbf=now + 60)
+    assert world.sign_in().status_code == 303
+
+
+def test_an_unknown_kid_causes_one_rate_limited_refetch(world: World) -> None:
+    assert world.sign_in().status_code == 303  # the tenant's keys are now cached
+    world.new_browser()
+    fetched = world.fake.count_requests("/discovery/v2.0/keys")
+    world.fake.tamper_next_id_token(signing="unknown_key")
+    refused(world, world.sign_in(), earlier_sign_ins=1)
+    assert world.fake.count_requests("/discovery/v2.0/keys") == fetched + 1
+    world.fake.tamper_next_id_token(signing="unknown_key")
+    refused(world, world.sign_in(), earlier_sign_ins=1)
+    assert world.fake.count_requests("/discovery/v2.0/keys") == fetched + 1
+
+
+@pytest.mark.parametrize(("error", "text"), [
+    ("access_denied", "cancelled"),
+    ("interaction_required", "complete sign-in again"),
+    ("invalid_grant", GENERIC),
+    ("temporarily_unavailable", GENERIC),
+])
+def test_entra_errors_are_handled_by_their_code(world: World, error: str, text: str) -> None:
+    world.fake.next_error(error, "AADSTS50105: secret directory detail")
+    response = world.callback(world.entra(world.start()))
+    refused(world, response, text)
+    assert "AADSTS" not in response.get_data(as_text=True)
+
+
+def test_a_code_the_token_endpoint_refuses_is_refused(world: World) -> None:
+    world.fake.next_login(TID, ADA)
+    fields = world.entra(world.start())
+    fields["code"] = fields["code"] + "x"
+    refused(world, world.callback(fields))
+
+
+# --- identity linking ---------------------------------------------------------------------
+
+def test_noauth_attacker_tenant_email_does_not_reach_the_victim(world: World) -> None:
+    victim = create_user(world.runtime, "ada@contoso.com")
+    world.fake.add_tenant(ATTACKER_TID, ["fabrikam.com"])
+    world.fake.register_app(ATTACKER_TID, ATTACKER_CLIENT, client_secret="attacker-secret",
+                            redirect_uris=[REDIRECT])
+    world.fake.add_user(ATTACKER_TID, MALLORY, "ada@contoso.com", "mallory@fabrikam.com",
+                        "Mallory", email_verified_domain_owner=True)
+    world.link("Fabrikam", ATTACKER_TID, ATTACKER_CLIENT, ["fabrikam.com"],
+               secret="attacker-secret")
+    response = world.sign_in(MALLORY, ATTACKER_TID, email="mallory@fabrikam.com")
+    refused(world, response, "not linked")
+    with world.runtime.session_factory() as db:
+        assert db.scalar(select(UserSession).where(UserSession.user_id == victim.id)) is None
+        assert db.scalar(select(FederatedIdentity)) is None
+    # and without a local account, a foreign domain's email is never provisioned
+    with world.runtime.session_factory() as db:
+        db.delete(db.get(User, victim.id))
+        db.commit()
+    refused(world, world.sign_in(MALLORY, ATTACKER_TID, email="mallory@fabrikam.com"),
+            "no account for you here")
+    assert count(world.runtime, User) == 0
+
+
+def test_an_existing_local_account_is_not_linked_by_email(world: World) -> None:
+    create_user(world.runtime, "ada@contoso.com")
+    refused(world, world.sign_in(), "not linked")
+    assert count(world.runtime, FederatedIdentity) == 0
+
+
+def test_jit_needs_the_email_verified_by_the_domain_owner(world: World) -> None:
+    # Grace has no xms_edov claim
+    refused(world, world.sign_in(GRACE, email="grace@contoso.com"), "no account for you here")
+    world.fake.tamper_next_id_token(xms_edov=False)
+    refused(world, world.sign_in(), "no account for you here")
+    assert count(world.runtime, User) == 0
+
+
+def test_jit_off_only_signs_in_linked_identities(world: World) -> None:
+    world.link("Contoso", TID, CLIENT_ID, ["contoso.com"], jit=False)
+    refused(world, world.sign_in(), "no account for you here")
+    assert count(world.runtime, User) == 0
+
+
+def test_guests_are_refused_unless_allowed(world: World) -> None:
+    refused(world, world.sign_in(GUEST, email="bob@contoso.com"), "Guest accounts")
+    world.fake.tamper_next_id_token(idp="https://sts.windows.net/someone-else/")
+    refused(world, world.sign_in(), "Guest accounts")
+    world.link("Contoso", TID, CLIENT_ID, ["contoso.com"], allow_guests=True)
+    # allowed now, but a guest's email is not one of ours: still no account from it
+    refused(world, world.sign_in(GUEST, email="bob@contoso.com"), "no account for you here")
+
+
+# --- the login page -----------------------------------------------------------------------
+
+def test_login_page_offers_sso(world: World) -> None:
+    page = world.client.get("/login").get_data(as_text=True)
+    assert 'href="/login/sso"' in page and "Log in with SSO" in page
+
+
+def test_an_email_without_a_connection_is_told_so(world: World) -> None:
+    page = world.client.get("/login/sso").get_data(as_text=True)
+    response = world.client.post("/login/sso", data={
+        "csrf_token": csrf_token(page), "email": "someone@elsewhere.com"})
+    assert response.status_code == 400
+    assert "does not sign in with SSO" in response.get_data(as_text=True)
+
+
+def test_identifier_first_goes_to_entra_when_the_domain_enforces_sso(world: World) -> None:
+    create_user(world.runtime, "grace@contoso.com")
+    page = world.client.get("/login").get_data(as_text=True)
+    # not enforced: the password form works as before
+    response = world.client.post("/login", data={
+        "csrf_token": csrf_token(page), "email": "grace@contoso.com", "password": PASSWORD})
+    assert response.status_code == 303 and "/login/sso" not in response.headers["Location"]
+    world.new_browser()
+    world.link("Contoso", TID, CLIENT_ID, ["contoso.com"], enforce_sso=True)
+    before = count(world.runtime, Event, Event.action == "account:login:success")
+    page = world.client.get("/login").get_data(as_text=True)
+    for password in ("", PASSWORD, "wrong"):
+        response = world.client.post("/login", data={
+            "csrf_token": csrf_token(page), "email": "Grace@contoso.com", "password": password})
+        assert response.status_code == 303
+        assert response.headers["Location"].startswith(world.fake.authorization_endpoint(TID))
+        assert query(response.headers["Location"])["login_hint"] == "Grace@contoso.com"
+    assert count(world.runtime, Event, Event.action == "account:login:success") == before
+    assert count(world.runtime, Event, Event.action == "account:login:failure") == 0
+
+
+def test_secret_never_appears_in_pages(world: World) -> None:
+    response = world.sign_in()
+    assert SECRET not in response.get_data(as_text=True)
+
+
+# --- linking an existing account by proving its password ----------------------------------
+
+def _prove_password(w: World, email: str = "ada@contoso.com") -> Any:
+    page = w.client.get("/login?prompt=login&next=/login/sso/link").get_data(as_text=True)
+    return w.client.post("/login", data={"csrf_token": csrf_token(page), "email": email,
+                                         "password": PASSWORD, "next": "/login/sso/link"})
+
+
+def test_an_existing_account_is_linked_after_proving_its_password(world: World) -> None:
+    local = create_user(world.runtime, "ada@contoso.com")
+    offer = world.sign_in()
+    assert offer.status_code == 400
+    assert "Sign in with your password to link" in offer.get_data(as_text=True)
+    assert count(world.runtime, FederatedIdentity) == 0
+    proved = _prove_password(world)
+    assert proved.status_code == 303 and proved.headers["Location"].endswith("/login/sso/link")
+    page = world.client.get("/login/sso/link")
+    assert page.status_code == 200 and "ada@contoso.com" in page.get_data(as_text=True)
+    done = world.client.post("/login/sso/link",
+                             data={"csrf_token": csrf_token(page.get_data(as_text=True))})
+    assert done.status_code == 303
+    with world.runtime.session_factory() as db:
+        identity = db.scalar(select(FederatedIdentity))
+        assert identity is not None and identity.user_id == local.id
+    assert len(events(world.runtime, "account:sso:link")) == 1
+    world.new_browser()
+    assert world.sign_in().status_code == 303
+    [sso] = events(world.runtime, "account:login:sso")
+    assert sso.user_id == local.id
+
+
+def test_the_link_offer_belongs_to_the_browser_and_the_account(world: World) -> None:
+    create_user(world.runtime, "ada@contoso.com")
+    create_user(world.runtime, "other@contoso.com")
+    assert world.sign_in().status_code == 400
+    # the same browser signed in as another account cannot take the offer
+    assert _prove_password(world, "other@contoso.com").status_code == 303
+    assert world.client.get("/login/sso/link").status_code == 303
+    page = world.client.get("/account").get_data(as_text=True)
+    world.client.post("/login/sso/link", data={"csrf_token": csrf_token(page)})
+    assert count(world.runtime, FederatedIdentity) == 0
+    # another browser (no offer cookie), signed in as the right account, cannot either
+    world.new_browser()
+    assert _prove_password(world).status_code == 303
+    assert world.client.get("/login/sso/link").status_code == 303
+    page = world.client.get("/account").get_data(as_text=True)
+    world.client.post("/login/sso/link", data={"csrf_token": csrf_token(page)})
+    assert count(world.runtime, FederatedIdentity) == 0
+
+
+def test_no_link_is_offered_for_an_email_outside_the_connection_domains(world: World) -> None:
+    create_user(world.runtime, "ada@fabrikam.com")
+    world.fake.tamper_next_id_token(email="ada@fabrikam.com")
+    response = world.sign_in()
+    refused(world, response, "Your administrator must link it")
+    assert "Sign in with your password to link" not in response.get_data(as_text=True)
+    assert "idp_sso_link" not in response.headers.get("Set-Cookie", "")
+
+
+def test_lockout_does_not_apply_to_sso(world: World) -> None:
+    assert world.sign_in().status_code == 303
+    with world.runtime.session_factory() as db:
+        user = db.scalar(select(User))
+        assert user is not None
+        user.locked_at = user.created_at
+        db.commit()
+    world.new_browser()
+    assert world.sign_in().status_code == 303
+
+
+def test_a_relying_service_login_hint_of_an_enforced_domain_goes_to_entra(
+        world: World) -> None:
+    world.link("Contoso", TID, CLIENT_ID, ["contoso.com"], enforce_sso=True)
+    response = world.client.get("/login?login_hint=ada@contoso.com&next=/account/activity")
+    assert response.status_code == 303
+    assert query(response.headers["Location"])["login_hint"] == "ada@contoso.com"
+    done = world.callback(world.entra(response.headers["Location"]))  # Entra picks the hint
+    assert done.status_code == 303 and done.headers["Location"].endswith("/account/activity")
+    # other hints keep the password form
+    assert world.client.get("/login?login_hint=x@example.com&prompt=login").status_code == 200
+
+
+def test_on_https_the_callback_must_come_from_the_browser_that_started_it(
+        tmp_path: Path, database_url: str, redis_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with make_world(tmp_path, database_url, redis_url, monkeypatch,
+                    issuer="https://idp.test") as w:
+        page = w.client.get("/login/sso")
+        started = w.client.post("/login/sso", data={
+            "csrf_token": csrf_token(page.get_data(as_text=True)), "email": "ada@contoso.com"})
+        cookie = started.headers["Set-Cookie"]
+        assert cookie.startswith("__Host-idp_sso_flow=")
+        assert "Secure" in cookie and "SameSite=None" in cookie and "HttpOnly" in cookie
+        w.fake.next_login(TID, ADA)
+        fields = w.entra(started.headers["Location"])
+        # login CSRF: another browser made to post this state and code is refused
+        attacker_made = w.app.test_client()
+        attacker_made.environ_base["wsgi.url_scheme"] = "https"
+        response = attacker_made.post("/login/sso/callback", data=fields)
+        assert response.status_code == 400 and GENERIC in response.get_data(as_text=True)
+        # the browser that started the sign-in completes it
+        assert w.sign_in().status_code == 303
+        assert w.client.get("/account").status_code == 200
