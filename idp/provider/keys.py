@@ -32,6 +32,7 @@ Caching (several processes share one database):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -42,7 +43,7 @@ from typing import Any, Final, TypeAlias
 
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeyParameters, KeySet, RSAKey
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -134,6 +135,14 @@ class _KeyBox:
             raise KeyDecryptionError(
                 kid, None if reason.startswith("cannot be decrypted") else f"signing key {reason}"
             ) from None
+
+
+@functools.lru_cache(maxsize=8)
+def _key_box(secret_key: str) -> _KeyBox:
+    """The box of a secret key, derived once per process: HKDF on every request (a KeyService
+    is built per request) cost more than the rest of building the service. A box holds no state
+    besides its derived key, and AES-GCM objects are safe to share between threads."""
+    return _KeyBox(secret_key)
 
 
 class _KeyCache:
@@ -238,6 +247,28 @@ class _Published:
     retired_at: datetime | None
 
 
+# Statements run on every request, built once: building a select and its cache key each time
+# cost about as much CPU as executing it. The SQL sent is the same.
+_CURRENT_KID = (
+    select(SigningKey.kid)
+    .where(SigningKey.alg == bindparam("alg"), SigningKey.retired_at.is_(None))
+    .order_by(SigningKey.activated_at.desc())
+    .limit(1)
+)
+# A key is published while it is current or was retired after the cutoff (see ``retention``);
+# statements using it take the cutoff from :meth:`KeyService.published_cutoff`.
+PUBLISHED_AT_CUTOFF = or_(
+    SigningKey.retired_at.is_(None), SigningKey.retired_at > bindparam("cutoff")
+)
+_PUBLISHED = select(
+    SigningKey.kid,
+    SigningKey.alg,
+    SigningKey.public_jwk,
+    SigningKey.activated_at,
+    SigningKey.retired_at,
+).where(PUBLISHED_AT_CUTOFF)
+
+
 # The service -----------------------------------------------------------------------------
 class KeyService:
     """Creates, rotates, publishes and hands out the provider's signing keys.
@@ -262,7 +293,7 @@ class KeyService:
         self.db = db
         self.max_token_lifetime = max_token_lifetime
         self.clock = clock
-        self._box = _KeyBox(secret_key)
+        self._box = _key_box(secret_key)
 
     @classmethod
     def from_settings(
@@ -370,12 +401,7 @@ class KeyService:
 
     # Signing ---------------------------------------------------------------------------
     def _current_kid(self, alg: str) -> str | None:
-        return self.db.scalar(
-            select(SigningKey.kid)
-            .where(SigningKey.alg == alg, SigningKey.retired_at.is_(None))
-            .order_by(SigningKey.activated_at.desc())
-            .limit(1)
-        )
+        return self.db.scalar(_CURRENT_KID, {"alg": alg})
 
     def current_kid(self, alg: str = "RS256") -> str | None:
         """The kid that signs ``alg`` tokens now, read from the database (never cached)."""
@@ -415,16 +441,7 @@ class KeyService:
     # Publishing ------------------------------------------------------------------------
     def _published(self) -> list[_Published]:
         """Current keys, then retired keys still within their retention, newest first."""
-        cutoff = self.clock() - self.retention
-        rows = self.db.execute(
-            select(
-                SigningKey.kid,
-                SigningKey.alg,
-                SigningKey.public_jwk,
-                SigningKey.activated_at,
-                SigningKey.retired_at,
-            ).where(or_(SigningKey.retired_at.is_(None), SigningKey.retired_at > cutoff))
-        ).all()
+        rows = self.db.execute(_PUBLISHED, {"cutoff": self.published_cutoff()}).all()
         published = [_Published(r[0], r[1], r[2], r[3], r[4]) for r in rows]
         published.sort(
             key=lambda p: (p.retired_at is not None, -p.activated_at.timestamp(), p.alg, p.kid)
@@ -440,17 +457,24 @@ class KeyService:
             ]
         }
 
+    def published_cutoff(self) -> datetime:
+        """The ``cutoff`` of :data:`PUBLISHED_AT_CUTOFF` now."""
+        return self.clock() - self.retention
+
     def verification_keyset(self) -> KeySet:
         """The published public keys, for verifying our own tokens (id_token_hint, RFC 7662)."""
-        keys: list[Key] = []
-        for p in self._published():
-            key = _CACHE.public(p.kid)
-            if key is None:
-                public = {k: v for k, v in p.public_jwk.items() if k not in PRIVATE_MEMBERS}
-                key = _import(p.alg, public)
-                _CACHE.put_public(p.kid, key)
-            keys.append(key)
+        keys: list[Key] = [self.public_key(p.kid, p.alg, p.public_jwk) for p in self._published()]
         return KeySet(keys)
+
+    @staticmethod
+    def public_key(kid: str, alg: str, public_jwk: dict[str, Any]) -> SigningJWK:
+        """The imported public key of a published row (cached by kid)."""
+        key = _CACHE.public(kid)
+        if key is None:
+            public = {k: v for k, v in public_jwk.items() if k not in PRIVATE_MEMBERS}
+            key = _import(alg, public)
+            _CACHE.put_public(kid, key)
+        return key
 
     def list_keys(self) -> list[KeyInfo]:
         """Every stored key, newest first, with whether it is still published."""

@@ -11,23 +11,27 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import select, update
+from joserfc.jwk import KeySet
+from sqlalchemy import Table, and_, bindparam, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import User, utcnow
 from idp.models.clients import Client
+from idp.models.keys import SigningKey
 from idp.models.tokens import AccessToken, RefreshToken, TokenFamily
-from idp.provider.keys import KeyService
+from idp.provider.keys import PUBLISHED_AT_CUTOFF, KeyService
 from idp.settings import Settings
 
 ACCESS_TOKEN_TYPE = "at+jwt"
@@ -36,6 +40,59 @@ SIGNING_ALG = "RS256"
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# Statements of every token request, built once (building a statement and its cache key on
+# every request cost about as much CPU as executing it). Issued rows are inserted with Core on
+# the session's connection (same transaction): no ORM object and unit-of-work flush per row.
+_INSERT_FAMILY = insert(cast(Table, TokenFamily.__table__))
+_INSERT_ACCESS_TOKEN = insert(cast(Table, AccessToken.__table__))
+_LIVE_STATUS = (
+    select(
+        AccessToken.revoked_at,
+        TokenFamily.revoked_at,
+        TokenFamily.user_id,
+        TokenFamily.client_id,
+    )
+    .join(TokenFamily, TokenFamily.id == AccessToken.family_id)
+    .where(AccessToken.jti == bindparam("jti"))
+)
+# The same status and, in the same round trip, the token's signing key if it is published: one
+# row whatever exists (NULLs for what does not).
+_KEY_AND_LIVE_STATUS = (
+    select(
+        SigningKey.alg,
+        SigningKey.public_jwk,
+        TokenFamily.id,
+        AccessToken.revoked_at,
+        TokenFamily.revoked_at,
+        TokenFamily.user_id,
+        TokenFamily.client_id,
+    )
+    .select_from(select(literal(1)).subquery())
+    .outerjoin(SigningKey, and_(SigningKey.kid == bindparam("kid"), PUBLISHED_AT_CUTOFF))
+    .outerjoin(AccessToken, AccessToken.jti == bindparam("jti"))
+    .outerjoin(TokenFamily, TokenFamily.id == AccessToken.family_id)
+)
+MAX_TOKEN_LENGTH = 8192
+
+
+def _b64url_json(segment: str) -> Any:
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def _peek(token: str) -> tuple[str, str] | None:
+    """The ``kid`` (header) and ``jti`` (payload) of a compact JWS, read WITHOUT verifying
+    anything, or None when they are not both strings. Only to look them up; never trusted."""
+    if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+        return None
+    header, payload, _ = token.split(".")
+    try:
+        kid = _b64url_json(header).get("kid")
+        jti = _b64url_json(payload).get("jti")
+    except (ValueError, TypeError, AttributeError):  # not base64url, not JSON, not an object
+        return None
+    return (kid, jti) if isinstance(kid, str) and isinstance(jti, str) else None
 
 
 @dataclass(frozen=True)
@@ -82,19 +139,26 @@ class TokenService:
         family_id = principal.family_id if principal else None
         if family_id and self.db.get(TokenFamily, family_id) is not None:
             return family_id
-        family = TokenFamily(
-            id=family_id or str(uuid.uuid4()),
-            client_id=client_id,
-            user_id=principal.user.id if principal else None,
-            session_id=principal.session_id if principal else None,
-            scope=scope,
-            auth_time=datetime.fromtimestamp(principal.auth_time, UTC) if principal else None,
-            amr=" ".join(principal.amr) if principal else "",
-            created_at=self.clock(),
+        family_id = family_id or str(uuid.uuid4())
+        self.db.flush()  # what the caller added goes first, as before (a no-op when clean)
+        self.db.connection().execute(
+            _INSERT_FAMILY,
+            {
+                "id": family_id,
+                "client_id": client_id,
+                "user_id": principal.user.id if principal else None,
+                "session_id": principal.session_id if principal else None,
+                "scope": scope,
+                "auth_time": (
+                    datetime.fromtimestamp(principal.auth_time, UTC) if principal else None
+                ),
+                "amr": " ".join(principal.amr) if principal else "",
+                "created_at": self.clock(),
+                "revoked_at": None,
+                "revoked_reason": None,
+            },
         )
-        self.db.add(family)
-        self.db.flush()
-        return family.id
+        return family_id
 
     def issue(
         self,
@@ -129,7 +193,10 @@ class TokenService:
         access_token = jwt.encode(
             {"alg": SIGNING_ALG, "typ": ACCESS_TOKEN_TYPE, "kid": key.kid}, claims, key
         )
-        self.db.add(AccessToken(jti=jti, family_id=family_id, expires_at=expires))
+        self.db.connection().execute(
+            _INSERT_ACCESS_TOKEN,
+            {"jti": jti, "family_id": family_id, "expires_at": expires, "revoked_at": None},
+        )
         response: dict[str, Any] = {
             "token_type": "Bearer",
             "access_token": access_token,
@@ -221,14 +288,17 @@ class TokenService:
         )
 
     # Checking ------------------------------------------------------------------------------
-    def _decode(self, token: str) -> dict[str, Any] | None:
-        """Claims of an access token we signed and that has not expired, else None."""
-        if not token or len(token) > 8192:
+    def _decode(
+        self, token: str, keyset: Callable[[], KeySet] | None = None
+    ) -> dict[str, Any] | None:
+        """Claims of an access token we signed and that has not expired, else None.
+
+        ``keyset`` gives the published keys to verify with (default: all of them)."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
             return None
         try:
-            decoded = jwt.decode(
-                token, self.keys.verification_keyset(), algorithms=[SIGNING_ALG, "ES256"]
-            )
+            keys = keyset() if keyset is not None else self.keys.verification_keyset()
+            decoded = jwt.decode(token, keys, algorithms=[SIGNING_ALG, "ES256"])
             if decoded.header.get("typ", "").lower() not in (
                 ACCESS_TOKEN_TYPE,
                 "application/at+jwt",
@@ -246,20 +316,42 @@ class TokenService:
         return claims
 
     def live_access_token(self, token: str) -> LiveToken | None:
-        """The token if it is valid and still active (not revoked, family and session live)."""
+        """The token if it is valid and still active (not revoked, family and session live).
+
+        One query reads the published key named by the token's ``kid`` together with the live
+        status of its ``jti`` (both read unverified, only to look them up); the signature and
+        claims are then checked exactly as :meth:`_decode` does with all published keys (joserfc
+        picks the key by ``kid`` anyway), and the status counts only for a token that passed."""
+        peeked = _peek(token)
+        if peeked is None:  # no kid or jti to look up: the general path decides
+            return self._live_access_token(token)
+        kid, jti = peeked
+        row = self.db.execute(
+            _KEY_AND_LIVE_STATUS,
+            {"kid": kid, "jti": jti, "cutoff": self.keys.published_cutoff()},
+        ).one()
+        alg, public_jwk = row[0], row[1]
+
+        def published() -> KeySet:
+            return KeySet([] if alg is None else [self.keys.public_key(kid, alg, public_jwk)])
+
+        claims = self._decode(token, published)
+        if claims is None:
+            return None
+        if str(claims["jti"]) != jti:  # cannot happen: the payload verified is the one peeked
+            return self._live_access_token(token)
+        # Ending a session revokes its families, so the family's state is the live status.
+        if row[2] is None or row[3] is not None or row[4] is not None:
+            return None
+        return LiveToken(claims=claims, user_id=row[5], client_id=row[6])
+
+    def _live_access_token(self, token: str) -> LiveToken | None:
+        """:meth:`live_access_token` in two steps: verify with every published key, then read
+        the status."""
         claims = self._decode(token)
         if claims is None:
             return None
-        row = self.db.execute(
-            select(
-                AccessToken.revoked_at,
-                TokenFamily.revoked_at,
-                TokenFamily.user_id,
-                TokenFamily.client_id,
-            )
-            .join(TokenFamily, TokenFamily.id == AccessToken.family_id)
-            .where(AccessToken.jti == str(claims["jti"]))
-        ).one_or_none()
+        row = self.db.execute(_LIVE_STATUS, {"jti": str(claims["jti"])}).one_or_none()
         # Ending a session revokes its families, so the family's state is the live status.
         if row is None or row[0] is not None or row[1] is not None:
             return None
