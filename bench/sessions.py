@@ -15,7 +15,6 @@ the end), one account and ``--sessions`` sessions. Only 127.0.0.1 is contacted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import os
 import secrets
@@ -23,7 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "IDP_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("IDP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+from common import REDIS_URL, postgres_database, redis_prefix  # noqa: E402
+
 USER_AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0"
 TARGET_P50_US = 1000.0
 
@@ -77,43 +74,6 @@ def parse_options(argv: list[str] | None = None) -> Options:
 
 
 # Services ----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh database ``idp_bench_<random>`` with the idp schema; dropped afterwards."""
-    import psycopg
-
-    from idp.migrate import upgrade
-
-    name = f"idp_bench_{secrets.token_hex(5)}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
-    try:
-        url = f"{base}/{name}"
-        upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextlib.contextmanager
-def redis_prefix() -> Iterator[str]:
-    """A Redis key prefix of its own; every key under it is deleted afterwards."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-    client.ping()
-    prefix = f"idpbench:{secrets.token_hex(5)}:"
-    try:
-        yield prefix
-    finally:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
-        client.close()
 
 
 # Measuring ---------------------------------------------------------------------------------
@@ -238,9 +198,9 @@ def run(opts: Options) -> int:
                 service, resolve, close."""
                 db = rt.session_factory()
                 try:
-                    active = SessionService(
-                        db, store, settings, on_end=end_session_tokens
-                    ).resolve(tokens[i % len(tokens)])
+                    active = SessionService(db, store, settings, on_end=end_session_tokens).resolve(
+                        tokens[i % len(tokens)]
+                    )
                 finally:
                     db.close()
                 if active is None:

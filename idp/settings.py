@@ -8,7 +8,6 @@ command line turns into one line on stderr.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import secrets
 import tomllib
@@ -19,6 +18,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from idp.net import is_loopback
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
@@ -148,15 +149,6 @@ def load_settings(
     return _validate(values)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_base_url(name: str, value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -170,7 +162,7 @@ def _validate(v: dict[str, Any]) -> Settings:
     # OIDC Discovery 1.0 §3: the issuer is an https URL without query or fragment.
     issuer = _check_base_url("issuer", v["issuer"])
     host = urlsplit(issuer).hostname or ""
-    if issuer.startswith("http://") and not _is_loopback(host):
+    if issuer.startswith("http://") and not is_loopback(host):
         raise SettingsError("issuer", "must use https unless the host is loopback")
     v["issuer"] = issuer
     v["entra_authority"] = _check_base_url("entra_authority", v["entra_authority"])

@@ -58,7 +58,7 @@ def overview() -> Response | Page:
 
 @bp.get("/<session_id>/end")
 def confirm_end(session_id: str) -> Response | Page:
-    """"Sign out this device?": what is about to be signed out, and the button that does it."""
+    """ "Sign out this device?": what is about to be signed out, and the button that does it."""
     signed_in = _signed_in()
     if signed_in is None:
         return _to_login(request.full_path.rstrip("?"))
@@ -94,7 +94,7 @@ def end(session_id: str) -> Response:
 
 @bp.get("/end-others")
 def confirm_end_others() -> Response | Page:
-    """"Sign out all other devices?": the sessions about to end, and the button."""
+    """ "Sign out all other devices?": the sessions about to end, and the button."""
     signed_in = _signed_in()
     if signed_in is None:
         return _to_login(request.full_path.rstrip("?"))

@@ -10,7 +10,6 @@ backoff; errors name the server, never the credentials or the mail's content.
 
 from __future__ import annotations
 
-import ipaddress
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from idp.mail.compose import MailComposer
 from idp.mail.messages import Message
+from idp.net import is_loopback
 from idp.outbox import ITEM_ID, DeliveryError
 from idp.settings import Settings
 
@@ -84,7 +84,7 @@ class SmtpTransport:
             with self._connect() as smtp:
                 encrypted = self._secure(smtp)
                 if self.username:
-                    if not encrypted and not _is_loopback(self.host):
+                    if not encrypted and not is_loopback(self.host):
                         raise DeliveryError(
                             f"SMTP {self.host}:{self.port}: the server offers no STARTTLS; "
                             "credentials are only sent encrypted"
@@ -95,15 +95,6 @@ class SmtpTransport:
             raise DeliveryError(
                 f"SMTP {self.host}:{self.port}: {type(exc).__name__}: {exc}"
             ) from None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Postman:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import string
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from idp.models import utcnow
 from idp.models.clients import DEFAULT_SCOPES, Client
+from idp.net import is_loopback
 
 SUPPORTED_SCOPES = ("openid", "profile", "email", "offline_access")
 ID_TOKEN_ALGS = ("RS256", "ES256")
@@ -43,20 +43,11 @@ def _secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def validate_redirect_uri(uri: str, label: str = "redirect URI") -> str:
     parts = urlsplit(uri)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ClientError(f"{label} must be an absolute https URL: {uri!r}")
-    if parts.scheme == "http" and not _loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ClientError(f"{label} must use https unless the host is loopback: {uri!r}")
     if parts.fragment or "#" in uri:
         raise ClientError(f"{label} must not contain a fragment: {uri!r}")
