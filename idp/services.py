@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
 from idp.events import Actor
+from idp.models import User
 from idp.provider.clients import ClientService
 from idp.provider.codes import AuthorizationCodeStore
 from idp.provider.keys import KeyService
@@ -154,6 +155,15 @@ def password_change_service() -> PasswordChangeService:
         account_service(),
         actor=client_actor(),
     )
+
+
+def signed_in_user() -> tuple[ActiveSession, User] | None:
+    """The live session and its user, or None when nobody is signed in."""
+    active = current_session()
+    if active is None:
+        return None
+    user = request_db().get(User, active.user_id)
+    return (active, user) if user is not None else None
 
 
 def current_session() -> ActiveSession | None:

@@ -11,24 +11,13 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from idp.flows.cookies import clear_session_cookie
-from idp.models import User
-from idp.runtime import request_db
 from idp.security import csrf
 from idp.security.session_list import SessionNotFound
-from idp.security.sessions import ActiveSession
-from idp.services import current_session, session_list_service
+from idp.services import session_list_service, signed_in_user
 
 bp = Blueprint("sessions", __name__, url_prefix="/account/sessions")
 
 Page = tuple[str, int]
-
-
-def _signed_in() -> tuple[ActiveSession, User] | None:
-    active = current_session()
-    if active is None:
-        return None
-    user = request_db().get(User, active.user_id)
-    return (active, user) if user is not None else None
 
 
 def _to_login(path: str | None = None) -> Response:
@@ -42,7 +31,7 @@ def _count(name: str) -> int | None:
 
 @bp.get("")
 def overview() -> Response | Page:
-    signed_in = _signed_in()
+    signed_in = signed_in_user()
     if signed_in is None:
         return _to_login(request.full_path.rstrip("?"))
     active, user = signed_in
@@ -59,7 +48,7 @@ def overview() -> Response | Page:
 @bp.get("/<session_id>/end")
 def confirm_end(session_id: str) -> Response | Page:
     """ "Sign out this device?": what is about to be signed out, and the button that does it."""
-    signed_in = _signed_in()
+    signed_in = signed_in_user()
     if signed_in is None:
         return _to_login(request.full_path.rstrip("?"))
     active, user = signed_in
@@ -74,7 +63,7 @@ def confirm_end(session_id: str) -> Response | Page:
 
 @bp.post("/<session_id>/end")
 def end(session_id: str) -> Response:
-    signed_in = _signed_in()
+    signed_in = signed_in_user()
     if signed_in is None:
         return _to_login()
     active, user = signed_in
@@ -95,7 +84,7 @@ def end(session_id: str) -> Response:
 @bp.get("/end-others")
 def confirm_end_others() -> Response | Page:
     """ "Sign out all other devices?": the sessions about to end, and the button."""
-    signed_in = _signed_in()
+    signed_in = signed_in_user()
     if signed_in is None:
         return _to_login(request.full_path.rstrip("?"))
     active, user = signed_in
@@ -106,7 +95,7 @@ def confirm_end_others() -> Response | Page:
 
 @bp.post("/end-others")
 def end_others() -> Response:
-    signed_in = _signed_in()
+    signed_in = signed_in_user()
     if signed_in is None:
         return _to_login()
     active, user = signed_in

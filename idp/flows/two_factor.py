@@ -11,16 +11,15 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from idp.models import User
-from idp.runtime import request_db, runtime
+from idp.runtime import runtime
 from idp.security.ratelimit import RateLimited
-from idp.security.sessions import ActiveSession
 from idp.security.two_factor import (
     PendingEnrollments,
     TwoFactorError,
     TwoFactorService,
     totp_box,
 )
-from idp.services import current_session, rate_limiter, two_factor_service
+from idp.services import rate_limiter, signed_in_user, two_factor_service
 
 bp = Blueprint("two_factor", __name__, url_prefix="/account/two-factor")
 
@@ -46,14 +45,6 @@ TOO_MANY = "Too many attempts. Wait a few minutes and try again."
 def _pending() -> PendingEnrollments:
     rt = runtime()
     return PendingEnrollments(rt.store, totp_box(rt.settings))
-
-
-def _signed_in() -> tuple[ActiveSession, User] | None:
-    active = current_session()
-    if active is None:
-        return None
-    user = request_db().get(User, active.user_id)
-    return (active, user) if user is not None else None
 
 
 def _to_login(path: str | None = None) -> Response:
@@ -96,7 +87,7 @@ def _codes_page(codes: list[str], *, regenerated: bool) -> Page:
 
 @bp.get("")
 def status() -> Response | Page:
-    signed_in = _signed_in()
+    signed_in = signed_in_user()
     if signed_in is None:
         return _to_login(request.full_path.rstrip("?"))
     notice = "Two-factor authentication is now off." if "disabled" in request.args else None
@@ -106,7 +97,7 @@ def status() -> Response | Page:
 @bp.post("/enroll")
 def start_enrollment() -> Response | Page:
     """Make a fresh seed for this browser session, then show it (POST, redirect, GET)."""
-    signed_in = _signed_in()
+    signed_in = signed_in_user()
     if signed_in is None:
         return _to_login()
     active, user = signed_in
@@ -120,7 +111,7 @@ def start_enrollment() -> Response | Page:
 
 @bp.get("/enroll")
 def enroll() -> Response | Page:
-    signed_in = _signed_in()
+    signed_in = signed_in_user()
     if signed_in is None:
         return _to_login(request.full_path.rstrip("?"))
     active, user = signed_in
@@ -132,7 +123,7 @@ def enroll() -> Response | Page:
 
 @bp.post("/confirm")
 def confirm() -> Response | Page:
-    signed_in = _signed_in()
+    signed_in = signed_in_user()
     if signed_in is None:
         return _to_login()
     active, user = signed_in
@@ -153,7 +144,7 @@ def confirm() -> Response | Page:
 
 @bp.post("/disable")
 def disable() -> Response | Page:
-    signed_in = _signed_in()
+    signed_in = signed_in_user()
     if signed_in is None:
         return _to_login()
     user = signed_in[1]
@@ -168,7 +159,7 @@ def disable() -> Response | Page:
 
 @bp.post("/recovery-codes")
 def regenerate_recovery_codes() -> Response | Page:
-    signed_in = _signed_in()
+    signed_in = signed_in_user()
     if signed_in is None:
         return _to_login()
     user = signed_in[1]
