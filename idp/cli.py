@@ -16,6 +16,7 @@ import click
 from sqlalchemy.orm import Session
 
 from idp.accounts import AccountError, AccountService
+from idp.federation.credentials import Credential
 from idp.models import Role
 from idp.models.clients import DEFAULT_SCOPES
 from idp.provider.clients import ClientError, ClientService
@@ -356,8 +357,19 @@ def sso() -> None:
 @click.option(
     "--client-secret-stdin",
     is_flag=True,
-    required=True,
     help="Read the client secret from standard input (first line).",
+)
+@click.option(
+    "--certificate",
+    "certificate_file",
+    type=click.Path(dir_okay=False),
+    help="PEM certificate uploaded to the app registration (instead of a secret).",
+)
+@click.option(
+    "--private-key",
+    "private_key_file",
+    type=click.Path(dir_okay=False),
+    help="PEM RSA private key of --certificate (unencrypted; keep the file private).",
 )
 @click.option("--domain", "domains", multiple=True, required=True, help="Email domain served.")
 @click.option(
@@ -374,6 +386,8 @@ def sso_link(
     tenant_id: str,
     client_id: str,
     client_secret_stdin: bool,
+    certificate_file: str | None,
+    private_key_file: str | None,
     domains: tuple[str, ...],
     jit: bool,
     enforce_sso: bool,
@@ -389,9 +403,7 @@ def sso_link(
     )
     from idp.federation.entra import EntraDirectory
 
-    secret = sys.stdin.readline().rstrip("\r\n")
-    if not secret:
-        raise CommandError("no client secret on standard input")
+    credential = _sso_credential(client_secret_stdin, certificate_file, private_key_file)
     settings = _settings()
     with _db(settings) as db:
         service = ConnectionService(
@@ -402,7 +414,7 @@ def sso_link(
                 organization,
                 tenant_id,
                 client_id,
-                secret,
+                credential,
                 domains,
                 LinkOptions(jit=jit, enforce_sso=enforce_sso, allow_guests=allow_guests),
             )
@@ -413,6 +425,7 @@ def sso_link(
             "organization_id": connection.organization_id,
             "tenant_id": connection.tenant_id,
             "client_id": connection.client_id,
+            "credential": "certificate" if connection.certificate else "secret",
             "domains": connection.domain_names,
             "jit": connection.jit,
             "enforce_sso": connection.enforce_sso,
@@ -424,6 +437,35 @@ def sso_link(
             f"linked {organization} to tenant {connection.tenant_id} "
             f"({', '.join(connection.domain_names)})",
         )
+
+
+def _sso_credential(
+    secret_stdin: bool, certificate_file: str | None, private_key_file: str | None
+) -> Credential:
+    """The credential of ``idp sso link``: exactly one of a secret or certificate + key."""
+    from idp.federation.credentials import ClientCertificate, ClientSecret, CredentialError
+
+    if secret_stdin == bool(certificate_file or private_key_file):
+        raise CommandError("give either --client-secret-stdin or --certificate with --private-key")
+    if secret_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+        if not secret:
+            raise CommandError("no client secret on standard input")
+        return ClientSecret(secret)
+    if not (certificate_file and private_key_file):
+        raise CommandError("--certificate and --private-key go together")
+    try:
+        with (
+            open(certificate_file, encoding="utf-8") as cert,
+            open(private_key_file, encoding="utf-8") as key,
+        ):
+            return ClientCertificate.parse(key.read(), cert.read())
+    except OSError as exc:
+        raise CommandError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CommandError("--certificate and --private-key must be PEM text files") from None
+    except CredentialError as exc:
+        raise CommandError(str(exc)) from None
 
 
 @cli.group("events")

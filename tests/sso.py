@@ -20,6 +20,7 @@ from werkzeug.test import TestResponse
 
 from idp import create_app
 from idp.federation.connections import ConnectionService, LinkOptions, secret_box
+from idp.federation.credentials import Credential
 from idp.federation.entra import EntraDirectory
 from idp.models import Organization
 from idp.runtime import Runtime
@@ -51,7 +52,7 @@ class World:
     issuer: str = ISSUER
 
     def link(self, organization: str, tenant: str, client_id: str, domains: list[str],
-             secret: str = SECRET, **options: bool) -> None:
+             secret: str | Credential = SECRET, **options: bool) -> None:
         with self.runtime.session_factory() as db:
             if db.query(Organization).filter_by(name=organization).one_or_none() is None:
                 db.add(Organization(name=organization))

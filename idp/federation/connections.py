@@ -4,7 +4,8 @@ connection that serves an email address.
 Linking checks everything it can before saving (issue 6, "Linking a tenant"): the tenant is one
 tenant (never a multi-tenant alias), the credentials work (msal app-only token for Graph), every
 claimed domain is verified by that tenant and is not served by another organization. The client
-secret is stored sealed with :class:`SecretBox` bound to the connection id, and never shown.
+secret (or a certificate's private key) is stored sealed with :class:`SecretBox` bound to the
+connection id, and never shown.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from idp.federation.credentials import (
+    ClientCertificate,
+    ClientSecret,
+    Credential,
+)
 from idp.federation.entra import EntraDirectory, EntraError, normalize_domain
 from idp.models import Organization, SsoConnection, SsoDomain
 from idp.models.base import new_id
-from idp.security.secretbox import SecretBox
+from idp.security.secretbox import SecretBox, SecretBoxError
 
 SECRET_PURPOSE = b"idp sso secrets"
 
@@ -68,8 +74,37 @@ class ConnectionService:
         domain = email_domain(email)
         return self.for_domain(domain) if domain else None
 
-    def client_secret(self, connection: SsoConnection) -> str:
-        return self.box.open(connection.id, connection.client_secret).decode()
+    def credential(self, connection: SsoConnection) -> Credential:
+        """The connection's credential, unsealed (raises SecretBoxError when the secret key
+        changed since it was sealed)."""
+        sealed = self.box.open(connection.id, connection.client_secret).decode()
+        if connection.certificate:
+            return ClientCertificate(sealed, connection.certificate)
+        return ClientSecret(sealed)
+
+    def test(self, connection: SsoConnection) -> set[str]:
+        """ "Test connection" for a saved connection: an app-only Graph token with the stored
+        credential, then the tenant's verified domains. Raises :class:`SsoConnectionError`."""
+        try:
+            credential = self.credential(connection)
+            verified = self.directory.verified_domains(
+                connection.tenant_id, connection.client_id, credential
+            )
+        except SecretBoxError:
+            raise SsoConnectionError(
+                "the stored credential cannot be read (the secret key changed); save it again"
+            ) from None
+        except EntraError as exc:
+            raise SsoConnectionError(str(exc)) from None
+        missing = [d for d in connection.domain_names if d not in verified]
+        if missing:
+            raise SsoConnectionError(f"domain {missing[0]} is no longer verified in the tenant")
+        return verified
+
+    def unlink(self, connection: SsoConnection) -> None:
+        """Remove the connection and its domains (linked identities stay, so re-linking the
+        same tenant restores them); the caller commits."""
+        self.db.delete(connection)
 
     # Linking -----------------------------------------------------------------------------
     def link(
@@ -77,11 +112,12 @@ class ConnectionService:
         organization: str,
         tenant: str,
         client_id: str,
-        client_secret: str,
+        credential: Credential | str | None,
         domains: Iterable[str],
         options: LinkOptions = LinkOptions(),
     ) -> SsoConnection:
-        """Create (or replace) the organization's connection after testing it; commits."""
+        """Create (or replace) the organization's connection after testing it; commits.
+        ``credential``: a client secret (str) or certificate; None keeps the stored one."""
         org = self.db.scalar(
             select(Organization).where(
                 func.lower(Organization.name) == organization.strip().lower()
@@ -94,12 +130,22 @@ class ConnectionService:
         client_id = client_id.strip()
         if not client_id or len(client_id) > 100:
             raise SsoConnectionError("--client-id is required (the application (client) id)")
-        if not client_secret:
-            raise SsoConnectionError("no client secret on standard input")
+        connection = self.for_organization(org.id)
+        if isinstance(credential, str):
+            credential = ClientSecret(credential) if credential else None
+        if credential is None:
+            if connection is None:
+                raise SsoConnectionError("a client secret or a certificate is required")
+            try:
+                credential = self.credential(connection)
+            except SecretBoxError:
+                raise SsoConnectionError(
+                    "the stored credential cannot be read; give it again"
+                ) from None
         names = self._domains(domains, org.id)
         try:
             tenant_id = self.directory.resolve_tenant_id(tenant)
-            verified = self.directory.verified_domains(tenant_id, client_id, client_secret)
+            verified = self.directory.verified_domains(tenant_id, client_id, credential)
         except EntraError as exc:
             raise SsoConnectionError(str(exc)) from None
         unverified = [n for n in names if n not in verified]
@@ -107,13 +153,14 @@ class ConnectionService:
             raise SsoConnectionError(
                 f"domain {unverified[0]} is not verified in tenant {tenant_id}"
             )
-        connection = self.for_organization(org.id)
         if connection is None:
             connection = SsoConnection(id=new_id(), organization_id=org.id)
             self.db.add(connection)
         connection.tenant_id = tenant_id
         connection.client_id = client_id
-        connection.client_secret = self.box.seal(connection.id, client_secret.encode())
+        sealed, certificate = credential.sealed_parts()
+        connection.client_secret = self.box.seal(connection.id, sealed.encode())
+        connection.certificate = certificate
         connection.jit = options.jit
         connection.enforce_sso = options.enforce_sso
         connection.allow_guests = options.allow_guests

@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from idp.federation.credentials import Credential
 from idp.settings import Settings
 
 # Multi-tenant aliases: an organization's connection must name exactly one tenant.
@@ -103,14 +104,15 @@ class EntraDirectory:
             raise EntraError(f"cannot resolve the tenant of {domain} from Entra ID's metadata")
         return found
 
-    def app_token(self, tenant_id: str, client_id: str, client_secret: str) -> str:
-        """An app-only access token for Graph (client credentials, via msal)."""
+    def app_token(self, tenant_id: str, client_id: str, credential: Credential) -> str:
+        """An app-only access token for Graph (client credentials, via msal; a certificate
+        becomes a PS256 ``client_assertion`` with ``x5t#S256``)."""
         import msal
 
         try:
             app = msal.ConfidentialClientApplication(
                 client_id,
-                client_credential=client_secret,
+                client_credential=credential.for_msal(),
                 authority=self.tenant_authority(tenant_id),
                 instance_discovery=False,
                 timeout=self.timeout,
@@ -127,10 +129,10 @@ class EntraDirectory:
             raise EntraError(f"test connection failed: {error}: {description}".rstrip(": "))
         return token
 
-    def verified_domains(self, tenant_id: str, client_id: str, client_secret: str) -> set[str]:
+    def verified_domains(self, tenant_id: str, client_id: str, credential: Credential) -> set[str]:
         """The tenant's verified domains, read from Graph with an app-only token (the app
         needs the ``Organization.Read.All`` application permission)."""
-        token = self.app_token(tenant_id, client_id, client_secret)
+        token = self.app_token(tenant_id, client_id, credential)
         try:
             response = requests.get(
                 f"{self.graph_url}/v1.0/organization",

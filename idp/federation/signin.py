@@ -337,7 +337,8 @@ class SsoSignInService:
     def _redeem(self, connection: SsoConnection, code: str, verifier: str) -> str:
         try:
             endpoint = self.metadata.endpoint(connection.tenant_id, "token_endpoint")
-            secret = self.connections.client_secret(connection)
+            credential = self.connections.credential(connection)
+            authentication = credential.token_fields(connection.client_id, endpoint)
         except (EntraError, SecretBoxError) as exc:
             raise SsoFailure(f"token request not possible: {exc}") from None
         try:
@@ -348,9 +349,9 @@ class SsoSignInService:
                     "code": code,
                     "redirect_uri": self.redirect_uri,
                     "client_id": connection.client_id,
-                    "client_secret": secret,
                     "code_verifier": verifier,
                     "scope": SCOPE,
+                    **authentication,
                 },
                 timeout=self.metadata.directory.timeout,
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint, false, true
+from sqlalchemy import Boolean, ForeignKey, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.models.base import Base, UTCDateTime, new_id, utcnow
@@ -22,8 +22,11 @@ class SsoConnection(Base):
     )
     tenant_id: Mapped[str] = mapped_column(String(36))
     client_id: Mapped[str] = mapped_column(String(100))
-    # Sealed with SecretBox (purpose b"idp sso secrets", associated data: this row's id).
-    client_secret: Mapped[str] = mapped_column(String(1000))
+    # The client secret, or the private key (PEM) when ``certificate`` is set; sealed with
+    # SecretBox (purpose b"idp sso secrets", associated data: this row's id).
+    client_secret: Mapped[str] = mapped_column(Text)
+    # PEM certificate registered in the app registration (public); "" for a client secret.
+    certificate: Mapped[str] = mapped_column(Text, default="", server_default="")
     jit: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     enforce_sso: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     allow_guests: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -17,6 +17,7 @@ from idp.federation.connections import (
     SsoConnectionError,
     secret_box,
 )
+from idp.federation.credentials import ClientSecret
 from idp.federation.entra import EntraDirectory
 from idp.models import Base, Organization, SsoConnection
 from idp.runtime import Runtime
@@ -67,7 +68,7 @@ def test_link_tests_the_connection_and_seals_the_secret(runtime: Runtime,
         assert made.organization_id == org_id
         assert made.domain_names == ["contoso.co.uk", "contoso.com"]
         assert SECRET not in made.client_secret
-        assert service.client_secret(made) == SECRET
+        assert service.credential(made) == ClientSecret(SECRET)
         assert (made.jit, made.enforce_sso, made.allow_guests) == (False, True, False)
         assert service.for_email("ada@CONTOSO.com") is made
         assert service.for_email("ada@fabrikam.com") is None
