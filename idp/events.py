@@ -39,6 +39,8 @@ class EventTag(enum.StrEnum):
     CONSENT_GRANTED = "oauth:consent:grant"
     CONSENT_REVOKED = "oauth:consent:revoke"
     ORGANIZATION_CREATED = "organization:create"
+    SSO_CONNECTION_SAVED = "organization:sso:save"
+    SSO_CONNECTION_REMOVED = "organization:sso:remove"
     USER_CREATED = "account:user:create"
 
 

@@ -32,6 +32,7 @@ from idp.settings import Settings
 from idp.store import Store
 
 if TYPE_CHECKING:
+    from idp.federation.connections import ConnectionService
     from idp.federation.signin import SsoSignInService
 
 
@@ -174,9 +175,19 @@ def current_session() -> ActiveSession | None:
     return active
 
 
+def connection_service() -> ConnectionService:
+    """SSO connections (linking, testing) for this request."""
+    from idp.federation.connections import ConnectionService, secret_box
+    from idp.federation.entra import EntraDirectory
+
+    rt = runtime()
+    return ConnectionService(
+        request_db(), EntraDirectory.from_settings(rt.settings), secret_box(rt.settings.secret_key)
+    )
+
+
 def sso_service() -> SsoSignInService:
     """Enterprise SSO sign-in for this request."""
-    from idp.federation.connections import ConnectionService, secret_box
     from idp.federation.entra import EntraDirectory
     from idp.federation.metadata import TenantMetadata
     from idp.federation.signin import SsoSignInService
@@ -189,7 +200,7 @@ def sso_service() -> SsoSignInService:
     return SsoSignInService(
         db,
         rt.store,
-        ConnectionService(db, directory, secret_box(rt.settings.secret_key)),
+        connection_service(),
         metadata,
         IdTokenValidator(metadata, directory),
         account_service(),

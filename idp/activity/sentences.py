@@ -245,6 +245,22 @@ CATALOG: dict[str, Entry] = {
         ActionGroup.SETTINGS,
         _w("An organization was created", "An organization was created"),
     ),
+    EventTag.SSO_CONNECTION_SAVED: Entry(
+        "SSO connection saved",
+        ActionGroup.SETTINGS,
+        _w(
+            "You linked your organization to its Entra ID tenant (connection tested)",
+            "{who} linked the organization to its Entra ID tenant (connection tested)",
+        ),
+    ),
+    EventTag.SSO_CONNECTION_REMOVED: Entry(
+        "SSO connection removed",
+        ActionGroup.SETTINGS,
+        _w(
+            "You removed your organization's Entra ID connection",
+            "{who} removed the organization's Entra ID connection",
+        ),
+    ),
     EventTag.USER_CREATED: Entry(
         "Account created",
         ActionGroup.SECURITY,

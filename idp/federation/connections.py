@@ -109,7 +109,7 @@ class ConnectionService:
     # Linking -----------------------------------------------------------------------------
     def link(
         self,
-        organization: str,
+        organization: Organization | str,
         tenant: str,
         client_id: str,
         credential: Credential | str | None,
@@ -118,15 +118,7 @@ class ConnectionService:
     ) -> SsoConnection:
         """Create (or replace) the organization's connection after testing it; commits.
         ``credential``: a client secret (str) or certificate; None keeps the stored one."""
-        org = self.db.scalar(
-            select(Organization).where(
-                func.lower(Organization.name) == organization.strip().lower()
-            )
-        )
-        if org is None:
-            org = self.db.get(Organization, organization)
-        if org is None:
-            raise SsoConnectionError(f"no organization named {organization!r}")
+        org = self._organization(organization)
         client_id = client_id.strip()
         if not client_id or len(client_id) > 100:
             raise SsoConnectionError("--client-id is required (the application (client) id)")
@@ -168,6 +160,19 @@ class ConnectionService:
         connection.domains = [kept.get(n) or SsoDomain(domain=n) for n in names]
         self.db.commit()
         return connection
+
+    def _organization(self, organization: Organization | str) -> Organization:
+        """An organization given as a row (the admin pages) or by name or id (the CLI)."""
+        if isinstance(organization, Organization):
+            return organization
+        org = self.db.scalar(
+            select(Organization).where(
+                func.lower(Organization.name) == organization.strip().lower()
+            )
+        ) or self.db.get(Organization, organization)
+        if org is None:
+            raise SsoConnectionError(f"no organization named {organization!r}")
+        return org
 
     def _domains(self, domains: Iterable[str], organization_id: str) -> list[str]:
         names: list[str] = []

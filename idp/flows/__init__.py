@@ -24,6 +24,7 @@ def register_flows(app: Flask) -> None:
         security,
         sessions,
         sso,
+        sso_admin,
         two_factor,
         unlock,
     )
@@ -33,6 +34,7 @@ def register_flows(app: Flask) -> None:
     app.register_blueprint(unlock.bp)
     app.register_blueprint(security.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(sso_admin.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(two_factor.bp)
     app.register_blueprint(alerts.bp)

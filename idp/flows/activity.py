@@ -28,7 +28,7 @@ from idp.activity import (
     parse_filters,
 )
 from idp.activity.filters import time_zones
-from idp.flows.admin import _managed_org
+from idp.flows.admin import managed_org
 from idp.models import Organization
 from idp.runtime import request_db, runtime
 from idp.services import current_session
@@ -67,7 +67,7 @@ def account_activity_csv() -> Response | tuple[str, int]:
 def organization_activity(org_id: str) -> Response | tuple[str, int]:
     if current_session() is None:
         return _sign_in_first()
-    org, _ = _managed_org(org_id)  # 403 unless an owner or admin of this organization
+    org, _ = managed_org(org_id)  # 403 unless an owner or admin of this organization
     return _page(OrganizationScope(org.id), org)
 
 
@@ -75,7 +75,7 @@ def organization_activity(org_id: str) -> Response | tuple[str, int]:
 def organization_activity_csv(org_id: str) -> Response | tuple[str, int]:
     if current_session() is None:
         return _sign_in_first()
-    org, _ = _managed_org(org_id)
+    org, _ = managed_org(org_id)
     return _export(OrganizationScope(org.id), org)
 
 

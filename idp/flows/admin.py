@@ -19,7 +19,7 @@ bp = Blueprint("admin", __name__)
 MANAGERS = (Role.OWNER, Role.ADMIN)
 
 
-def _managed_org(org_id: str) -> tuple[Organization, User]:
+def managed_org(org_id: str) -> tuple[Organization, User]:
     active = current_session()
     if active is None:
         abort(401)
@@ -65,13 +65,13 @@ def _members_page(
 def members(org_id: str) -> tuple[str, int] | Response:
     if current_session() is None:
         return redirect(url_for("login.login_form", next=request.path), 303)
-    org, _ = _managed_org(org_id)
+    org, _ = managed_org(org_id)
     return _members_page(org, message="Unlocked." if "unlocked" in request.args else None)
 
 
 @bp.post("/organizations/<org_id>/members/<user_id>/unlock")
 def unlock_member(org_id: str, user_id: str) -> Response:
-    org, admin = _managed_org(org_id)
+    org, admin = managed_org(org_id)
     db = request_db()
     member = db.scalar(
         select(User)
@@ -89,7 +89,7 @@ def unlock_member(org_id: str, user_id: str) -> Response:
 
 @bp.post("/organizations/<org_id>/lockout-floor")
 def lockout_floor(org_id: str) -> Response | tuple[str, int]:
-    org, admin = _managed_org(org_id)
+    org, admin = managed_org(org_id)
     settings = runtime().settings
     raw = request.form.get("floor", "").strip()
     if not raw.isdigit() or not (

@@ -1,0 +1,185 @@
+"""Enterprise SSO settings of an organization, for its owners and admins: link the Entra ID
+tenant (saving always tests the connection first), test a saved connection, remove it.
+
+Authorization is the same as every organization admin page (:func:`managed_org`): an owner or
+admin of *that* organization, checked on the server for every request. Secrets and private keys
+are write-only: the page never shows them, and leaving the field empty keeps the stored one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, redirect, render_template, request, url_for
+from werkzeug.datastructures import FileStorage
+from werkzeug.wrappers import Response
+
+from idp.events import EventTag, record_event
+from idp.federation.connections import LinkOptions, SsoConnectionError
+from idp.federation.credentials import ClientCertificate, ClientSecret, Credential, CredentialError
+from idp.flows.admin import managed_org
+from idp.flows.sso import post_logout_redirect_uri
+from idp.models import Organization
+from idp.runtime import request_db, runtime
+from idp.services import client_actor, connection_service, current_session
+
+bp = Blueprint("sso_admin", __name__)
+log = logging.getLogger("idp.federation")
+MAX_PEM = 20_000
+FORM_FIELDS = (
+    "tenant_id",
+    "client_id",
+    "domains",
+    "credential",
+    "jit",
+    "enforce_sso",
+    "allow_guests",
+)
+
+
+def _page(
+    org: Organization,
+    *,
+    message: str | None = None,
+    error: str | None = None,
+    form: dict[str, str] | None = None,
+    status: int = 200,
+) -> tuple[str, int]:
+    connection = connection_service().for_organization(org.id)
+    issuer = runtime().settings.issuer.rstrip("/")
+    return render_template(
+        "admin/sso.html",
+        org=org,
+        connection=connection,
+        message=message,
+        error=error,
+        form=form or {},
+        submitted=form is not None,
+        redirect_uri=f"{issuer}/login/sso/callback",
+        logout_uri=post_logout_redirect_uri(),
+        front_channel_uri=f"{issuer}/login/sso/front-logout",
+    ), status
+
+
+@bp.get("/organizations/<org_id>/sso")
+def settings_page(org_id: str) -> tuple[str, int] | Response:
+    if current_session() is None:
+        return redirect(url_for("login.login_form", next=request.path), 303)
+    org, _ = managed_org(org_id)
+    notices = {"saved": "Connection tested and saved.", "removed": "Connection removed."}
+    return _page(org, message=next((v for k, v in notices.items() if k in request.args), None))
+
+
+def _pem_file(name: str) -> str:
+    """The text of an uploaded PEM file ("" when none was chosen)."""
+    upload = request.files.get(f"{name}_file")
+    if not isinstance(upload, FileStorage) or not upload.filename:
+        return ""
+    raw: bytes = upload.read(MAX_PEM + 1)
+    label = name.replace("_", " ")
+    if len(raw) > MAX_PEM:
+        raise CredentialError(f"the {label} file is too large for a PEM file")
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise CredentialError(f"the {label} must be a PEM text file") from None
+
+
+def _credential() -> Credential | None:
+    """The credential typed in, or None to keep the stored one."""
+    if request.form.get("credential") == "certificate":
+        certificate, key = _pem_file("certificate"), _pem_file("private_key")
+        if not certificate.strip() and not key.strip():
+            return None
+        if not certificate.strip() or not key.strip():
+            raise CredentialError("give both the certificate and its private key")
+        return ClientCertificate.parse(key, certificate)
+    secret = request.form.get("client_secret", "")
+    return ClientSecret(secret) if secret else None
+
+
+@bp.post("/organizations/<org_id>/sso")
+def save(org_id: str) -> tuple[str, int] | Response:
+    org, admin = managed_org(org_id)
+    form = {k: request.form.get(k, "")[:2000] for k in FORM_FIELDS}
+    domains = [d for d in form["domains"].replace(",", " ").split() if d]
+    service = connection_service()
+    try:
+        credential = _credential()
+        connection = service.link(
+            org,
+            form["tenant_id"],
+            form["client_id"],
+            credential,
+            domains,
+            LinkOptions(
+                jit=bool(form["jit"]),
+                enforce_sso=bool(form["enforce_sso"]),
+                allow_guests=bool(form["allow_guests"]),
+            ),
+        )
+    except (SsoConnectionError, CredentialError) as exc:
+        request_db().rollback()
+        return _page(org, error=str(exc), form=form, status=400)
+    record_event(
+        request_db(),
+        EventTag.SSO_CONNECTION_SAVED,
+        user_id=admin.id,
+        organization_id=org.id,
+        actor=client_actor(),
+        details={
+            "tenant_id": connection.tenant_id,
+            "client_id": connection.client_id,
+            "domains": connection.domain_names,
+            "credential": "certificate" if connection.certificate else "secret",
+        },
+    )
+    request_db().commit()
+    return redirect(url_for("sso_admin.settings_page", org_id=org.id, saved=1), 303)
+
+
+@bp.post("/organizations/<org_id>/sso/test")
+def test(org_id: str) -> tuple[str, int] | Response:
+    org, _ = managed_org(org_id)
+    service = connection_service()
+    connection = service.for_organization(org.id)
+    if connection is None:
+        return _page(org, error="There is no connection to test yet.", status=400)
+    try:
+        verified = service.test(connection)
+    except SsoConnectionError as exc:
+        return _page(org, error=f"Test failed: {exc}", status=400)
+    return _page(
+        org,
+        message="Test passed: idp signed in to the tenant and read its verified domains ("
+        + ", ".join(sorted(verified))
+        + ").",
+    )
+
+
+@bp.get("/organizations/<org_id>/sso/remove")
+def confirm_remove(org_id: str) -> tuple[str, int] | Response:
+    org, _ = managed_org(org_id)
+    if connection_service().for_organization(org.id) is None:
+        return redirect(url_for("sso_admin.settings_page", org_id=org.id), 303)
+    return render_template("admin/sso_remove.html", org=org), 200
+
+
+@bp.post("/organizations/<org_id>/sso/remove")
+def remove(org_id: str) -> Response:
+    org, admin = managed_org(org_id)
+    service = connection_service()
+    connection = service.for_organization(org.id)
+    if connection is not None:
+        details = {"tenant_id": connection.tenant_id, "domains": connection.domain_names}
+        service.unlink(connection)
+        record_event(
+            request_db(),
+            EventTag.SSO_CONNECTION_REMOVED,
+            user_id=admin.id,
+            organization_id=org.id,
+            actor=client_actor(),
+            details=details,
+        )
+        request_db().commit()
+    return redirect(url_for("sso_admin.settings_page", org_id=org.id, removed=1), 303)
