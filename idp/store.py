@@ -92,6 +92,11 @@ class Store:
         the browser that signed in with Entra proves that account's password."""
         return self.key("sso-link", token_digest)
 
+    def sso_code_key(self, token_digest: str, part: str) -> str:
+        """The mailed confirmation code of a pending SSO identity (``part``: "code" holds its
+        digest, "attempts" counts guesses, "sends" counts mails)."""
+        return self.key("sso-code", part, token_digest)
+
     def sso_session_key(self, session_id: str) -> str:
         """The Entra tenant and app a browser session signed in through (for logout)."""
         return self.key("sso-session", session_id)

@@ -102,15 +102,17 @@ def query(url: str) -> dict[str, str]:
 @contextmanager
 def make_world(tmp_path: Path, database_url: str, redis_url: str,
                monkeypatch: pytest.MonkeyPatch, issuer: str = ISSUER,
+               idp_settings: dict[str, Any] | None = None,
                **fake_options: Any) -> Iterator[World]:
-    """The world for a test's ``world`` fixture (on the test's database backend)."""
+    """The world for a test's ``world`` fixture (on the test's database backend);
+    ``idp_settings`` adds settings of idp (e.g. ``smtp_url``)."""
     with run_fake_entra(**fake_options) as fake:
         for name, value in fake.env().items():
             monkeypatch.setenv(name, value)
         app = create_app(make_settings(
             tmp_path, database_url=database_url, redis_url=redis_url, issuer=issuer,
             entra_authority=fake.authority, graph_url=fake.graph_url,
-            secret_key=secrets.token_urlsafe(48)))
+            secret_key=secrets.token_urlsafe(48), **(idp_settings or {})))
         app.config["TESTING"] = True
         rt: Runtime = app.extensions["idp"]
         fake.add_tenant(TID, ["contoso.com"])

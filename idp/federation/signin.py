@@ -12,8 +12,9 @@ posted from a victim's browser).
 Identity linking (issue 6, rule 7): the key is (organization, tenant, ``oid``); ``sub`` may
 change and is only remembered. An account is never linked or created from an email claim
 alone: just-in-time creation needs the email's domain to be one of the connection's
-(tenant-verified) domains and ``xms_edov`` true; an existing local account with that email is
-not taken over (nOAuth) — it must be linked by proof.
+(tenant-verified) domains and the address verified — ``xms_edov`` true, or a one-time code
+mailed to it (:mod:`idp.federation.confirmation`); an existing local account with that email is
+not taken over (nOAuth) — it is linked only by proof: its password, or that code.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService, normalize_email
 from idp.events import Actor, EventTag, record_event
+from idp.federation.confirmation import CodeCheck, EmailCodeConfirmation
 from idp.federation.connections import ConnectionService, email_domain
 from idp.federation.entra import EntraError
 from idp.federation.metadata import TenantMetadata
 from idp.federation.tokens import IdTokenValidator, TokenRejected
-from idp.models import FederatedIdentity, Membership, Role, SsoConnection, User
+from idp.models import FederatedIdentity, Membership, Organization, Role, SsoConnection, User
 from idp.security.secretbox import SecretBoxError, b64encode
 from idp.store import Store
 
@@ -73,11 +75,18 @@ class EntraRefused(SsoFailure):
 
 
 class LinkRequired(SsoFailure):
-    """A local account has the email. ``link_token`` is set when the browser may prove the
-    account's password to link it (the email's domain is one of the connection's)."""
+    """The identity needs proof before it becomes an account. ``purpose`` "link": a local
+    account has the email (prove its password, or a mailed code); "create": the directory did
+    not vouch for the email (prove it with a mailed code). ``link_token`` is set when the
+    browser may give that proof (the email's domain is one of the connection's)."""
 
     kind = "link_required"
     link_token: str | None = None
+
+    def __init__(self, reason: str, purpose: str = "link", address: str = "") -> None:
+        super().__init__(reason)
+        self.purpose = purpose
+        self.address = address
 
 
 class NotProvisioned(SsoFailure):
@@ -112,6 +121,7 @@ class SsoSignInService:
         accounts: AccountService,
         redirect_uri: str,
         session_seconds: int = 24 * 3600,
+        confirmation: EmailCodeConfirmation | None = None,
     ) -> None:
         self.db = db
         self.store = store
@@ -121,6 +131,7 @@ class SsoSignInService:
         self.accounts = accounts
         self.redirect_uri = redirect_uri
         self.session_seconds = session_seconds
+        self.confirmation = confirmation or EmailCodeConfirmation(db, store)
 
     # The request -------------------------------------------------------------------------
     def enforced_for(self, email: str) -> bool:
@@ -208,18 +219,10 @@ class SsoSignInService:
         try:
             user = self._user_for(connection, claims)
         except LinkRequired as required:
-            required.link_token = self._offer_link(connection, claims, pending)
+            required.link_token = self._offer_link(connection, claims, pending, required.purpose)
             raise
-        return SsoSuccess(
-            user=user,
-            next_url=str(pending.get("next") or ""),
-            details={
-                "organization_id": connection.organization_id,
-                "tenant_id": connection.tenant_id,
-                "oid": str(claims["oid"]),
-            },
-            connection_id=connection.id,
-            sid=str(claims.get("sid") or "")[:100],
+        return _success(
+            user, connection, str(claims["oid"]), str(pending.get("next") or ""), claims.get("sid")
         )
 
     # Logout (OpenID Connect RP-Initiated Logout 1.0, Front-Channel Logout 1.0) ---------
@@ -271,17 +274,27 @@ class SsoSignInService:
 
     # Linking an existing account by proof ----------------------------------------------
     def _offer_link(
-        self, connection: SsoConnection, claims: dict[str, Any], pending: dict[str, Any]
+        self,
+        connection: SsoConnection,
+        claims: dict[str, Any],
+        pending: dict[str, Any],
+        purpose: str = "link",
     ) -> str | None:
         email = str(claims.get("email", ""))
         if email_domain(email) not in connection.domain_names:
             return None  # only an administrator may link a foreign-domain identity
         token = secrets.token_urlsafe(32)
+        first, last = _names(claims)
         offer = {
+            "purpose": purpose,
             "connection_id": connection.id,
             "oid": str(claims["oid"]),
             "sub": str(claims.get("sub", ""))[:255],
+            "sid": str(claims.get("sid") or "")[:100],
             "email": normalize_email(email),
+            "address": email.strip()[:320],
+            "given_name": first,
+            "family_name": last,
             "username": str(claims.get("preferred_username", ""))[:320],
             "next": str(pending.get("next") or ""),
         }
@@ -305,11 +318,29 @@ class SsoSignInService:
         offer = self.link_offer(token)
         if offer is None or token is None or offer["email"] != user.email_normalized:
             return False
+        if offer.get("purpose", "link") != "link":
+            return False
         if not self.store.client.delete(self.store.sso_link_key(_digest(token))):
             return False
         connection = self.db.get(SsoConnection, offer["connection_id"])
         if connection is None:
             return False
+        self._link(connection, user, offer, actor, proof="password")
+        try:
+            self.db.commit()
+        except IntegrityError:
+            self.db.rollback()
+            return False
+        return True
+
+    def _link(
+        self,
+        connection: SsoConnection,
+        user: User,
+        offer: dict[str, Any],
+        actor: Actor | None,
+        proof: str,
+    ) -> None:
         self.db.add(
             FederatedIdentity(
                 organization_id=connection.organization_id,
@@ -325,14 +356,64 @@ class SsoSignInService:
             user_id=user.id,
             organization_id=connection.organization_id,
             actor=actor,
-            details={"tenant_id": connection.tenant_id, "oid": offer["oid"]},
+            details={"tenant_id": connection.tenant_id, "oid": offer["oid"], "proof": proof},
         )
+
+    # Proof by a code mailed to the address ----------------------------------------------
+    def send_code(self, token: str | None) -> bool:
+        """Mail a one-time code to the address of the identity offered to this browser."""
+        offer = self.link_offer(token)
+        if offer is None or token is None:
+            return False
+        connection = self.db.get(SsoConnection, offer["connection_id"])
+        if connection is None:
+            return False
+        organization = self.db.get(Organization, connection.organization_id)
+        return self.confirmation.send(
+            _digest(token),
+            str(offer.get("address") or offer["email"]),
+            organization.name if organization else "your organization",
+        )
+
+    def confirm_code(self, token: str | None, code: str, actor: Actor) -> SsoSuccess | CodeCheck:
+        """Check the mailed code; when right, create or link the account (single use) and
+        return the sign-in to complete. Too many wrong codes drop the offer."""
+        offer = self.link_offer(token)
+        if offer is None or token is None:
+            return CodeCheck.EXHAUSTED
+        checked = self.confirmation.check(_digest(token), code)
+        if checked is not CodeCheck.OK:
+            if checked is CodeCheck.EXHAUSTED:
+                self._drop_offer(token)
+            return checked
+        if not self.store.client.delete(self.store.sso_link_key(_digest(token))):
+            return CodeCheck.EXHAUSTED
+        self.confirmation.forget(_digest(token))
+        connection = self.db.get(SsoConnection, offer["connection_id"])
+        if connection is None:
+            raise SsoFailure("the connection was removed during sign-in")
+        existing = self.accounts.find_user_by_email(offer["email"])
         try:
+            if offer.get("purpose") == "create":
+                if existing is not None:
+                    raise SsoFailure("a local account with this email appeared meanwhile")
+                user = self._create(
+                    connection, offer, str(offer["address"]), offer["oid"], offer["sub"]
+                )
+            else:
+                if existing is None:
+                    raise SsoFailure("the account to link is gone")
+                user = existing
+                self._link(connection, user, offer, actor, proof="email_code")
             self.db.commit()
         except IntegrityError:
             self.db.rollback()
-            return False
-        return True
+            raise SsoFailure("the identity was linked concurrently") from None
+        return _success(user, connection, offer["oid"], str(offer.get("next") or ""), offer["sid"])
+
+    def _drop_offer(self, token: str) -> None:
+        self.store.client.delete(self.store.sso_link_key(_digest(token)))
+        self.confirmation.forget(_digest(token))
 
     def _redeem(self, connection: SsoConnection, code: str, verifier: str) -> str:
         try:
@@ -392,10 +473,12 @@ class SsoSignInService:
             raise LinkRequired("a local account has this email; not linked without proof")
         if email_domain(email) not in connection.domain_names:
             raise NotProvisioned("email domain is not one of the connection's domains")
-        if claims.get("xms_edov") is not True:
-            raise NotProvisioned("email not verified by the domain owner (xms_edov)")
         if not connection.jit:
             raise NotProvisioned("just-in-time accounts are off for this connection")
+        if claims.get("xms_edov") is not True:
+            raise LinkRequired(
+                "email not verified by the domain owner (xms_edov)", "create", email.strip()
+            )
         return self._create(connection, claims, email, oid, sub)
 
     def _create(
@@ -439,6 +522,22 @@ class SsoSignInService:
         )
         self.db.flush()
         return user
+
+
+def _success(
+    user: User, connection: SsoConnection, oid: str, next_url: str, sid: object
+) -> SsoSuccess:
+    return SsoSuccess(
+        user=user,
+        next_url=next_url,
+        details={
+            "organization_id": connection.organization_id,
+            "tenant_id": connection.tenant_id,
+            "oid": oid,
+        },
+        connection_id=connection.id,
+        sid=str(sid or "")[:100],
+    )
 
 
 def _is_guest(claims: dict[str, Any]) -> bool:

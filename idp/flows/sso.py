@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
@@ -16,6 +17,9 @@ from werkzeug.wrappers import Response
 from idp.flows.login import _signed_in
 from idp.models import Organization, SsoConnection, User
 from idp.runtime import request_db, runtime
+
+if TYPE_CHECKING:
+    from idp.federation.signin import SsoSignInService, SsoSuccess
 from idp.security import csrf
 from idp.security.redirects import safe_next
 from idp.services import (
@@ -32,6 +36,10 @@ log = logging.getLogger("idp.federation")
 LINK_COOKIE = "idp_sso_link"
 FLOW_COOKIE = "__Host-idp_sso_flow"
 NO_CONNECTION = "Your organization does not sign in with SSO here. Use your email and password."
+CODE_EXHAUSTED = (
+    "This confirmation has expired or had too many wrong codes. Start the sign-in with your "
+    "organization again."
+)
 
 # Pages by failure kind: (title, message). Details are in the log only.
 PAGES = {
@@ -136,7 +144,11 @@ def sso_callback() -> Response | tuple[str, int]:
         log.warning("sso callback: %s", required.reason)
         if required.link_token is None:
             return _failure_page(required.kind)
-        offer = make_response(render_template("login/sso_link_offer.html"), 400)
+        if required.purpose == "create":
+            page = render_template("login/sso_confirm_email.html", address=required.address)
+            offer = make_response(page, 200)
+        else:
+            offer = make_response(render_template("login/sso_link_offer.html"), 400)
         offer.set_cookie(
             LINK_COOKIE,
             required.link_token,
@@ -150,6 +162,11 @@ def sso_callback() -> Response | tuple[str, int]:
     except SsoFailure as failure:
         log.warning("sso callback rejected (%s): %s", failure.kind, failure.reason)
         return _failure_page(failure.kind)
+    return _complete_sign_in(service, outcome)
+
+
+def _complete_sign_in(service: SsoSignInService, outcome: SsoSuccess) -> Response:
+    """Our own session for an SSO sign-in, remembered for logout; flow cookies cleared."""
     result = authentication_service().complete_federated(
         outcome.user, client_info(), outcome.details
     )
@@ -157,6 +174,14 @@ def sso_callback() -> Response | tuple[str, int]:
     signed_in = _signed_in(result, outcome.next_url)
     if FLOW_COOKIE in request.cookies:
         signed_in.delete_cookie(FLOW_COOKIE, path="/", secure=True, httponly=True, samesite="None")
+    if LINK_COOKIE in request.cookies:
+        signed_in.delete_cookie(
+            LINK_COOKIE,
+            path="/login/sso/link",
+            secure=runtime().settings.secure_cookies,
+            httponly=True,
+            samesite="Lax",
+        )
     return signed_in
 
 
@@ -230,3 +255,47 @@ def link_submit() -> Response:
         samesite="Lax",
     )
     return response
+
+
+# Proof by a one-time code mailed to the address (issue 6, rule 7) ------------------------
+def _offer_address() -> str | None:
+    offer = sso_service().link_offer(request.cookies.get(LINK_COOKIE))
+    return str(offer.get("address") or offer["email"]) if offer else None
+
+
+@bp.post("/login/sso/link/code/send")
+def send_code() -> Response | tuple[str, int]:
+    if sso_service().send_code(request.cookies.get(LINK_COOKIE)):
+        return redirect(url_for("sso.code_form"), 303)
+    return _failure_page("generic", CODE_EXHAUSTED)
+
+
+@bp.get("/login/sso/link/code")
+def code_form() -> tuple[str, int]:
+    address = _offer_address()
+    if address is None:
+        return _failure_page("generic", CODE_EXHAUSTED)
+    return render_template("login/sso_code.html", address=address, error=None), 200
+
+
+@bp.post("/login/sso/link/code")
+def code_submit() -> Response | tuple[str, int]:
+    from idp.federation.confirmation import CodeCheck
+    from idp.federation.signin import SsoFailure
+
+    service = sso_service()
+    token = request.cookies.get(LINK_COOKIE)
+    address = _offer_address()
+    try:
+        outcome = service.confirm_code(token, request.form.get("code", ""), client_actor())
+    except SsoFailure as failure:
+        log.warning("sso code confirmation failed: %s", failure.reason)
+        return _failure_page("generic")
+    if outcome is CodeCheck.WRONG:
+        page = render_template(
+            "login/sso_code.html", address=address, error="That code is not right. Try again."
+        )
+        return page, 400
+    if isinstance(outcome, CodeCheck):
+        return _failure_page("generic", CODE_EXHAUSTED)
+    return _complete_sign_in(service, outcome)

@@ -105,3 +105,18 @@ def recovery_codes_regenerated(user: User) -> Message:
 def password_changed(user: User) -> Message:
     """The password was changed."""
     return Message("password_changed", _greeting(user))
+
+
+def sso_confirmation_code(email: str, code: str, organization: str, minutes: int) -> Message:
+    """The one-time code that proves control of ``email`` for a sign-in with the
+    organization's SSO (the code is the purpose of this mail and is never logged)."""
+    return Message(
+        "sso_confirmation_code",
+        {
+            "name": email,
+            "email": email,
+            "code": code,
+            "organization": organization,
+            "minutes": minutes,
+        },
+    )
