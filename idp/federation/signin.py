@@ -139,12 +139,21 @@ class SsoSignInService:
         connection = self.connections.for_email(email)
         return connection is not None and connection.enforce_sso
 
-    def start(self, email: str, next_url: str = "", binding: str | None = None) -> str:
-        """The Entra authorization URL for this work email; raises :class:`NoConnection`.
-        ``binding``: a random value also set in a browser cookie that a cross-site POST
-        carries (SameSite=None, https only), so the callback must come from this browser
-        (login CSRF)."""
-        connection = self.connections.for_email(email)
+    def start(
+        self,
+        email: str,
+        next_url: str = "",
+        binding: str | None = None,
+        domain_hint: str = "",
+    ) -> str:
+        """The Entra authorization URL for this work email, or for the organization serving
+        ``domain_hint`` (home-realm discovery by a relying service's hint, passed on to
+        Entra); raises :class:`NoConnection`. ``binding``: a random value also set in a
+        browser cookie that a cross-site POST carries (SameSite=None, https only), so the
+        callback must come from this browser (login CSRF)."""
+        connection = self.connections.for_email(email) if email else None
+        if connection is None and domain_hint:
+            connection = self.connections.for_domain(domain_hint)
         if connection is None:
             raise NoConnection("no connection serves this email domain")
         state = secrets.token_urlsafe(32)
@@ -175,8 +184,11 @@ class SsoSignInService:
             "nonce": nonce,
             "code_challenge": challenge,
             "code_challenge_method": "S256",
-            "login_hint": email.strip(),
         }
+        if email.strip():
+            params["login_hint"] = email.strip()
+        if domain_hint and connection is self.connections.for_domain(domain_hint):
+            params["domain_hint"] = domain_hint.strip().lower()
         return f"{endpoint}?{urlencode(params)}"
 
     # The callback ------------------------------------------------------------------------

@@ -64,6 +64,11 @@ def login_form() -> Response | tuple[str, int]:
         enforced = _enforced_sso(hint, request.args.get("next", ""))
         if enforced is not None:
             return enforced
+    domain = request.args.get("domain_hint", "")[:253]
+    if domain:  # a relying service knows the user's organization: its tenant, if linked
+        hinted = _hinted_sso(hint, domain, request.args.get("next", ""))
+        if hinted is not None:
+            return hinted
     return _form(email=hint)
 
 
@@ -78,6 +83,18 @@ def _signed_in(result: SignInResult, target: str) -> Response:
     )
     clear_pending_cookie(response)
     return response
+
+
+def _hinted_sso(email: str, domain: str, target: str) -> Response | None:
+    """``domain_hint``: straight to the Entra tenant linked for that domain (with the hint
+    passed on); an unknown domain is ignored and the normal form is shown."""
+    from idp.federation.signin import SsoFailure
+    from idp.flows.sso import redirect_to_entra
+
+    try:
+        return redirect_to_entra(email, safe_next(target, default=""), domain_hint=domain)
+    except SsoFailure:
+        return None
 
 
 def _enforced_sso(email: str, target: str) -> Response | None:

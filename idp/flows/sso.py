@@ -103,12 +103,13 @@ def sso_start() -> Response | tuple[str, int]:
         return _failure_page("generic")
 
 
-def redirect_to_entra(email: str, next_url: str) -> Response:
-    """Redirect to the tenant serving ``email``. On https, the request is also bound to this
-    browser by a cookie the cross-site form_post carries (SameSite=None needs Secure)."""
+def redirect_to_entra(email: str, next_url: str, domain_hint: str = "") -> Response:
+    """Redirect to the tenant serving ``email`` (or ``domain_hint``). On https, the request
+    is also bound to this browser by a cookie the cross-site form_post carries
+    (SameSite=None needs Secure)."""
     secure = runtime().settings.secure_cookies
     binding = secrets.token_urlsafe(32) if secure else None
-    response = redirect(sso_service().start(email, next_url, binding), 303)
+    response = redirect(sso_service().start(email, next_url, binding, domain_hint), 303)
     if binding is not None:
         response.set_cookie(
             FLOW_COOKIE,

@@ -123,5 +123,7 @@ class AuthorizationPolicy:
             args["prompt"] = "login"
         if params.get("login_hint"):
             args["login_hint"] = params["login_hint"][:320]
+        if params.get("domain_hint"):  # Entra-style home-realm hint: the user's email domain
+            args["domain_hint"] = params["domain_hint"][:253]
         args["next"] = "/authorize?" + urlencode(params)
         return args

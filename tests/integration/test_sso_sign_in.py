@@ -16,6 +16,7 @@ from sqlalchemy import select
 from idp.models import Event, FederatedIdentity, Membership, User, UserSession
 from tests.fake_entra import REMOVE
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events
+from tests.oidc import register_client
 from tests.sso import (
     ADA,
     ATTACKER_CLIENT,
@@ -416,3 +417,36 @@ def test_on_https_the_callback_must_come_from_the_browser_that_started_it(
         # the browser that started the sign-in completes it
         assert w.sign_in().status_code == 303
         assert w.client.get("/account").status_code == 200
+
+
+# --- home-realm hints from relying services -----------------------------------------------
+
+def test_a_relying_services_domain_hint_goes_straight_to_the_tenant(world: World) -> None:
+    rp = register_client(world.runtime)
+    authorize = world.client.get("/authorize", query_string={
+        "client_id": rp.client_id, "redirect_uri": rp.redirect_uri, "response_type": "code",
+        "scope": "openid", "state": "s1", "nonce": "n1", "domain_hint": "contoso.com"})
+    assert authorize.status_code in (302, 303)
+    login = authorize.headers["Location"]
+    assert query(login)["domain_hint"] == "contoso.com"
+    to_entra = world.client.get(login)
+    assert to_entra.status_code == 303
+    url = to_entra.headers["Location"]
+    assert url.startswith(world.fake.authorization_endpoint(TID) + "?")
+    assert query(url)["domain_hint"] == "contoso.com" and "login_hint" not in query(url)
+    world.fake.next_login(TID, ADA)
+    back = world.callback(world.entra(url))
+    assert back.status_code == 303 and "/authorize?" in back.headers["Location"]
+    issued = world.client.get(back.headers["Location"])
+    assert issued.headers["Location"].startswith(rp.redirect_uri + "?code=")
+
+
+def test_domain_hint_with_login_hint_and_unknown_domains(world: World) -> None:
+    both = world.client.get("/login", query_string={"domain_hint": "Contoso.com",
+                                                    "login_hint": "ada@contoso.com"})
+    assert both.status_code == 303
+    params = query(both.headers["Location"])
+    assert params["domain_hint"] == "contoso.com" and params["login_hint"] == "ada@contoso.com"
+    for domain in ("elsewhere.example", "not a domain", "x" * 300):
+        page = world.client.get("/login", query_string={"domain_hint": domain})
+        assert page.status_code == 200 and 'name="password"' in page.get_data(as_text=True)
