@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from idp.models import Event
+from idp.observability.logs import request_id
+from idp.observability.metrics import note_event
 
 ACCOUNT_PRODUCT = "account"
 
@@ -65,6 +67,7 @@ def record_event(
     details: dict[str, Any] | None = None,
 ) -> Event:
     """Add an activity-log row to ``db``'s transaction (the caller commits)."""
+    details = details or {}
     event = Event(
         action=str(tag),
         user_id=user_id,
@@ -73,7 +76,9 @@ def record_event(
         ip=(actor.ip if actor else "")[:45],
         device_id=device_id,
         session_id=session_id,
-        details=details or {},
+        details=details,
+        request_id=request_id.get(),
     )
     db.add(event)
+    note_event(db, str(tag), details)
     return event

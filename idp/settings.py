@@ -76,6 +76,8 @@ class Settings:
     alert_failure_window_minutes: int
     event_retention_days: int
     log_level: str
+    log_format: str
+    metrics_token: str
 
     @property
     def secure_cookies(self) -> bool:
@@ -231,6 +233,11 @@ def _validate(v: dict[str, Any]) -> Settings:
     v["log_level"] = v["log_level"].upper()
     if v["log_level"] not in _LOG_LEVELS:
         raise SettingsError("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
+    v["log_format"] = v["log_format"].lower()
+    if v["log_format"] not in ("text", "json"):
+        raise SettingsError("log_format", "must be text or json")
+    if v["metrics_token"] and len(v["metrics_token"]) < 32:
+        raise SettingsError("metrics_token", "must be at least 32 characters (or empty)")
     if v["secret_key"] and len(v["secret_key"]) < 32:
         raise SettingsError("secret_key", "must be at least 32 characters")
     if not v["redis_prefix"]:

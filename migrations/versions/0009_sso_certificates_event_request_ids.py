@@ -1,4 +1,4 @@
-"""SSO connections: certificate credentials (client_assertion)
+"""SSO connections: certificate credentials (client_assertion); request id on events
 
 Revision ID: 0009
 Revises: 0006
@@ -24,9 +24,15 @@ def upgrade() -> None:
             "client_secret", existing_type=sa.String(length=1000), type_=sa.Text()
         )
         batch_op.add_column(sa.Column("certificate", sa.Text(), server_default="", nullable=False))
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("request_id", sa.String(length=64), server_default="", nullable=False)
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_column("request_id")
     with op.batch_alter_table("sso_connections", schema=None) as batch_op:
         batch_op.drop_column("certificate")
         batch_op.alter_column(
