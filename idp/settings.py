@@ -78,6 +78,7 @@ class Settings:
     log_level: str
     log_format: str
     metrics_token: str
+    outbox_lease_seconds: int
 
     @property
     def secure_cookies(self) -> bool:
@@ -208,6 +209,7 @@ def _validate(v: dict[str, Any]) -> Settings:
         "second_factor_attempts_per_minute",
         "alert_failure_window_minutes",
         "event_retention_days",
+        "outbox_lease_seconds",
     ):
         if v[name] < 1:
             raise SettingsError(name, "must be at least 1")

@@ -39,7 +39,9 @@ def build_worker(runtime: Runtime) -> OutboxWorker:
         handlers[LOGIN_FAILURE_ALERT] = FailureAlertSender(runtime.session_factory, postman)
     else:
         log.warning("IDP_SMTP_URL is unset: mail stays queued in the outbox until it is set")
-    return OutboxWorker(runtime.session_factory, handlers)
+    return OutboxWorker(
+        runtime.session_factory, handlers, lease_seconds=settings.outbox_lease_seconds
+    )
 
 
 def start_in_thread(runtime: Runtime) -> threading.Event:
