@@ -60,12 +60,18 @@ def request_submit() -> Response:
 
 
 def _link_page(
-    token: str | None, *, needs_code: bool = False, error: str | None = None, status: int = 200
+    token: str | None,
+    *,
+    email: str = "",
+    needs_code: bool = False,
+    error: str | None = None,
+    status: int = 200,
 ) -> Response:
     return make_response(
         render_template(
             "password/reset.html",
             token=token,
+            email=email,
             needs_code=needs_code,
             error=error,
             min_length=runtime().passwords.min_length,
@@ -80,14 +86,14 @@ def link(token: str) -> Response:
         found = password_reset_service().find(token)
     except ResetLinkError:
         return _link_page(None, error=INVALID_LINK, status=400)
-    return _link_page(token, needs_code=found.needs_code)
+    return _link_page(token, email=found.user.email, needs_code=found.needs_code)
 
 
 @bp.post("/password/reset/<token>")
 def link_submit(token: str) -> Response:
     service = password_reset_service()
     try:
-        needs_code = service.find(token).needs_code
+        found = service.find(token)
         service.reset(
             token,
             request.form.get("new_password", ""),
@@ -97,9 +103,17 @@ def link_submit(token: str) -> Response:
     except ResetLinkError:
         return _link_page(None, error=INVALID_LINK, status=400)
     except RateLimited as limited:
-        response = _link_page(token, needs_code=True, error=TOO_MANY, status=429)
+        response = _link_page(
+            token, email=found.user.email, needs_code=True, error=TOO_MANY, status=429
+        )
         response.headers["Retry-After"] = str(limited.retry_after)
         return response
     except ResetRefused as exc:
-        return _link_page(token, needs_code=needs_code, error=exc.message, status=400)
+        return _link_page(
+            token,
+            email=found.user.email,
+            needs_code=found.needs_code,
+            error=exc.message,
+            status=400,
+        )
     return redirect(url_for("login.login_form", reset=1), 303)
