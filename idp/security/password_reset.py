@@ -4,10 +4,11 @@ Follows the OWASP Forgot Password Cheat Sheet and NIST SP 800-63B §6.1.2.3 (a m
 is replaced after proof of possession of a recovery secret sent to an address of record):
 
 - asking (``/password/forgot``) answers the same page for every address, and costs the same:
-  the same statements run whether the account exists or not (a lookup, a delete of earlier
-  links, an activity-log row, one commit); only a known account gets a link. The mail goes
-  through the outbox, so the answer never waits for SMTP. The form is rate limited per
-  address and per IP (:mod:`idp.security.mail_requests`);
+  the request only adds one outbox row (``password_reset_request``, the typed address and the
+  client's IP) and commits — the account is not even looked up on the request path. The
+  worker (:class:`ResetLinkIssuer`) looks it up, issues the link and queues the mail for a
+  known account, and records the request in the activity log either way. The form is rate
+  limited per address and per IP (:mod:`idp.security.mail_requests`);
 - the link is 256 random bits, stored only as SHA-256 (``one_time_tokens``), expires after
   ``IDP_PASSWORD_RESET_LINK_MINUTES``, is spent by one conditional UPDATE, and is
   superseded by a newer link (earlier ones are deleted when a new one is issued);
@@ -33,15 +34,16 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from idp.accounts import AccountService
 from idp.events import Actor, EventTag, record_event
 from idp.mail import messages, queue_mail
 from idp.models import OneTimeToken, User, UserSession, utcnow
+from idp.outbox import enqueue
 from idp.security.devices import hash_key
 from idp.security.lockout import ACCOUNT_BUCKET, LockoutService
 from idp.security.passwords import PasswordPolicyError, PasswordService
@@ -51,7 +53,18 @@ from idp.settings import Settings
 from idp.store import Store
 
 RESET_PURPOSE = "password_reset"
+RESET_REQUEST = "password_reset_request"  # the outbox kind of a request
 PASSWORD_RESET = "password_reset"  # the end reason of the sessions a reset signs out
+
+
+def credential_stamp(db: Session, user_id: str, password_hash: str | None) -> str:
+    """What a reset link is bound to: SHA-256 of the password hash and of the number of
+    sessions the account ever started. It changes with every password change and every
+    successful sign-in."""
+    started = db.scalar(
+        select(func.count()).select_from(UserSession).where(UserSession.user_id == user_id)
+    )
+    return hashlib.sha256(f"{password_hash or ''}\n{started or 0}".encode()).hexdigest()
 
 
 class ResetLinkError(Exception):
@@ -131,60 +144,18 @@ class PasswordResetService:
         self.actor = actor
         self.clock = clock
 
-    # The binding -------------------------------------------------------------------------
-    def credential_stamp(self, user_id: str, password_hash: str | None) -> str:
-        """SHA-256 of the password hash and of the number of sessions the account started:
-        it changes with every password change and every successful sign-in."""
-        started = self.db.scalar(
-            select(func.count()).select_from(UserSession).where(UserSession.user_id == user_id)
-        )
-        return hashlib.sha256(f"{password_hash or ''}\n{started or 0}".encode()).hexdigest()
-
     # Asking --------------------------------------------------------------------------------
     def request(self, email: str) -> None:
-        """Mail a reset link when an account has this address; otherwise do the same work
-        and send nothing. Commits; the caller answers the same page either way."""
-        user = self.accounts.find_user_by_email(email) if len(email) <= 320 else None
-        user_id = user.id if user is not None else ""
-        # The same statements for a known and an unknown address (timing): supersede the
-        # earlier links, read the stamp, record the request.
-        self.db.execute(
-            delete(OneTimeToken).where(
-                OneTimeToken.user_id == user_id,
-                OneTimeToken.purpose == RESET_PURPOSE,
-                OneTimeToken.used_at.is_(None),
-            )
-        )
-        stamp = self.credential_stamp(user_id, user.password_hash if user else None)
-        token = secrets.token_urlsafe(32)
-        if user is not None:
-            now = self.clock()
-            self.db.add(
-                OneTimeToken(
-                    purpose=RESET_PURPOSE,
-                    user_id=user.id,
-                    token_hash=hash_key(token),
-                    binding=stamp,
-                    created_at=now,
-                    expires_at=now + timedelta(minutes=self.settings.password_reset_link_minutes),
-                )
-            )
-            queue_mail(
-                self.db,
-                user.email,
-                messages.password_reset(
-                    user,
-                    f"{self.settings.issuer}/password/reset/{token}",
-                    self.settings.password_reset_link_minutes,
-                    needs_code=self.c.second_factor.is_enabled(user),
-                ),
-            )
-        record_event(
+        """Queue the request for the worker (:class:`ResetLinkIssuer`); the same statements for
+        every address, known or not. Commits."""
+        enqueue(
             self.db,
-            EventTag.PASSWORD_RESET_REQUESTED,
-            user_id=user.id if user else None,
-            organization_id=self.accounts.primary_organization_id(user_id),
-            actor=self.actor,
+            RESET_REQUEST,
+            {
+                "email": email[:320],
+                "ip": self.actor.ip if self.actor else "",
+                "user_agent": (self.actor.user_agent if self.actor else "")[:200],
+            },
         )
         self.db.commit()
 
@@ -206,7 +177,7 @@ class PasswordResetService:
             raise ResetLinkError("used")
         if row.expires_at <= self.clock():
             raise ResetLinkError("expired")
-        stamp = self.credential_stamp(user.id, user.password_hash)
+        stamp = credential_stamp(self.db, user.id, user.password_hash)
         if row.binding is None or not hmac.compare_digest(row.binding, stamp):
             raise ResetLinkError("stale")  # signed in or changed the password since
         return ResetLink(row, user, self.c.second_factor.is_enabled(user))
@@ -286,3 +257,73 @@ class PasswordResetService:
             details={"method": method, "sessions_ended": ended},
         )
         self.db.commit()
+
+
+class ResetLinkIssuer:
+    """Outbox handler of ``password_reset_request``: for a known account, supersede its
+    earlier links, issue a new one bound to the credential stamp and queue the mail; for any
+    address, record the request in the activity log (with ``user_id`` only when known)."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        passwords: PasswordService,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self.passwords = passwords
+        self.clock = clock
+
+    def __call__(self, payload: dict[str, Any]) -> None:
+        actor = Actor(ip=str(payload.get("ip", "")), user_agent=str(payload.get("user_agent", "")))
+        with self.session_factory() as db:
+            self.issue(db, str(payload["email"]), actor)
+
+    def issue(self, db: Session, email: str, actor: Actor) -> str | None:
+        """Issue and mail a link when an account has ``email``; the raw token, or None.
+        Commits."""
+        accounts = AccountService(db, self.passwords)
+        user = accounts.find_user_by_email(email) if len(email) <= 320 else None
+        token = None
+        if user is not None:
+            db.execute(
+                delete(OneTimeToken).where(
+                    OneTimeToken.user_id == user.id,
+                    OneTimeToken.purpose == RESET_PURPOSE,
+                    OneTimeToken.used_at.is_(None),
+                )
+            )
+            token = secrets.token_urlsafe(32)
+            now = self.clock()
+            minutes = self.settings.password_reset_link_minutes
+            db.add(
+                OneTimeToken(
+                    purpose=RESET_PURPOSE,
+                    user_id=user.id,
+                    token_hash=hash_key(token),
+                    binding=credential_stamp(db, user.id, user.password_hash),
+                    created_at=now,
+                    expires_at=now + timedelta(minutes=minutes),
+                )
+            )
+            queue_mail(
+                db,
+                user.email,
+                messages.password_reset(
+                    user,
+                    f"{self.settings.issuer}/password/reset/{token}",
+                    minutes,
+                    needs_code=user.totp_enabled_at is not None and user.totp_secret is not None,
+                ),
+            )
+        record_event(
+            db,
+            EventTag.PASSWORD_RESET_REQUESTED,
+            user_id=user.id if user else None,
+            organization_id=accounts.primary_organization_id(user.id) if user else None,
+            actor=actor,
+        )
+        db.commit()
+        return token
