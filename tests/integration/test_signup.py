@@ -255,6 +255,12 @@ def test_an_sso_enforced_domain_goes_to_its_organization_instead(world: World) -
     assert count(world.runtime, OutboxItem) == 0
     # Not enforced: an ordinary sign-up.
     assert sign_up(world.client, email="someone@fabrikam.com").status_code == 200
+    # "Forgot your password?" too: its members have no password here.
+    page = world.client.get("/password/forgot").get_data(as_text=True)
+    forgot = world.client.post("/password/forgot", data={
+        "csrf_token": csrf_token(page), "email": "ada@contoso.com"})
+    assert forgot.status_code == 303
+    assert forgot.headers["Location"].startswith(world.fake.authorization_endpoint(TID))
 
 
 def test_idp_user_create_unverified_mails_a_link(tmp_path: Path, database_url: str) -> None:
