@@ -1,6 +1,7 @@
 """Does the "Forgot your password?" form answer as fast for an unknown address as for a known
 one? Prints the response-time medians of both, side by side (never a pass/fail: timing
-assertions do not belong in tests; see bench/README.md).
+assertions do not belong in tests; see bench/README.md). ``--form signup`` measures the
+sign-up form the same way (an address with an account, and a new one).
 
 Setup: its own PostgreSQL database and Redis prefix (removed at the end), one account made with
 ``idp user create``, ``gunicorn 'idp:create_app()'`` with one worker (requests one at a time,
@@ -49,16 +50,20 @@ def _create_account(settings: dict[str, str]) -> None:
     )
 
 
-def _timed_request(base: str, email: str) -> tuple[float, int, str]:
+def _timed_request(base: str, path: str, email: str) -> tuple[float, int, str]:
     browser = requests.Session()
-    page = browser.get(base + "/password/forgot", timeout=30).text
+    page = browser.get(base + path, timeout=30).text
     match = CSRF_FIELD.search(page)
-    assert match, "no CSRF field on /password/forgot"
+    assert match, f"no CSRF field on {path}"
+    form = {"csrf_token": match.group(1), "email": email}
+    if path == "/signup":
+        form.update(first_name="Bench", last_name="Mark", password="another long passphrase",
+                    password_again="another long passphrase")
     start = time.perf_counter()
-    response = browser.post(base + "/password/forgot", timeout=30,
-                            data={"csrf_token": match.group(1), "email": email})
+    response = browser.post(base + path, timeout=30, data=form)
     elapsed = time.perf_counter() - start
-    return elapsed, response.status_code, CSRF_FIELD.sub("", response.text)
+    # The sign-up page repeats the typed address; the rest must not differ.
+    return elapsed, response.status_code, CSRF_FIELD.sub("", response.text).replace(email, "@")
 
 
 def _summary(label: str, samples: list[float]) -> str:
@@ -72,13 +77,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=200, help="known+unknown pairs (200)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed pairs first (20)")
+    parser.add_argument("--form", choices=["reset", "signup"], default="reset",
+                        help="the form to measure (reset)")
     options = parser.parse_args()
+    path = "/password/forgot" if options.form == "reset" else "/signup"
     with (postgres_database() as database_url, redis_prefix() as prefix,
           tempfile.TemporaryDirectory() as tmp):
         port = free_port()
         settings = base_settings(database_url, prefix, Path(tmp) / "var", port)
         settings.update(email_requests_per_address_per_hour="100000000",
-                        email_requests_per_ip_per_hour="100000000")
+                        email_requests_per_ip_per_hour="100000000", signup_enabled="true")
         _create_account(settings)
         with gunicorn(settings, port, 1, Path(tmp) / "gunicorn.log"):
             base = f"http://{HOST}:{port}"
@@ -89,18 +97,19 @@ def main() -> None:
                 random.shuffle(kinds)
                 for kind in kinds:
                     email = KNOWN if kind == "known" else f"nobody{round_number}@example.com"
-                    elapsed, status, body = _timed_request(base, email)
+                    elapsed, status, body = _timed_request(base, path, email)
                     assert status == 200, status
                     bodies[kind].add(body)
                     if round_number >= options.warmup:
                         times[kind].append(elapsed)
-    print(f"POST /password/forgot, {options.rounds} rounds, gunicorn 1 worker, PostgreSQL")
+    print(f"POST {path}, {options.rounds} rounds, gunicorn 1 worker, PostgreSQL")
     print(_summary("known", times["known"]))
     print(_summary("unknown", times["unknown"]))
     difference = statistics.median(times["known"]) - statistics.median(times["unknown"])
     print(f"median difference (known - unknown): {difference * 1000:+.2f} ms")
     same = bodies["known"] == bodies["unknown"] and len(bodies["known"]) == 1
-    print(f"bodies identical apart from the CSRF token: {'yes' if same else 'NO'}")
+    print(f"bodies identical apart from the CSRF token (and the typed address): "
+          f"{'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":

@@ -238,6 +238,28 @@ def test_sign_up_is_limited_per_address(
         rt.close()
 
 
+def test_send_the_link_again_is_limited_with_the_other_mail_forms(
+    tmp_path: Path, database_url: str, redis_url: str, smtp: MailServer
+) -> None:
+    app = _app(tmp_path, database_url, redis_url, smtp, email_requests_per_address_per_hour=2)
+    rt: Runtime = app.extensions["idp"]
+    try:
+        browser = app.test_client()
+        assert sign_up(browser).status_code == 200  # the address's first mail
+        blocked = sign_in(browser, email=BOB).get_data(as_text=True)
+        ticket = re.search(r'name="ticket" value="([^"]+)"', blocked)
+        assert ticket is not None
+        form = {"csrf_token": csrf_token(blocked), "ticket": ticket.group(1)}
+        assert browser.post("/login/verify-email", data=form).status_code == 200
+        limited = browser.post("/login/verify-email", data=form)
+        assert limited.status_code == 429 and "Retry-After" in limited.headers
+        assert len(verification_links(rt, smtp)) == 2
+    finally:
+        empty_tables(rt)
+        rt.store.delete_prefix()
+        rt.close()
+
+
 @pytest.fixture
 def world(tmp_path: Path, database_url: str, redis_url: str,
           monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
