@@ -49,6 +49,7 @@ from idp.security.lockout import ACCOUNT_BUCKET, LockoutService
 from idp.security.passwords import PasswordPolicyError, PasswordService
 from idp.security.ratelimit import RateLimiter
 from idp.security.session_list import SessionListService
+from idp.security.two_factor import TwoFactorService, totp_box
 from idp.settings import Settings
 from idp.store import Store
 
@@ -315,7 +316,9 @@ class ResetLinkIssuer:
                     user,
                     f"{self.settings.issuer}/password/reset/{token}",
                     minutes,
-                    needs_code=user.totp_enabled_at is not None and user.totp_secret is not None,
+                    needs_code=TwoFactorService(
+                        db, self.passwords, totp_box(self.settings)
+                    ).is_enabled(user),
                 ),
             )
         record_event(
