@@ -21,14 +21,18 @@ from idp.security.alerts import AlertService
 from idp.security.authentication import AuthenticationService, SignInCollaborators
 from idp.security.device_trust import DeviceTrust
 from idp.security.devices import DEVICE_COOKIE, ClientInfo
+from idp.security.email_verification import EmailVerificationService
 from idp.security.lockout import LockoutService
+from idp.security.mail_requests import MailRequestLimits
 from idp.security.notifications import AccountNotifier
 from idp.security.password_change import PasswordChangeService
+from idp.security.password_reset import PasswordResetService, ResetCollaborators
 from idp.security.ratelimit import RateLimiter
 from idp.security.session_list import SessionListService
 from idp.security.sessions import ActiveSession, SessionService
 from idp.security.two_factor import TwoFactorService, totp_box
 from idp.settings import Settings
+from idp.signup import SignupService
 from idp.store import Store
 
 if TYPE_CHECKING:
@@ -154,6 +158,47 @@ def password_change_service() -> PasswordChangeService:
         rate_limiter(),
         rt.store,
         account_service(),
+        actor=client_actor(),
+    )
+
+
+def mail_request_limits() -> MailRequestLimits:
+    rt = runtime()
+    return MailRequestLimits(rate_limiter(), rt.store, rt.settings)
+
+
+def email_verification_service() -> EmailVerificationService:
+    return EmailVerificationService(
+        request_db(), runtime().settings, account_service(), actor=client_actor()
+    )
+
+
+def password_reset_service() -> PasswordResetService:
+    rt = runtime()
+    return PasswordResetService(
+        request_db(),
+        account_service(),
+        rt.passwords,
+        rt.store,
+        rt.settings,
+        ResetCollaborators(
+            lockout=lockout_service(),
+            sessions=session_list_service(),
+            second_factor=two_factor_service(),
+            limiter=rate_limiter(),
+        ),
+        actor=client_actor(),
+    )
+
+
+def signup_service() -> SignupService:
+    rt = runtime()
+    return SignupService(
+        request_db(),
+        account_service(),
+        rt.passwords,
+        email_verification_service(),
+        rt.settings,
         actor=client_actor(),
     )
 

@@ -75,6 +75,11 @@ class Settings:
     second_factor_attempts_per_minute: int
     alert_failure_window_minutes: int
     event_retention_days: int
+    password_reset_link_minutes: int
+    email_verification_link_hours: int
+    email_requests_per_address_per_hour: int
+    email_requests_per_ip_per_hour: int
+    signup_enabled: bool
     log_level: str
     log_format: str
     metrics_token: str
@@ -109,7 +114,17 @@ def _read_toml(path: Path, name: str) -> dict[str, Any]:
         raise SettingsError(name, f"cannot read {path}: {exc}") from None
 
 
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
 def _coerce(name: str, kind: type, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise SettingsError(name, f"must be true or false, not {value!r}")
     if kind is int:
         if isinstance(value, bool):
             raise SettingsError(name, f"must be a whole number, not {value!r}")
@@ -210,6 +225,10 @@ def _validate(v: dict[str, Any]) -> Settings:
         "alert_failure_window_minutes",
         "event_retention_days",
         "outbox_lease_seconds",
+        "password_reset_link_minutes",
+        "email_verification_link_hours",
+        "email_requests_per_address_per_hour",
+        "email_requests_per_ip_per_hour",
     ):
         if v[name] < 1:
             raise SettingsError(name, "must be at least 1")
@@ -230,6 +249,10 @@ def _validate(v: dict[str, Any]) -> Settings:
         )
     if v["event_retention_days"] > 36500:
         raise SettingsError("event_retention_days", "must be at most 36500 (100 years)")
+    if v["password_reset_link_minutes"] > 1440:
+        raise SettingsError("password_reset_link_minutes", "must be at most 1440 (one day)")
+    if v["email_verification_link_hours"] > 168:
+        raise SettingsError("email_verification_link_hours", "must be at most 168 (one week)")
     if v["proxy_hops"] < 0:
         raise SettingsError("proxy_hops", "must be 0 or more")
     v["log_level"] = v["log_level"].upper()

@@ -121,6 +121,10 @@ CATALOG: dict[str, Entry] = {
                 "Someone tried to sign in while your account was locked",
                 "Someone tried to sign in to {who}'s account while it was locked",
             ),
+            "email_unverified": _w(
+                "Someone entered your password before your email address was verified",
+                "Someone entered {who}'s password before their email address was verified",
+            ),
         },
     ),
     EventTag.SECOND_FACTOR_FAILURE: Entry(
@@ -146,12 +150,45 @@ CATALOG: dict[str, Entry] = {
                 "One of your sessions was signed out because your password was changed",
                 "One of {who}'s sessions was signed out because their password was changed",
             ),
+            "password_reset": _w(
+                "One of your sessions was signed out because your password was reset",
+                "One of {who}'s sessions was signed out because their password was reset",
+            ),
         },
     ),
     EventTag.PASSWORD_CHANGED: Entry(
         "Password changed",
         ActionGroup.SECURITY,
         _w("You changed your password", "{who} changed their password"),
+    ),
+    EventTag.PASSWORD_RESET_REQUESTED: Entry(
+        "Password reset requested",
+        ActionGroup.SECURITY,
+        _w(
+            "Someone asked for a link to reset your password",
+            "Someone asked for a link to reset {who}'s password",
+        ),
+    ),
+    EventTag.PASSWORD_RESET: Entry(
+        "Password reset",
+        ActionGroup.SECURITY,
+        _w(
+            "Your password was reset with a link sent to your email address",
+            "{who}'s password was reset with a link sent to their email address",
+        ),
+    ),
+    EventTag.EMAIL_VERIFIED: Entry(
+        "Email verified",
+        ActionGroup.SECURITY,
+        _w("You verified your email address", "{who} verified their email address"),
+    ),
+    EventTag.SIGNUP_EXISTING_ADDRESS: Entry(
+        "Sign-up with your address",
+        ActionGroup.SECURITY,
+        _w(
+            "Someone tried to create a new account with your email address",
+            "Someone tried to create a new account with {who}'s email address",
+        ),
     ),
     EventTag.ACCOUNT_LOCKED: Entry(
         "Account locked",

@@ -21,8 +21,10 @@ def register_flows(app: Flask) -> None:
         login,
         ops,
         password,
+        password_reset,
         security,
         sessions,
+        signup,
         sso,
         sso_admin,
         two_factor,
@@ -32,6 +34,8 @@ def register_flows(app: Flask) -> None:
     app.register_blueprint(login.bp)
     app.register_blueprint(sso.bp)
     app.register_blueprint(unlock.bp)
+    app.register_blueprint(password_reset.bp)
+    app.register_blueprint(signup.bp)
     app.register_blueprint(security.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(sso_admin.bp)

@@ -1,4 +1,9 @@
-"""Standard claims about a user, by scope (OIDC Core §5.1, §5.4)."""
+"""Standard claims about a user, by scope (OIDC Core §5.1, §5.4).
+
+``email_verified`` is the account's own flag, read when the ID token or the userinfo answer is
+made: true only once idp took the steps of §5.1 (an operator vouched for the address, the
+address was confirmed with a mailed link, or the domain owner verified it at Entra ID).
+"""
 
 from __future__ import annotations
 
