@@ -193,14 +193,7 @@ def password_reset_service() -> PasswordResetService:
 
 def signup_service() -> SignupService:
     rt = runtime()
-    return SignupService(
-        request_db(),
-        account_service(),
-        rt.passwords,
-        email_verification_service(),
-        rt.settings,
-        actor=client_actor(),
-    )
+    return SignupService(request_db(), rt.passwords, actor=client_actor())
 
 
 def signed_in_user() -> tuple[ActiveSession, User] | None:

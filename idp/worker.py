@@ -1,5 +1,5 @@
 """The background worker: delivers the outbox (back-channel logouts, mail, login alerts,
-password reset requests).
+password reset requests, sign-ups).
 
 ``idp worker`` runs it as its own process; embedded ``idp serve`` runs it in a thread. Without
 ``IDP_SMTP_URL`` the mail handlers are not registered: mail rows stay queued, never dropped,
@@ -21,6 +21,7 @@ from idp.provider.logout import BACKCHANNEL_LOGOUT, BackchannelLogoutSender
 from idp.runtime import Runtime
 from idp.security.alerts import LOGIN_FAILURE_ALERT, FailureAlertSender
 from idp.security.password_reset import RESET_REQUEST, ResetLinkIssuer
+from idp.signup import SIGNUP_REQUEST, SignupRequestHandler
 
 log = logging.getLogger("idp.worker")
 
@@ -38,6 +39,8 @@ def build_worker(runtime: Runtime) -> OutboxWorker:
         BACKCHANNEL_LOGOUT: sender,
         # Issues reset links and queues their mail (which waits for SMTP like any mail).
         RESET_REQUEST: ResetLinkIssuer(runtime.session_factory, settings, runtime.passwords),
+        # Creates the account or mails the existing owner; its mail waits for SMTP too.
+        SIGNUP_REQUEST: SignupRequestHandler(runtime.session_factory, settings, runtime.passwords),
     }
     if settings.smtp_url:
         postman = Postman.from_settings(settings)

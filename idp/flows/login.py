@@ -148,7 +148,11 @@ def login_submit() -> Response | tuple[str, int]:
     except EmailNotVerified as unverified:
         # Only after the right password: nothing is revealed to someone who does not know it.
         return render_template(
-            "login/unverified.html", ticket=unverified.ticket, sent=False, limited=False
+            "login/unverified.html",
+            ticket=unverified.ticket,
+            sent=False,
+            limited=False,
+            next=safe_next(target, default=""),
         ), 403
     if isinstance(outcome, SecondFactorRequired):
         response = redirect(

@@ -5,6 +5,9 @@ Thin views over :class:`idp.security.password_reset.PasswordResetService`. The r
 answers the same for every address; past the per-address or per-IP limit it answers the same
 page with 429 and ``Retry-After``. An SSO-enforced domain goes to its organization's Entra ID,
 as at ``/login``: its members have no password here.
+
+A ``next`` from the sign-in page (a same-origin path, :func:`~idp.security.redirects.safe_next`)
+is kept with the reset link, server-side, and after the reset the sign-in page returns to it.
 """
 
 from __future__ import annotations
@@ -16,11 +19,16 @@ from idp.flows.login import _enforced_sso
 from idp.runtime import runtime
 from idp.security.password_reset import ResetLinkError, ResetRefused
 from idp.security.ratelimit import RateLimited
+from idp.security.redirects import safe_next
 from idp.services import mail_request_limits, password_reset_service
 
 bp = Blueprint("password_reset", __name__)
 INVALID_LINK = "This password reset link is invalid, has already been used, or has expired."
 TOO_MANY = "Too many attempts. Wait a minute and try again."
+
+
+def _next() -> str:
+    return safe_next(request.values.get("next"), default="")
 
 
 def _request_page(*, sent: bool, error: str | None = None, status: int = 200) -> Response:
@@ -29,6 +37,7 @@ def _request_page(*, sent: bool, error: str | None = None, status: int = 200) ->
             "password/forgot.html",
             sent=sent,
             error=error,
+            next=_next(),
             minutes=runtime().settings.password_reset_link_minutes,
         ),
         status,
@@ -45,7 +54,7 @@ def request_submit() -> Response:
     email = request.form.get("email", "").strip()[:320]
     if not email or "@" not in email:
         return _request_page(sent=False, error="Enter your email address.", status=400)
-    enforced = _enforced_sso(email, "")
+    enforced = _enforced_sso(email, _next())
     if enforced is not None:
         return enforced
     try:
@@ -54,7 +63,7 @@ def request_submit() -> Response:
         response = _request_page(sent=True, status=429)
         response.headers["Retry-After"] = str(limited.retry_after)
         return response
-    password_reset_service().request(email)
+    password_reset_service().request(email, return_to=_next())
     # The same answer whether or not an account has this address.
     return _request_page(sent=True)
 
@@ -116,4 +125,5 @@ def link_submit(token: str) -> Response:
             error=exc.message,
             status=400,
         )
-    return redirect(url_for("login.login_form", reset=1), 303)
+    target = safe_next(found.row.return_to, default="") or None
+    return redirect(url_for("login.login_form", reset=1, next=target), 303)

@@ -7,6 +7,11 @@ Thin views over :class:`idp.signup.SignupService` and
 same for a new and an existing address; an SSO-enforced domain goes to its organization's
 Entra ID instead, as at ``/login``. Opening a verification link only shows a button: the POST
 verifies, so mail scanners that fetch links verify nothing.
+
+A ``next`` (a same-origin path, :func:`~idp.security.redirects.safe_next`, e.g. the
+authorization request of the relying service the person came from) travels from the sign-in
+page through the sign-up form to the verification link (kept with it, server-side), and from
+there to the sign-in page, which returns to it after signing in.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from idp.flows.login import _enforced_sso
 from idp.runtime import runtime
 from idp.security.email_verification import VerificationLinkError
 from idp.security.ratelimit import RateLimited
+from idp.security.redirects import safe_next
 from idp.services import (
     authentication_service,
     email_verification_service,
@@ -30,6 +36,10 @@ bp = Blueprint("signup", __name__)
 INVALID_LINK = "This verification link is invalid, has already been used, or has expired."
 
 
+def _next() -> str:
+    return safe_next(request.values.get("next"), default="")
+
+
 def _signup_page(
     *, sent: bool, form: SignupForm | None = None, error: str | None = None, status: int = 200
 ) -> Response:
@@ -39,6 +49,7 @@ def _signup_page(
             sent=sent,
             form=form,
             error=error,
+            next=_next(),
             min_length=runtime().passwords.min_length,
             hours=runtime().settings.email_verification_link_hours,
         ),
@@ -68,14 +79,14 @@ def signup_submit() -> Response:
         confirmation=request.form.get("password_again", ""),
     )
     if form.email and "@" in form.email:
-        enforced = _enforced_sso(form.email, "")
+        enforced = _enforced_sso(form.email, _next())
         if enforced is not None:
             return enforced
     service = signup_service()
     try:
         service.check(form)
         mail_request_limits().check(request.remote_addr or "", form.email)
-        service.sign_up(form)
+        service.sign_up(form, return_to=_next())
     except SignupError as exc:
         return _signup_page(sent=False, form=form, error=exc.message, status=400)
     except RateLimited as limited:
@@ -102,13 +113,15 @@ def verify_form(token: str) -> Response:
 def verify_submit(token: str) -> Response:
     service = email_verification_service()
     try:
-        service.confirm(token)
+        verified = service.confirm(token)
     except VerificationLinkError:
         return make_response(
             render_template("signup/verify.html", token=None, error=INVALID_LINK), 400
         )
     service.db.commit()
-    return redirect(url_for("login.login_form", verified=1), 303)
+    # Checked again on the way out: the stored value was checked when it was stored.
+    target = safe_next(verified.return_to, default="") or None
+    return redirect(url_for("login.login_form", verified=1, next=target), 303)
 
 
 @bp.post("/login/verify-email")
@@ -121,14 +134,18 @@ def resend() -> Response:
         mail_request_limits().check(request.remote_addr or "", user.email)
     except RateLimited as limited:
         response = make_response(
-            render_template("login/unverified.html", ticket=ticket, sent=False, limited=True),
+            render_template(
+                "login/unverified.html", ticket=ticket, sent=False, limited=True, next=_next()
+            ),
             429,
         )
         response.headers["Retry-After"] = str(limited.retry_after)
         return response
     verification = email_verification_service()
-    verification.start_email_verification(user)
+    verification.start_email_verification(user, return_to=_next())
     verification.db.commit()
     return make_response(
-        render_template("login/unverified.html", ticket=ticket, sent=True, limited=False)
+        render_template(
+            "login/unverified.html", ticket=ticket, sent=True, limited=False, next=_next()
+        )
     )

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    false,
     true,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -53,6 +54,9 @@ class User(Base):
     last_name: Mapped[str] = mapped_column(String(100), default="")
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Made by sign-up at /signup (not by an operator or SSO): such an account is deleted when
+    # its address is never verified (``idp accounts purge-unverified``).
+    created_by_signup: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     # Lockout: failed attempts before the account locks (None: the instance default). A lock
     # is durable here; ``lock_id`` changes with every lock so unlock links bind to one lock.

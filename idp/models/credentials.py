@@ -10,6 +10,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.models.base import Base, UTCDateTime, new_id, utcnow
 
+# The longest "where to go afterwards" kept with a link; a longer one is dropped (the owner
+# then lands on their account page), never cut short.
+RETURN_TO_MAX = 2000
+
 
 class RecoveryCode(Base):
     """A single-use recovery code; only its hash is stored."""
@@ -36,6 +40,10 @@ class OneTimeToken(Base):
     binding: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # The email address an email verification link verifies (None for other purposes).
     address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    # Where the browser goes after the link is used and the owner signs in: a same-origin path
+    # (``safe_next``), e.g. the authorization request of the relying service the owner came from.
+    # Kept here, not in the mailed URL, so the link stays short.
+    return_to: Mapped[str | None] = mapped_column(String(RETURN_TO_MAX), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

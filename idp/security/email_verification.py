@@ -49,6 +49,7 @@ from idp.accounts import AccountService, normalize_email
 from idp.events import Actor, EventTag, record_event
 from idp.mail import messages, queue_mail
 from idp.models import OneTimeToken, User, utcnow
+from idp.models.credentials import RETURN_TO_MAX
 from idp.security.devices import hash_key
 from idp.settings import Settings
 
@@ -78,6 +79,8 @@ class VerifiedAddress:
     user_id: str
     address: str
     purpose: VerificationPurpose
+    # Where to go after signing in (a same-origin path kept with the link), or "".
+    return_to: str = ""
 
 
 class EmailVerificationService:
@@ -97,9 +100,12 @@ class EmailVerificationService:
         self.clock = clock
 
     # Issuing -------------------------------------------------------------------------------
-    def issue(self, user: User, address: str, purpose: VerificationPurpose) -> str:
+    def issue(
+        self, user: User, address: str, purpose: VerificationPurpose, return_to: str = ""
+    ) -> str:
         """A new raw token for ``address``, superseding the user's earlier links of this
-        purpose (in the caller's transaction)."""
+        purpose (in the caller's transaction). ``return_to``, a same-origin path the caller
+        checked, is kept with the link (not in it) for after the owner signs in."""
         self.db.execute(
             delete(OneTimeToken).where(
                 OneTimeToken.user_id == user.id,
@@ -115,6 +121,7 @@ class EmailVerificationService:
                 user_id=user.id,
                 token_hash=hash_key(token),
                 address=address.strip(),
+                return_to=return_to if 0 < len(return_to) <= RETURN_TO_MAX else None,
                 created_at=now,
                 expires_at=now + timedelta(hours=self.settings.email_verification_link_hours),
             )
@@ -129,11 +136,13 @@ class EmailVerificationService:
         user: User,
         address: str | None = None,
         purpose: VerificationPurpose = VerificationPurpose.ACCOUNT,
+        *,
+        return_to: str = "",
     ) -> str:
         """Issue a link for ``address`` (default: the account's address) and queue the mail
         that carries it, to that address. The caller commits; returns the raw token."""
         address = (address or user.email).strip()
-        token = self.issue(user, address, purpose)
+        token = self.issue(user, address, purpose, return_to)
         queue_mail(
             self.db,
             address,
@@ -200,4 +209,4 @@ class EmailVerificationService:
                 actor=self.actor,
                 details={"address": row.address},
             )
-        return VerifiedAddress(user.id, row.address, purpose)
+        return VerifiedAddress(user.id, row.address, purpose, row.return_to or "")

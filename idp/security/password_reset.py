@@ -43,6 +43,7 @@ from idp.accounts import AccountService
 from idp.events import Actor, EventTag, record_event
 from idp.mail import messages, queue_mail
 from idp.models import OneTimeToken, User, UserSession, utcnow
+from idp.models.credentials import RETURN_TO_MAX
 from idp.outbox import enqueue
 from idp.security.devices import hash_key
 from idp.security.lockout import ACCOUNT_BUCKET, LockoutService
@@ -146,14 +147,16 @@ class PasswordResetService:
         self.clock = clock
 
     # Asking --------------------------------------------------------------------------------
-    def request(self, email: str) -> None:
+    def request(self, email: str, return_to: str = "") -> None:
         """Queue the request for the worker (:class:`ResetLinkIssuer`); the same statements for
-        every address, known or not. Commits."""
+        every address, known or not. ``return_to`` is a same-origin path the caller checked
+        (``safe_next``), kept with the link for after the owner signs in. Commits."""
         enqueue(
             self.db,
             RESET_REQUEST,
             {
                 "email": email[:320],
+                "return_to": return_to if len(return_to) <= RETURN_TO_MAX else "",
                 "ip": self.actor.ip if self.actor else "",
                 "user_agent": (self.actor.user_agent if self.actor else "")[:200],
             },
@@ -280,9 +283,9 @@ class ResetLinkIssuer:
     def __call__(self, payload: dict[str, Any]) -> None:
         actor = Actor(ip=str(payload.get("ip", "")), user_agent=str(payload.get("user_agent", "")))
         with self.session_factory() as db:
-            self.issue(db, str(payload["email"]), actor)
+            self.issue(db, str(payload["email"]), actor, str(payload.get("return_to", "")))
 
-    def issue(self, db: Session, email: str, actor: Actor) -> str | None:
+    def issue(self, db: Session, email: str, actor: Actor, return_to: str = "") -> str | None:
         """Issue and mail a link when an account has ``email``; the raw token, or None.
         Commits."""
         accounts = AccountService(db, self.passwords)
@@ -305,6 +308,7 @@ class ResetLinkIssuer:
                     user_id=user.id,
                     token_hash=hash_key(token),
                     binding=credential_stamp(db, user.id, user.password_hash),
+                    return_to=return_to if 0 < len(return_to) <= RETURN_TO_MAX else None,
                     created_at=now,
                     expires_at=now + timedelta(minutes=minutes),
                 )

@@ -6,12 +6,14 @@ notice. The request page answers the same for known and unknown addresses and is
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pyotp
 import pytest
@@ -29,6 +31,7 @@ from tests.conftest import empty_tables, make_settings
 from tests.helpers import PASSWORD, create_user, csrf_token, events, sign_in
 from tests.integration.test_two_factor import _enable
 from tests.mailserver import MailServer, running_mail_server
+from tests.oidc import hidden_fields
 
 ALICE = "alice@example.com"
 NEW_PASSWORD = "a brand new passphrase for her"
@@ -170,6 +173,43 @@ def test_full_reset_signs_everything_out_and_mails_a_notice(
         row = db.scalar(select(OneTimeToken).where(OneTimeToken.purpose == "password_reset"))
         assert row is not None and row.used_at is not None
         assert url.rsplit("/", 1)[1] not in row.token_hash
+
+
+def test_a_reset_started_from_a_relying_service_returns_to_it(
+    browser: FlaskClient, rt: Runtime, smtp: MailServer
+) -> None:
+    create_user(rt)
+    target = "/authorize?client_id=shop&response_type=code&scope=openid&state=a%26b"
+    login = browser.get("/login", query_string={"next": target}).get_data(as_text=True)
+    forgot_link = re.search(r'id="forgot-link" href="([^"]+)"', login)
+    assert forgot_link is not None
+    forgot = browser.get(html.unescape(forgot_link.group(1))).get_data(as_text=True)
+    assert hidden_fields(forgot)["next"] == target
+    assert browser.post("/password/forgot", data={
+        **hidden_fields(forgot), "email": ALICE}).status_code == 200
+    (url,) = reset_links(rt, smtp)
+    assert "authorize" not in url  # kept with the link, not in the mailed URL
+    done = use_link(browser, url)
+    assert done.status_code == 303
+    location = urlsplit(done.headers["Location"])
+    assert location.path == "/login"
+    assert parse_qs(location.query) == {"reset": ["1"], "next": [target]}
+    page = browser.get(done.headers["Location"]).get_data(as_text=True)
+    assert "Your password was reset" in page and hidden_fields(page)["next"] == target
+    signed_in = sign_in(browser, password=NEW_PASSWORD, next_url=hidden_fields(page)["next"])
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == target
+
+
+def test_a_reset_does_not_return_to_another_origin(
+    browser: FlaskClient, rt: Runtime, smtp: MailServer
+) -> None:
+    create_user(rt)
+    page = browser.get("/password/forgot").get_data(as_text=True)
+    browser.post("/password/forgot", data={
+        "csrf_token": csrf_token(page), "email": ALICE, "next": "//evil.example/"})
+    (url,) = reset_links(rt, smtp)
+    done = use_link(browser, url)
+    assert done.status_code == 303 and done.headers["Location"] == "/login?reset=1"
 
 
 def test_a_link_works_once(browser: FlaskClient, rt: Runtime, smtp: MailServer) -> None:

@@ -6,11 +6,13 @@ default; ``idp user create --unverified``."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from flask import Flask
@@ -19,14 +21,16 @@ from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from idp import create_app
+from idp.accounts import AccountService
 from idp.events import EventTag
 from idp.models import Event, OneTimeToken, OutboxItem, User, UserSession, utcnow
 from idp.runtime import Runtime
-from idp.worker import build_worker
+from idp.signup import SignupRequestHandler
 from tests.conftest import empty_tables, make_settings
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events, sign_in
-from tests.integration.test_password_reset import _text, _without_csrf
+from tests.integration.test_password_reset import _deliver, _text, _without_csrf
 from tests.mailserver import MailServer, running_mail_server
+from tests.oidc import hidden_fields, register_client
 from tests.services import idp_env, run_idp
 from tests.sso import CLIENT_ID, TID, World, make_world
 
@@ -84,7 +88,8 @@ def sign_up(client: FlaskClient, email: str = BOB, password: str = PASSWORD,
 
 
 def verification_links(rt: Runtime, smtp: MailServer, email: str = BOB) -> list[str]:
-    build_worker(rt).run_once()
+    """Every verification link mailed to ``email`` so far (after the worker is idle)."""
+    _deliver(rt)
     return [m.group(1) for message in smtp.to(email)
             if str(message["Subject"]) == "Verify your email address"
             for m in [_VERIFY.search(_text(message))] if m]
@@ -124,6 +129,8 @@ def test_sign_up_then_verify_then_sign_in(browser: FlaskClient, rt: Runtime,
     done = sign_up(browser)
     assert done.status_code == 200
     assert "Check your inbox" in done.get_data(as_text=True)
+    assert _user(rt) is None  # the worker makes the account
+    _deliver(rt)
     user = _user(rt)
     assert user is not None and not user.email_verified and user.first_name == "Bob"
     (url,) = verification_links(rt, smtp)
@@ -157,6 +164,7 @@ def test_sign_up_then_verify_then_sign_in(browser: FlaskClient, rt: Runtime,
 def test_send_the_link_again_supersedes_the_first(browser: FlaskClient, rt: Runtime,
                                                   smtp: MailServer) -> None:
     sign_up(browser)
+    _deliver(rt)
     blocked = sign_in(browser, email=BOB).get_data(as_text=True)
     ticket = re.search(r'name="ticket" value="([^"]+)"', blocked)
     assert ticket is not None
@@ -197,7 +205,7 @@ def test_an_existing_address_gets_the_same_page_and_its_owner_a_notice(
     assert known.status_code == new.status_code == 200
     assert _without_csrf(known.get_data(as_text=True)).replace("carol@", "x@") == \
         _without_csrf(new.get_data(as_text=True)).replace("dave@", "x@")
-    build_worker(rt).run_once()
+    _deliver(rt)
     (notice,) = smtp.to("carol@example.com")
     assert str(notice["Subject"]) == "Someone tried to create an account with your email address"
     assert "/password/forgot" in _text(notice)
@@ -205,6 +213,165 @@ def test_an_existing_address_gets_the_same_page_and_its_owner_a_notice(
     (attempt,) = events(rt, EventTag.SIGNUP_EXISTING_ADDRESS)
     assert attempt.user_id == owner.id
     assert count(rt, User) == 2  # carol and the new dave; nothing else
+
+
+def _outbox(rt: Runtime) -> list[OutboxItem]:
+    with rt.session_factory() as db:
+        return list(db.scalars(select(OutboxItem).order_by(OutboxItem.id)))
+
+
+def test_the_request_only_queues_the_same_row_for_new_and_existing_addresses(
+    signup_app: Flask, rt: Runtime, smtp: MailServer
+) -> None:
+    create_user(rt, "carol@example.com", first_name="Carol")
+    before = count(rt, Event)
+    sign_up(signup_app.test_client(), email="carol@example.com", password="a secret phrase one")
+    sign_up(signup_app.test_client(), email="dave@example.com", password="a secret phrase two")
+    # Nothing but one outbox row each on the request path: no account, no event, no mail yet.
+    assert count(rt, Event) == before and count(rt, User) == 1
+    known, new = _outbox(rt)
+    assert known.kind == new.kind == "signup_request"
+    assert sorted(known.payload) == sorted(new.payload)
+    for item, plain in ((known, "a secret phrase one"), (new, "a secret phrase two")):
+        assert item.payload["password_hash"].startswith("$argon2id$")
+        assert plain not in str(item.payload)  # the hash, never the password
+    _deliver(rt)
+    dave = _user(rt, "dave@example.com")
+    assert dave is not None and not dave.email_verified and dave.created_by_signup
+    assert rt.passwords.verify(dave.password_hash or "", "a secret phrase two")
+    (created,) = events(rt, EventTag.USER_CREATED)[-1:]
+    assert created.user_id == dave.id and created.details == {"via": "signup"}
+    assert [str(m["Subject"]) for m in smtp.to("dave@example.com")] == [
+        "Verify your email address"]
+    # Once handled, the outbox keeps no password hash.
+    assert all("password_hash" not in item.payload for item in _outbox(rt))
+
+
+def test_a_sign_up_handled_twice_does_nothing_the_second_time(
+    browser: FlaskClient, rt: Runtime, smtp: MailServer
+) -> None:
+    sign_up(browser)
+    (item,) = _outbox(rt)
+    handler = SignupRequestHandler(rt.session_factory, rt.settings, rt.passwords)
+    assert handler({**item.payload, "outbox_id": item.id}) is None
+    # A worker that died before marking the row done: the row is delivered again, without
+    # its hash, and neither a second account nor a "someone tried" notice follows.
+    handled = _outbox(rt)[0]
+    assert handled.kind == "signup_request"
+    handler({**handled.payload, "outbox_id": handled.id})
+    _deliver(rt)
+    assert count(rt, User) == 1
+    assert [str(m["Subject"]) for m in smtp.to(BOB)] == ["Verify your email address"]
+    assert events(rt, EventTag.SIGNUP_EXISTING_ADDRESS) == []
+
+
+def test_two_sign_ups_racing_for_one_address_make_one_account(
+    signup_app: Flask, rt: Runtime, smtp: MailServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sign_up(signup_app.test_client(), password="the first passphrase")
+    sign_up(signup_app.test_client(), password="the second passphrase")
+    first, second = _outbox(rt)
+    handler = SignupRequestHandler(rt.session_factory, rt.settings, rt.passwords)
+    handler({**first.payload, "outbox_id": first.id})
+    # The second looks the address up before the first committed (simulated): its INSERT
+    # meets the unique constraint, and it is handled as "the address exists".
+    looked_up: list[str] = []
+    real = AccountService.find_user_by_email
+
+    def racing(self: AccountService, email: str) -> User | None:
+        looked_up.append(email)
+        return None if len(looked_up) == 1 else real(self, email)
+
+    monkeypatch.setattr(AccountService, "find_user_by_email", racing)
+    handler({**second.payload, "outbox_id": second.id})
+    monkeypatch.undo()
+    assert len(looked_up) == 2
+    assert count(rt, User) == 1
+    user = _user(rt)
+    assert user is not None and rt.passwords.verify(user.password_hash or "",
+                                                    "the first passphrase")
+    _deliver(rt)
+    assert sorted(str(m["Subject"]) for m in smtp.to(BOB)) == [
+        "Someone tried to create an account with your email address",
+        "Verify your email address"]
+    (attempt,) = events(rt, EventTag.SIGNUP_EXISTING_ADDRESS)
+    assert attempt.user_id == user.id
+    assert all("password_hash" not in item.payload for item in _outbox(rt))
+
+
+def _authorization_request(rt: Runtime) -> str:
+    rp = register_client(rt)  # first-party: no consent page
+    return "/authorize?" + urlencode({
+        "client_id": rp.client_id, "response_type": "code", "scope": "openid email",
+        "redirect_uri": rp.redirect_uri, "state": "st&te", "nonce": "n0nce"})
+
+
+def _link(page: str, link_id: str) -> str:
+    found = re.search(rf'id="{link_id}" href="([^"]+)"', page)
+    assert found is not None, link_id
+    return html.unescape(found.group(1))
+
+
+def _next_of(location: str) -> str | None:
+    values = parse_qs(urlsplit(location).query).get("next")
+    return values[0] if values else None
+
+
+def test_a_sign_up_from_a_relying_service_returns_to_it(
+    browser: FlaskClient, rt: Runtime, smtp: MailServer
+) -> None:
+    to_login = browser.get(_authorization_request(rt))
+    assert to_login.status_code in (302, 303)
+    authorize = _next_of(to_login.headers["Location"])  # the request, as the endpoint put it
+    assert authorize is not None and authorize.startswith("/authorize?")
+    login = browser.get(to_login.headers["Location"]).get_data(as_text=True)
+    signup = browser.get(_link(login, "signup-link")).get_data(as_text=True)
+    assert hidden_fields(signup)["next"] == authorize
+    done = browser.post("/signup", data={
+        **hidden_fields(signup), "email": BOB, "first_name": "Bob", "last_name": "Builder",
+        "password": PASSWORD, "password_again": PASSWORD})
+    assert done.status_code == 200
+    (first,) = verification_links(rt, smtp)
+    assert "authorize" not in first  # kept with the link, not in the mailed URL
+    with rt.session_factory() as db:
+        assert db.scalar(select(OneTimeToken.return_to)) == authorize
+
+    # Signing in before verifying: "Send the link again" keeps the way back too.
+    blocked = sign_in(browser, email=BOB, next_url=authorize)
+    assert blocked.status_code == 403
+    again = hidden_fields(blocked.get_data(as_text=True))
+    assert again["next"] == authorize
+    assert browser.post("/login/verify-email", data=again).status_code == 200
+    _, second = verification_links(rt, smtp)
+
+    verified = verify(browser, second)
+    assert verified.status_code == 303
+    assert verified.headers["Location"].startswith("/login?verified=1&")
+    assert _next_of(verified.headers["Location"]) == authorize
+    login = browser.get(verified.headers["Location"]).get_data(as_text=True)
+    assert hidden_fields(login)["next"] == authorize
+    signed_in = sign_in(browser, email=BOB, next_url=hidden_fields(login)["next"])
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == authorize
+    back = browser.get(authorize)  # the authorization request goes on: a code for the RP
+    assert back.status_code in (302, 303)
+    assert back.headers["Location"].startswith("https://rp.example/cb?code=")
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x",
+                                    "/\\evil.example", "javascript:alert(1)"])
+def test_a_next_to_another_origin_is_not_kept(
+    browser: FlaskClient, rt: Runtime, smtp: MailServer, target: str
+) -> None:
+    page = browser.get("/signup", query_string={"next": target}).get_data(as_text=True)
+    assert "next" not in hidden_fields(page)
+    browser.post("/signup", data={
+        "csrf_token": csrf_token(page), "email": BOB, "first_name": "Bob",
+        "password": PASSWORD, "password_again": PASSWORD, "next": target})
+    (url,) = verification_links(rt, smtp)
+    with rt.session_factory() as db:
+        assert db.scalar(select(OneTimeToken.return_to)) is None
+    verified = verify(browser, url)
+    assert verified.status_code == 303 and verified.headers["Location"] == "/login?verified=1"
 
 
 def test_the_form_explains_what_to_correct(browser: FlaskClient, rt: Runtime) -> None:
@@ -230,7 +397,7 @@ def test_sign_up_is_limited_per_address(
         statuses = [sign_up(app.test_client(), email="carol@example.com").status_code
                     for _ in range(3)]
         assert statuses == [200, 200, 429]
-        build_worker(rt).run_once()
+        _deliver(rt)
         assert len(smtp.to("carol@example.com")) == 2
     finally:
         empty_tables(rt)
@@ -246,6 +413,7 @@ def test_send_the_link_again_is_limited_with_the_other_mail_forms(
     try:
         browser = app.test_client()
         assert sign_up(browser).status_code == 200  # the address's first mail
+        _deliver(rt)
         blocked = sign_in(browser, email=BOB).get_data(as_text=True)
         ticket = re.search(r'name="ticket" value="([^"]+)"', blocked)
         assert ticket is not None
