@@ -515,9 +515,36 @@ def events_purge(as_json: bool) -> None:
     )
 
 
+@cli.group("accounts")
+def accounts_group() -> None:
+    """Housekeeping of accounts."""
+
+
+@accounts_group.command("purge-unverified")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def accounts_purge_unverified(as_json: bool) -> None:
+    """Delete sign-up accounts never verified within IDP_UNVERIFIED_ACCOUNT_DAYS."""
+    from idp.signup import purge_unverified_accounts
+
+    settings = _settings()
+    with _db(settings) as db:
+        result = purge_unverified_accounts(db, settings.unverified_account_days)
+    _emit(
+        as_json,
+        {
+            "deleted": result.deleted,
+            "before": result.before.isoformat(),
+            "unverified_account_days": result.days,
+        },
+        f"deleted {result.deleted} sign-up accounts not verified within {result.days} days "
+        f"(made before {result.before:%Y-%m-%d %H:%M} UTC)",
+    )
+
+
 @cli.command()
 def worker() -> None:
-    """Deliver queued work (back-channel logouts) until stopped."""
+    """Deliver queued work (mail, back-channel logouts, sign-ups) and do the hourly chores
+    (deleting sign-up accounts never verified) until stopped."""
     import signal
     import threading
 

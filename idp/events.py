@@ -48,6 +48,7 @@ class EventTag(enum.StrEnum):
     SSO_CONNECTION_SAVED = "organization:sso:save"
     SSO_CONNECTION_REMOVED = "organization:sso:remove"
     USER_CREATED = "account:user:create"
+    USER_DELETED = "account:user:delete"
 
 
 @dataclass(frozen=True)

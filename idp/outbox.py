@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,16 @@ Handler = Callable[[dict[str, Any]], None]
 # The worker adds the row's id under this key to the payload a handler receives (the stored
 # payload is unchanged), so a handler can derive stable identifiers such as a mail's Message-ID.
 ITEM_ID = "outbox_id"
+
+
+@dataclass(frozen=True)
+class Chore:
+    """Periodic housekeeping a worker does besides the outbox, ``every`` so often (first when
+    it starts). It must be safe when several workers do it at once."""
+
+    name: str
+    every: timedelta
+    run: Callable[[], None]
 
 
 class DeliveryError(Exception):
@@ -58,9 +69,12 @@ class OutboxWorker:
         lease_seconds: int = 120,
         max_attempts: int = 12,
         clock: Callable[[], datetime] = utcnow,
+        chores: Sequence[Chore] = (),
     ) -> None:
         self.session_factory = session_factory
         self.handlers = handlers
+        self.chores = list(chores)
+        self._chores_due: dict[str, datetime] = {}
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
         self.clock = clock
@@ -137,10 +151,23 @@ class OutboxWorker:
         OUTBOX.labels(item.kind, "delivered").inc()
         return 1
 
+    def run_chores(self) -> None:
+        """Run the chores that are due; one that fails is logged and tried at its next turn."""
+        now = self.clock()
+        for chore in self.chores:
+            if self._chores_due.get(chore.name, now) > now:
+                continue
+            self._chores_due[chore.name] = now + chore.every
+            try:
+                chore.run()
+            except Exception:  # a chore must not stop the delivery of the outbox
+                log.exception("worker chore %r failed", chore.name)
+
     def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
         while not stop.is_set():
             try:
                 self.run_once()
             except Exception:  # the worker keeps going through database hiccups
                 log.exception("outbox worker pass failed")
+            self.run_chores()
             stop.wait(interval)

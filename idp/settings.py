@@ -80,6 +80,7 @@ class Settings:
     email_requests_per_address_per_hour: int
     email_requests_per_ip_per_hour: int
     signup_enabled: bool
+    unverified_account_days: int
     log_level: str
     log_format: str
     metrics_token: str
@@ -229,6 +230,7 @@ def _validate(v: dict[str, Any]) -> Settings:
         "email_verification_link_hours",
         "email_requests_per_address_per_hour",
         "email_requests_per_ip_per_hour",
+        "unverified_account_days",
     ):
         if v[name] < 1:
             raise SettingsError(name, "must be at least 1")
@@ -253,6 +255,14 @@ def _validate(v: dict[str, Any]) -> Settings:
         raise SettingsError("password_reset_link_minutes", "must be at most 1440 (one day)")
     if v["email_verification_link_hours"] > 168:
         raise SettingsError("email_verification_link_hours", "must be at most 168 (one week)")
+    if v["unverified_account_days"] * 24 < v["email_verification_link_hours"]:
+        # Otherwise an account could be deleted while its verification link still works.
+        raise SettingsError(
+            "unverified_account_days",
+            "must cover IDP_EMAIL_VERIFICATION_LINK_HOURS (a link outlives its account)",
+        )
+    if v["unverified_account_days"] > 3650:
+        raise SettingsError("unverified_account_days", "must be at most 3650 (ten years)")
     if v["proxy_hops"] < 0:
         raise SettingsError("proxy_hops", "must be 0 or more")
     v["log_level"] = v["log_level"].upper()

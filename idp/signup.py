@@ -16,6 +16,9 @@ not reveal whether an account exists) and NIST SP 800-63A §5.3.1 (address confi
   to sign in or reset the password) and files the attempt in the owner's activity log. Two
   sign-ups racing for one address meet at the unique address constraint: the loser is treated
   as "the address exists". The hash is then removed from the outbox row;
+- an account made by sign-up whose address is never verified is deleted after
+  ``IDP_UNVERIFIED_ACCOUNT_DAYS`` (:func:`purge_unverified_accounts`), by the worker every hour
+  and by ``idp accounts purge-unverified``.
 
 SSO-enforced domains never get here: the view sends them to their organization's Entra ID
 first, as the sign-in page does. The form is rate limited per address and per IP by the view
@@ -25,28 +28,32 @@ first, as the sign-in page does. The form is rate limited per address and per IP
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.accounts import AccountError, AccountService, normalize_email, validate_email
 from idp.events import Actor, EventTag, record_event
 from idp.mail import messages, queue_mail
-from idp.models import OutboxItem, User, utcnow
+from idp.models import FederatedIdentity, Membership, OutboxItem, Role, User, utcnow
 from idp.models.credentials import RETURN_TO_MAX
 from idp.outbox import ITEM_ID, enqueue
 from idp.security.email_verification import EmailVerificationService
 from idp.security.passwords import PasswordPolicyError, PasswordService
 from idp.settings import Settings
 
+log = logging.getLogger("idp.signup")
+
 NAME_MAX = 100
 SIGNUP_REQUEST = "signup_request"  # the outbox kind of a sign-up
 PASSWORD_HASH = "password_hash"  # the payload key removed once the request is handled
+PURGE_BATCH = 500
 
 
 class SignupError(Exception):
@@ -261,3 +268,56 @@ class SignupRequestHandler:
                 .values(payload=payload)
                 .execution_options(synchronize_session=False)
             )
+
+
+@dataclass(frozen=True)
+class UnverifiedPurge:
+    """What :func:`purge_unverified_accounts` did."""
+
+    deleted: int
+    before: datetime
+    days: int
+
+
+def purge_unverified_accounts(
+    db: Session, days: int, *, now: datetime | None = None, batch: int = PURGE_BATCH
+) -> UnverifiedPurge:
+    """Delete the accounts made by sign-up more than ``days`` days before ``now`` whose address
+    was never verified, unless they own an organization or have an SSO identity. Their
+    sessions, links and other rows go with them (``ON DELETE CASCADE``); each deletion is an
+    ``account:user:delete`` event. Batches, each its own transaction."""
+    before = (now or utcnow()) - timedelta(days=days)
+    # The conditions are part of the DELETE itself, so an account verified between the SELECT
+    # and the DELETE is kept.
+    purgeable = and_(
+        User.created_by_signup.is_(True),
+        User.email_verified.is_(False),
+        User.created_at < before,
+        ~exists().where(Membership.user_id == User.id, Membership.role == Role.OWNER),
+        ~exists().where(FederatedIdentity.user_id == User.id),
+    )
+    deleted = 0
+    while True:
+        ids = db.scalars(select(User.id).where(purgeable).limit(batch)).all()
+        if not ids:
+            break
+        gone = db.scalars(
+            delete(User)
+            .where(User.id.in_(ids), purgeable)
+            .returning(User.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        for user_id in gone:
+            record_event(
+                db,
+                EventTag.USER_DELETED,
+                user_id=user_id,
+                details={"reason": "unverified", "days": days},
+            )
+        db.commit()
+        deleted += len(gone)
+        if len(ids) < batch:
+            break
+    if deleted:
+        log.info("deleted %s sign-up accounts never verified in %s days", deleted, days)
+    return UnverifiedPurge(deleted, before, days)

@@ -1,5 +1,6 @@
 """The background worker: delivers the outbox (back-channel logouts, mail, login alerts,
-password reset requests, sign-ups).
+password reset requests, sign-ups) and does the hourly chores (deleting sign-up accounts never
+verified).
 
 ``idp worker`` runs it as its own process; embedded ``idp serve`` runs it in a thread. Without
 ``IDP_SMTP_URL`` the mail handlers are not registered: mail rows stay queued, never dropped,
@@ -10,18 +11,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
 from idp.mail.delivery import Postman
 from idp.mail.queue import MAIL
-from idp.outbox import Handler, OutboxWorker
+from idp.outbox import Chore, Handler, OutboxWorker
 from idp.provider.keys import KeyService
 from idp.provider.logout import BACKCHANNEL_LOGOUT, BackchannelLogoutSender
 from idp.runtime import Runtime
 from idp.security.alerts import LOGIN_FAILURE_ALERT, FailureAlertSender
 from idp.security.password_reset import RESET_REQUEST, ResetLinkIssuer
-from idp.signup import SIGNUP_REQUEST, SignupRequestHandler
+from idp.signup import SIGNUP_REQUEST, SignupRequestHandler, purge_unverified_accounts
 
 log = logging.getLogger("idp.worker")
 
@@ -48,8 +50,16 @@ def build_worker(runtime: Runtime) -> OutboxWorker:
         handlers[LOGIN_FAILURE_ALERT] = FailureAlertSender(runtime.session_factory, postman)
     else:
         log.warning("IDP_SMTP_URL is unset: mail stays queued in the outbox until it is set")
+
+    def purge_unverified() -> None:
+        with runtime.session_factory() as db:
+            purge_unverified_accounts(db, settings.unverified_account_days)
+
     return OutboxWorker(
-        runtime.session_factory, handlers, lease_seconds=settings.outbox_lease_seconds
+        runtime.session_factory,
+        handlers,
+        lease_seconds=settings.outbox_lease_seconds,
+        chores=[Chore("purge unverified sign-ups", timedelta(hours=1), purge_unverified)],
     )
 
 

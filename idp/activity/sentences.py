@@ -303,6 +303,14 @@ CATALOG: dict[str, Entry] = {
         ActionGroup.SECURITY,
         _w("Your account was created", "{who}'s account was created"),
     ),
+    EventTag.USER_DELETED: Entry(
+        "Account deleted",
+        ActionGroup.SECURITY,
+        _w(
+            "Your account was deleted because its email address was never verified",
+            "{who}'s account was deleted because its email address was never verified",
+        ),
+    ),
 }
 
 GENERIC = Entry(

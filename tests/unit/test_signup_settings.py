@@ -13,6 +13,7 @@ def test_defaults() -> None:
     assert s.password_reset_link_minutes == 30
     assert s.email_verification_link_hours == 24
     assert (s.email_requests_per_address_per_hour, s.email_requests_per_ip_per_hour) == (5, 30)
+    assert s.unverified_account_days == 7
 
 
 @pytest.mark.parametrize(("value", "expected"), [("true", True), ("1", True), ("yes", True),
@@ -28,6 +29,11 @@ def test_signup_enabled_reads_booleans(value: str, expected: bool) -> None:
     ({"IDP_EMAIL_VERIFICATION_LINK_HOURS": "500"}, "IDP_EMAIL_VERIFICATION_LINK_HOURS"),
     ({"IDP_EMAIL_REQUESTS_PER_ADDRESS_PER_HOUR": "0"}, "IDP_EMAIL_REQUESTS_PER_ADDRESS_PER_HOUR"),
     ({"IDP_EMAIL_REQUESTS_PER_IP_PER_HOUR": "x"}, "IDP_EMAIL_REQUESTS_PER_IP_PER_HOUR"),
+    ({"IDP_UNVERIFIED_ACCOUNT_DAYS": "0"}, "IDP_UNVERIFIED_ACCOUNT_DAYS"),
+    ({"IDP_UNVERIFIED_ACCOUNT_DAYS": "4000"}, "IDP_UNVERIFIED_ACCOUNT_DAYS"),
+    # An account must not go while its verification link still works.
+    ({"IDP_UNVERIFIED_ACCOUNT_DAYS": "1", "IDP_EMAIL_VERIFICATION_LINK_HOURS": "48"},
+     "IDP_UNVERIFIED_ACCOUNT_DAYS"),
 ])
 def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError) as raised:
