@@ -11,7 +11,10 @@ End-User at the time the verification was performed". The step taken here is a m
   (``IDP_EMAIL_VERIFICATION_LINK_HOURS``) and superseded by a newer link of the same user and
   purpose;
 - opening the link (GET) only shows a page; the address is verified by the page's button (POST),
-  so mail scanners that fetch links do not verify anything.
+  so mail scanners that fetch links do not verify anything;
+- a same-origin path to return to after signing in (``return_to``, e.g. the authorization
+  request the person started from) may be kept with the link, server-side: the mailed URL
+  stays short, and the caller checks it with ``safe_next`` before storing and before using it.
 
 Two purposes share the mechanism:
 

@@ -8,7 +8,9 @@ is replaced after proof of possession of a recovery secret sent to an address of
   client's IP) and commits — the account is not even looked up on the request path. The
   worker (:class:`ResetLinkIssuer`) looks it up, issues the link and queues the mail for a
   known account, and records the request in the activity log either way. The form is rate
-  limited per address and per IP (:mod:`idp.security.mail_requests`);
+  limited per address and per IP (:mod:`idp.security.mail_requests`). A same-origin path to
+  return to after signing in (the sign-in page's ``next``) rides along and is kept with the
+  link (``return_to``), not in it;
 - the link is 256 random bits, stored only as SHA-256 (``one_time_tokens``), expires after
   ``IDP_PASSWORD_RESET_LINK_MINUTES``, is spent by one conditional UPDATE, and is
   superseded by a newer link (earlier ones are deleted when a new one is issued);
