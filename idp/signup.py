@@ -41,10 +41,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from idp.accounts import AccountError, AccountService, normalize_email, validate_email
 from idp.events import Actor, EventTag, record_event
 from idp.mail import messages, queue_mail
-from idp.models import FederatedIdentity, Membership, OutboxItem, Role, User, utcnow
+from idp.models import (
+    FederatedIdentity,
+    Membership,
+    OneTimeToken,
+    OutboxItem,
+    Role,
+    User,
+    utcnow,
+)
 from idp.models.credentials import RETURN_TO_MAX
 from idp.outbox import ITEM_ID, enqueue
-from idp.security.email_verification import EmailVerificationService
+from idp.security.email_verification import EmailVerificationService, VerificationPurpose
 from idp.security.passwords import PasswordPolicyError, PasswordService
 from idp.settings import Settings
 
@@ -283,10 +291,12 @@ def purge_unverified_accounts(
     db: Session, days: int, *, now: datetime | None = None, batch: int = PURGE_BATCH
 ) -> UnverifiedPurge:
     """Delete the accounts made by sign-up more than ``days`` days before ``now`` whose address
-    was never verified, unless they own an organization or have an SSO identity. Their
+    was never verified, unless they own an organization, have an SSO identity or a verification
+    link that still works ("Send the link again" late on gets its full lifetime). Their
     sessions, links and other rows go with them (``ON DELETE CASCADE``); each deletion is an
     ``account:user:delete`` event. Batches, each its own transaction."""
-    before = (now or utcnow()) - timedelta(days=days)
+    now = now or utcnow()
+    before = now - timedelta(days=days)
     # The conditions are part of the DELETE itself, so an account verified between the SELECT
     # and the DELETE is kept.
     purgeable = and_(
@@ -295,6 +305,12 @@ def purge_unverified_accounts(
         User.created_at < before,
         ~exists().where(Membership.user_id == User.id, Membership.role == Role.OWNER),
         ~exists().where(FederatedIdentity.user_id == User.id),
+        ~exists().where(
+            OneTimeToken.user_id == User.id,
+            OneTimeToken.purpose == str(VerificationPurpose.ACCOUNT),
+            OneTimeToken.used_at.is_(None),
+            OneTimeToken.expires_at > now,
+        ),
     )
     deleted = 0
     while True:

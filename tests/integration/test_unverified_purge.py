@@ -1,6 +1,7 @@
 """Sign-up accounts never verified are deleted after IDP_UNVERIFIED_ACCOUNT_DAYS: exactly those
-(not verified ones, recent ones, operator-made ones, organization owners or SSO identities), by
-`idp accounts purge-unverified` and by the worker's hourly chore."""
+(not verified ones, recent ones, operator-made ones, organization owners, SSO identities, nor
+one whose link was sent again and still works), by `idp accounts purge-unverified` and by the
+worker's hourly chore."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ DAY = timedelta(days=1)
 
 
 def _account(rt: Runtime, name: str, *, age: timedelta, signup: bool = True,
-             verified: bool = False, role: Role | None = None, sso: bool = False) -> str:
-    """An account made ``age`` ago, with a pending verification link."""
+             verified: bool = False, role: Role | None = None, sso: bool = False,
+             link_works: bool = False) -> str:
+    """An account made ``age`` ago, with a verification link (expired unless ``link_works``)."""
     with rt.session_factory() as db:
         user = User(email=f"{name}@example.com", email_normalized=f"{name}@example.com",
                     email_verified=verified, created_by_signup=signup,
@@ -38,7 +40,8 @@ def _account(rt: Runtime, name: str, *, age: timedelta, signup: bool = True,
         db.add(user)
         db.flush()
         db.add(OneTimeToken(purpose="verify_email", user_id=user.id, token_hash=name * 8,
-                            address=user.email, expires_at=utcnow() + DAY))
+                            address=user.email,
+                            expires_at=utcnow() + (DAY if link_works else -DAY)))
         if role is not None or sso:
             org = Organization(name=f"{name} Ltd")
             db.add(org)
@@ -67,6 +70,7 @@ def _seed(rt: Runtime) -> dict[str, str]:
         "operator": _account(rt, "operator", age=30 * DAY, signup=False),
         "owner": _account(rt, "owner", age=30 * DAY, role=Role.OWNER),
         "sso": _account(rt, "sso", age=30 * DAY, sso=True),
+        "relinked": _account(rt, "relinked", age=30 * DAY, link_works=True),
     }
 
 
@@ -75,9 +79,9 @@ def test_only_sign_up_accounts_never_verified_in_time_are_deleted(runtime: Runti
     with runtime.session_factory() as db:
         result = purge_unverified_accounts(db, 7, batch=1)  # one per batch: the loop runs
     assert result.deleted == 2 and result.days == 7
-    assert _remaining(runtime) == {"fresh", "verified", "operator", "owner", "sso"}
+    assert _remaining(runtime) == {"fresh", "verified", "operator", "owner", "sso", "relinked"}
     # What they held went with them; the others keep theirs.
-    assert count(runtime, OneTimeToken) == 5
+    assert count(runtime, OneTimeToken) == 6
     assert count(runtime, Membership) == 1  # the owner's
     deleted = events(runtime, EventTag.USER_DELETED)
     assert sorted(e.user_id or "" for e in deleted) == sorted([ids["stale"], ids["member"]])
@@ -107,7 +111,8 @@ def test_the_command_says_how_many_it_deleted(runtime: Runtime, database_url: st
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["deleted"] == 1 and data["unverified_account_days"] == 10  # "member" (30 days)
-    assert _remaining(runtime) == {"stale", "fresh", "verified", "operator", "owner", "sso"}
+    assert _remaining(runtime) == {"stale", "fresh", "verified", "operator", "owner", "sso",
+                                   "relinked"}
     again = run_idp("accounts", "purge-unverified", env=env)
     assert again.returncode == 0
     assert again.stdout.startswith("deleted 0 sign-up accounts not verified within 10 days")
