@@ -1,4 +1,5 @@
-"""Forgotten password and sign-up in a real browser, with mail read from a real SMTP server.
+"""Forgotten password and sign-up in a real browser, with mail read from a real SMTP server;
+a sign-up that started at an application's authorization request ends back at the application.
 
 The server is ``idp serve`` (one process, the outbox worker in a thread, so mail goes out by
 itself) on PostgreSQL and Redis, with sign-up turned on and ``IDP_SMTP_URL`` pointing at the
@@ -7,6 +8,7 @@ test's SMTP server.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import sys
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -160,3 +163,37 @@ def test_sign_up_verify_then_sign_in(page: Page, mailing_server: MailingServer) 
     expect(page).to_have_url(re.compile(r"/login\?verified=1$"))
     _sign_in(page, email, PASSWORD)
     expect(page).to_have_url(re.compile(r"/account$"))
+
+
+def test_sign_up_from_an_application_returns_to_it(
+    page: Page, mailing_server: MailingServer
+) -> None:
+    created = services.run_idp("client", "create", "Shop", "--redirect-uri",
+                               "https://rp.example/cb", "--first-party", "--json",
+                               env=mailing_server.env)
+    assert created.returncode == 0, created.stderr
+    client_id = json.loads(created.stdout)["client_id"]
+    # The application itself is not there: the browser's arrival at its callback is the end.
+    page.route("https://rp.example/**", lambda route: route.fulfill(body="back at the shop"))
+    email = "from.the.shop@example.com"
+    page.goto("/authorize?" + urlencode({
+        "client_id": client_id, "response_type": "code", "scope": "openid email",
+        "redirect_uri": "https://rp.example/cb", "state": "shop-state", "nonce": "n"}))
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fauthorize"))
+    page.get_by_role("link", name="Create an account").click()
+    page.get_by_label("Email address", exact=True).fill(email)
+    page.get_by_label("First name", exact=True).fill("Shay")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_test_id("signup-sent")).to_contain_text("Check your inbox")
+
+    url = _link(_mail(mailing_server.smtp, email, "Verify your email address"), "/verify-email/")
+    page.goto(url)
+    page.get_by_role("button", name="Verify my email address").click()
+    expect(page).to_have_url(re.compile(r"/login\?verified=1&next=(/|%2F)authorize"))
+    page.get_by_label("Email address", exact=True).fill(email)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(
+        re.compile(r"^https://rp\.example/cb\?code=[^&]+&state=shop-state(&|$)"))
