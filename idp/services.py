@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 from idp.accounts import AccountService
 from idp.events import Actor
 from idp.models import User
+from idp.organizations.invitations import InvitationService
+from idp.organizations.service import OrganizationService
 from idp.provider.clients import ClientService
 from idp.provider.codes import AuthorizationCodeStore
 from idp.provider.keys import KeyService
@@ -25,6 +27,7 @@ from idp.security.lockout import LockoutService
 from idp.security.notifications import AccountNotifier
 from idp.security.password_change import PasswordChangeService
 from idp.security.ratelimit import RateLimiter
+from idp.security.reauth import PasswordConfirmation
 from idp.security.session_list import SessionListService
 from idp.security.sessions import ActiveSession, SessionService
 from idp.security.two_factor import TwoFactorService, totp_box
@@ -195,4 +198,28 @@ def sso_service() -> SsoSignInService:
         account_service(),
         redirect_uri=f"{rt.settings.issuer.rstrip('/')}/login/sso/callback",
         session_seconds=rt.settings.session_absolute_minutes * 60,
+    )
+
+
+def password_confirmation() -> PasswordConfirmation:
+    rt = runtime()
+    return PasswordConfirmation(rt.passwords, rate_limiter(), rt.store)
+
+
+def organization_service() -> OrganizationService:
+    return OrganizationService(
+        request_db(), account_service(), password_confirmation(), actor=client_actor()
+    )
+
+
+def invitation_service() -> InvitationService:
+    rt = runtime()
+    return InvitationService(
+        request_db(),
+        organization_service(),
+        account_service(),
+        rt.passwords,
+        issuer=rt.settings.issuer,
+        valid_days=rt.settings.invitation_days,
+        actor=client_actor(),
     )

@@ -75,6 +75,8 @@ class Settings:
     second_factor_attempts_per_minute: int
     alert_failure_window_minutes: int
     event_retention_days: int
+    invitation_days: int
+    email_change_link_minutes: int
     log_level: str
 
     @property
@@ -206,6 +208,8 @@ def _validate(v: dict[str, Any]) -> Settings:
         "second_factor_attempts_per_minute",
         "alert_failure_window_minutes",
         "event_retention_days",
+        "invitation_days",
+        "email_change_link_minutes",
     ):
         if v[name] < 1:
             raise SettingsError(name, "must be at least 1")

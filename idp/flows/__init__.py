@@ -19,7 +19,9 @@ def register_flows(app: Flask) -> None:
         alerts,
         errors,
         login,
+        media,
         ops,
+        organizations,
         password,
         security,
         sessions,
@@ -40,5 +42,8 @@ def register_flows(app: Flask) -> None:
     app.register_blueprint(sessions.bp)
     app.register_blueprint(password.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(organizations.bp)
+    app.register_blueprint(media.bp)
+    app.jinja_env.globals["current_organization"] = organizations.current_organization
     errors.init_app(app)
     app.add_template_filter(_timestamp_utc, "timestamp_utc")
