@@ -9,7 +9,9 @@ from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
 from idp.events import Actor
+from idp.media.store import ImageStore
 from idp.models import User
+from idp.organizations.branding import BrandingService
 from idp.organizations.invitations import InvitationService
 from idp.organizations.service import OrganizationService
 from idp.provider.clients import ClientService
@@ -222,4 +224,10 @@ def invitation_service() -> InvitationService:
         issuer=rt.settings.issuer,
         valid_days=rt.settings.invitation_days,
         actor=client_actor(),
+    )
+
+
+def branding_service() -> BrandingService:
+    return BrandingService(
+        request_db(), organization_service(), ImageStore(request_db()), actor=client_actor()
     )

@@ -14,6 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
 from idp.flows.login import _signed_in
+from idp.flows.uploads import allow_uploads, uploaded_bytes
+from idp.media.images import ImageRefused
 from idp.models import Organization, Role, User
 from idp.organizations.invitations import AccountExists, InvitationError, WrongAccount
 from idp.organizations.policy import Action
@@ -23,6 +25,7 @@ from idp.security.ratelimit import RateLimited
 from idp.security.reauth import WrongPassword
 from idp.services import (
     authentication_service,
+    branding_service,
     client_info,
     current_session,
     invitation_service,
@@ -210,6 +213,45 @@ def delete(org_id: str) -> Response | tuple[str, int]:
     except OrganizationError as exc:
         return _refused(exc, url_for("organizations.index"))
     return redirect(url_for("organizations.index", deleted=name), 303)
+
+
+# Branding -----------------------------------------------------------------------------------
+
+
+@bp.post("/organizations/<org_id>/branding")
+def upload_logo(org_id: str) -> Response | tuple[str, int]:
+    user = _user()
+    if user is None:
+        return _to_login()
+    service = branding_service()
+    try:
+        service.set_logo(user, org_id, request.form.get("which", ""), uploaded_bytes("logo"))
+    except KeyError:
+        return _refused(OrganizationError("Choose the square or the wide logo."))
+    except ImageRefused as exc:
+        org, role = service.organizations.authorize(user, org_id, Action.RENAME)
+        request_db().refresh(org)
+        return _settings_page(org, role, error=str(exc)), 400
+    except OrganizationError as exc:
+        return _refused(exc, url_for("organizations.index"))
+    return redirect(url_for("organizations.settings", org_id=org_id, renamed=1), 303)
+
+
+@bp.post("/organizations/<org_id>/branding/remove")
+def remove_logo(org_id: str) -> Response:
+    user = _user()
+    if user is None:
+        return _to_login()
+    try:
+        branding_service().remove_logo(user, org_id, request.form.get("which", ""))
+    except KeyError:
+        return _refused(OrganizationError("Choose the square or the wide logo."))
+    except OrganizationError as exc:
+        return _refused(exc, url_for("organizations.index"))
+    return redirect(url_for("organizations.settings", org_id=org_id, renamed=1), 303)
+
+
+allow_uploads(bp, "organizations.upload_logo")
 
 
 # Members ------------------------------------------------------------------------------------

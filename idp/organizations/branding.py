@@ -1,0 +1,69 @@
+"""An organization's logos: a square one (else its initials in the square) and an optional
+rectangular one, which relying services can show too (``/organizations/<id>/logo`` and the
+``org_logo`` claim). Owners and admins change them (:data:`~.policy.Action.BRANDING`)."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from idp.events import Actor, EventTag, record_event
+from idp.media.store import ImageStore
+from idp.models import ImageKind, Organization, User
+from idp.organizations.policy import Action
+from idp.organizations.service import OrganizationService
+
+LOGO_KINDS = {"square": ImageKind.SQUARE_LOGO, "wide": ImageKind.WIDE_LOGO}
+
+
+class BrandingService:
+    def __init__(
+        self,
+        db: Session,
+        organizations: OrganizationService,
+        images: ImageStore,
+        *,
+        actor: Actor | None = None,
+    ) -> None:
+        self.db = db
+        self.organizations = organizations
+        self.images = images
+        self.actor = actor
+
+    def set_logo(self, user: User, org_id: str, which: str, data: bytes) -> Organization:
+        """Replace the square or wide logo with the uploaded picture. Raises
+        :class:`~idp.organizations.service.NotAllowed`, :class:`KeyError` for an unknown
+        ``which`` or :class:`~idp.media.images.ImageRefused` with the reason."""
+        org, _ = self.organizations.authorize(user, org_id, Action.BRANDING)
+        kind = LOGO_KINDS[which]
+        stored = self.images.save(data, kind)
+        if kind is ImageKind.SQUARE_LOGO:
+            self.images.discard(org.square_logo_id)
+            org.square_logo_id = stored.id
+        else:
+            self.images.discard(org.wide_logo_id)
+            org.wide_logo_id = stored.id
+        self._event(user, org, which, "set")
+        self.db.commit()
+        return org
+
+    def remove_logo(self, user: User, org_id: str, which: str) -> Organization:
+        org, _ = self.organizations.authorize(user, org_id, Action.BRANDING)
+        if LOGO_KINDS[which] is ImageKind.SQUARE_LOGO:  # an unknown kind raises KeyError
+            self.images.discard(org.square_logo_id)
+            org.square_logo_id = None
+        else:
+            self.images.discard(org.wide_logo_id)
+            org.wide_logo_id = None
+        self._event(user, org, which, "removed")
+        self.db.commit()
+        return org
+
+    def _event(self, user: User, org: Organization, which: str, change: str) -> None:
+        record_event(
+            self.db,
+            EventTag.ORGANIZATION_BRANDING,
+            user_id=user.id,
+            organization_id=org.id,
+            actor=self.actor,
+            details={"logo": which, "change": change},
+        )
