@@ -21,6 +21,7 @@ from idp.provider.logout import end_session_tokens
 from idp.provider.server import IdpAuthorizationServer, ProviderServices
 from idp.provider.tokens import TokenService
 from idp.runtime import request_db, runtime
+from idp.security.account_deletion import AccountDeletionService
 from idp.security.alerts import AlertService
 from idp.security.authentication import AuthenticationService, SignInCollaborators
 from idp.security.device_trust import DeviceTrust
@@ -230,4 +231,11 @@ def invitation_service() -> InvitationService:
 def branding_service() -> BrandingService:
     return BrandingService(
         request_db(), organization_service(), ImageStore(request_db()), actor=client_actor()
+    )
+
+
+def account_deletion_service() -> AccountDeletionService:
+    db = request_db()
+    return AccountDeletionService(
+        db, password_confirmation(), session_service(), ImageStore(db), actor=client_actor()
     )

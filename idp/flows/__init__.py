@@ -14,6 +14,7 @@ def _timestamp_utc(value: float) -> str:
 def register_flows(app: Flask) -> None:
     from idp.flows import (
         account,
+        account_deletion,
         activity,
         admin,
         alerts,
@@ -44,6 +45,7 @@ def register_flows(app: Flask) -> None:
     app.register_blueprint(ops.bp)
     app.register_blueprint(organizations.bp)
     app.register_blueprint(media.bp)
+    app.register_blueprint(account_deletion.bp)
     app.jinja_env.globals["current_organization"] = organizations.current_organization
     errors.init_app(app)
     app.add_template_filter(_timestamp_utc, "timestamp_utc")
