@@ -14,6 +14,7 @@ from idp.models import User
 from idp.organizations.branding import BrandingService
 from idp.organizations.invitations import InvitationService
 from idp.organizations.service import OrganizationService
+from idp.profile import ProfileService
 from idp.provider.clients import ClientService
 from idp.provider.codes import AuthorizationCodeStore
 from idp.provider.keys import KeyService
@@ -239,3 +240,8 @@ def account_deletion_service() -> AccountDeletionService:
     return AccountDeletionService(
         db, password_confirmation(), session_service(), ImageStore(db), actor=client_actor()
     )
+
+
+def profile_service() -> ProfileService:
+    db = request_db()
+    return ProfileService(db, ImageStore(db), actor=client_actor())

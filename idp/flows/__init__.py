@@ -24,6 +24,7 @@ def register_flows(app: Flask) -> None:
         ops,
         organizations,
         password,
+        profile,
         security,
         sessions,
         sso,
@@ -46,6 +47,7 @@ def register_flows(app: Flask) -> None:
     app.register_blueprint(organizations.bp)
     app.register_blueprint(media.bp)
     app.register_blueprint(account_deletion.bp)
+    app.register_blueprint(profile.bp)
     app.jinja_env.globals["current_organization"] = organizations.current_organization
     errors.init_app(app)
     app.add_template_filter(_timestamp_utc, "timestamp_utc")
