@@ -1,14 +1,17 @@
 """An organization's logos: a square one (else its initials in the square) and an optional
 rectangular one, which relying services can show too (``/organizations/<id>/logo`` and the
-``org_logo`` claim). Owners and admins change them (:data:`~.policy.Action.BRANDING`)."""
+``org_logo`` claim), and on the organization's SSO sign-in page. Owners and admins change
+them (:data:`~.policy.Action.BRANDING`)."""
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from idp.events import Actor, EventTag, record_event
+from idp.federation.connections import email_domain
 from idp.media.store import ImageStore
-from idp.models import ImageKind, Organization, User
+from idp.models import ImageKind, Organization, SsoConnection, SsoDomain, User
 from idp.organizations.policy import Action
 from idp.organizations.service import OrganizationService
 
@@ -28,6 +31,21 @@ class BrandingService:
         self.organizations = organizations
         self.images = images
         self.actor = actor
+
+    def for_sso_page(self, org_id: str, email: str) -> Organization | None:
+        """The organization whose branding the SSO sign-in page shows: the one named by
+        ``org_id`` (a link an organization hands its staff) or serving ``email``'s domain,
+        and only when it signs in with SSO, so the page cannot be dressed as any organization."""
+        connection = None
+        if org_id and len(org_id) <= 36:
+            connection = self.db.scalar(
+                select(SsoConnection).where(SsoConnection.organization_id == org_id)
+            )
+        if connection is None and email:
+            domain = email_domain(email)
+            row = self.db.get(SsoDomain, domain) if domain else None
+            connection = row.connection if row is not None else None
+        return self.db.get(Organization, connection.organization_id) if connection else None
 
     def set_logo(self, user: User, org_id: str, which: str, data: bytes) -> Organization:
         """Replace the square or wide logo with the uploaded picture. Raises
