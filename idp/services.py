@@ -27,6 +27,7 @@ from idp.security.alerts import AlertService
 from idp.security.authentication import AuthenticationService, SignInCollaborators
 from idp.security.device_trust import DeviceTrust
 from idp.security.devices import DEVICE_COOKIE, ClientInfo
+from idp.security.email_change import EmailChangeService
 from idp.security.lockout import LockoutService
 from idp.security.notifications import AccountNotifier
 from idp.security.password_change import PasswordChangeService
@@ -245,3 +246,15 @@ def account_deletion_service() -> AccountDeletionService:
 def profile_service() -> ProfileService:
     db = request_db()
     return ProfileService(db, ImageStore(db), actor=client_actor())
+
+
+def email_change_service() -> EmailChangeService:
+    rt = runtime()
+    return EmailChangeService(
+        request_db(),
+        account_service(),
+        password_confirmation(),
+        issuer=rt.settings.issuer,
+        valid_minutes=rt.settings.email_change_link_minutes,
+        actor=client_actor(),
+    )

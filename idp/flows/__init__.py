@@ -18,6 +18,7 @@ def register_flows(app: Flask) -> None:
         activity,
         admin,
         alerts,
+        email_change,
         errors,
         login,
         media,
@@ -48,6 +49,7 @@ def register_flows(app: Flask) -> None:
     app.register_blueprint(media.bp)
     app.register_blueprint(account_deletion.bp)
     app.register_blueprint(profile.bp)
+    app.register_blueprint(email_change.bp)
     app.jinja_env.globals["current_organization"] = organizations.current_organization
     errors.init_app(app)
     app.add_template_filter(_timestamp_utc, "timestamp_utc")
