@@ -237,6 +237,28 @@ def upload_logo(org_id: str) -> Response | tuple[str, int]:
     return redirect(url_for("organizations.settings", org_id=org_id, renamed=1), 303)
 
 
+@bp.get("/organizations/<org_id>/branding/remove")
+def confirm_remove_logo(org_id: str) -> Response | str:
+    user = _user()
+    if user is None:
+        return _to_login()
+    which = request.args.get("which", "")
+    try:
+        org, _ = organization_service().authorize(user, org_id, Action.BRANDING)
+    except OrganizationError as exc:
+        return _refused(exc, url_for("organizations.index"))
+    label = "square" if which == "square" else "wide"
+    return render_template(
+        "confirm.html",
+        title=f"Remove the {label} logo of {org.name}?",
+        text="Its initials are shown instead of a square logo; applications get no wide logo.",
+        action=url_for("organizations.remove_logo", org_id=org.id),
+        fields={"which": label},
+        button="Remove logo",
+        cancel=url_for("organizations.settings", org_id=org.id),
+    )
+
+
 @bp.post("/organizations/<org_id>/branding/remove")
 def remove_logo(org_id: str) -> Response:
     user = _user()
@@ -344,6 +366,30 @@ def invite(org_id: str) -> Response:
     except OrganizationError as exc:
         return _refused(exc, back)
     return redirect(url_for("admin.members", org_id=org_id, invited=1), 303)
+
+
+@bp.get("/organizations/<org_id>/invitations/<invitation_id>/revoke")
+def confirm_revoke_invitation(org_id: str, invitation_id: str) -> Response | str:
+    user = _user()
+    if user is None:
+        return _to_login()
+    try:
+        org, _ = organization_service().authorize(user, org_id, Action.INVITE)
+    except OrganizationError as exc:
+        return _refused(exc, url_for("organizations.index"))
+    pending = {i.id: i for i in invitation_service().pending(org.id)}
+    if invitation_id not in pending:
+        return _refused(OrganizationError("There is no such pending invitation."))
+    return render_template(
+        "confirm.html",
+        title=f"Withdraw the invitation to {pending[invitation_id].email}?",
+        text="The link in the invitation stops working. You can invite them again later.",
+        action=url_for(
+            "organizations.revoke_invitation", org_id=org.id, invitation_id=invitation_id
+        ),
+        button="Withdraw invitation",
+        cancel=url_for("admin.members", org_id=org.id),
+    )
 
 
 @bp.post("/organizations/<org_id>/invitations/<invitation_id>/revoke")

@@ -92,6 +92,21 @@ def upload_picture() -> Response:
     return redirect(url_for("profile.page", picture=1), 303)
 
 
+@bp.get("/picture/remove")
+def confirm_remove_picture() -> Response | str:
+    user = _user()
+    if user is None:
+        return _to_login()
+    return render_template(
+        "confirm.html",
+        title="Remove your picture?",
+        text="Your initials are shown instead, here and in the applications you use.",
+        action=url_for("profile.remove_picture"),
+        button="Remove picture",
+        cancel=url_for("profile.page"),
+    )
+
+
 @bp.post("/picture/remove")
 def remove_picture() -> Response:
     user = _user()

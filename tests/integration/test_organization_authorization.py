@@ -86,6 +86,16 @@ ACTIONS: dict[str, Act] = {
                                    email="new@example.com", role="member"),
     "invite_owner": lambda c, o, w: post(c, f"/organizations/{o.id}/invitations",
                                          email="new@example.com", role="owner"),
+    "confirm_withdraw_page": lambda c, o, w: c.get(
+        f"/organizations/{o.id}/invitations/{w.invitations[o.id]}/revoke"
+    ),
+    "confirm_remove_logo_page": lambda c, o, w: c.get(
+        f"/organizations/{o.id}/branding/remove?which=square"
+    ),
+    "confirm_remove_member_page": lambda c, o, w: c.get(
+        f"{_members(o)}/{o.users['target']}/remove"
+    ),
+    "confirm_delete_page": lambda c, o, w: c.get(f"/organizations/{o.id}/delete"),
     "withdraw_invitation": lambda c, o, w: post(
         c, f"/organizations/{o.id}/invitations/{w.invitations[o.id]}/revoke"
     ),
@@ -105,7 +115,9 @@ ACTIONS: dict[str, Act] = {
 }
 
 MEMBER_ACTIONS = {"switch", "leave"}
-OWNER_ONLY = {"invite_owner", "grant_owner", "demote_owner", "remove_owner", "delete"}
+OWNER_ONLY = {
+    "invite_owner", "grant_owner", "demote_owner", "remove_owner", "delete", "confirm_delete_page"
+}
 ALLOWED: dict[str, set[str]] = {
     "owner": set(ACTIONS),
     "admin": set(ACTIONS) - OWNER_ONLY,

@@ -93,7 +93,10 @@ def test_a_new_picture_gets_a_new_url_and_the_old_one_is_gone(
     assert first != second
     assert client.get(f"/media/{first}.png").status_code == 404
     assert count(runtime, StoredImage) == 1
-    token = csrf_token(client.get("/account/profile").get_data(as_text=True))
+    confirm = client.get("/account/profile/picture/remove")
+    assert "Remove your picture?" in confirm.get_data(as_text=True)
+    assert _user(runtime).avatar_id == second  # asking changes nothing
+    token = csrf_token(confirm.get_data(as_text=True))
     removed = client.post("/account/profile/picture/remove", data={"csrf_token": token})
     assert removed.status_code == 303
     assert _user(runtime).avatar_id is None and count(runtime, StoredImage) == 0
