@@ -10,6 +10,7 @@ actions have a confirmation page (GET) before the action (POST).
 from __future__ import annotations
 
 from flask import Blueprint, g, make_response, redirect, render_template, request, url_for
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
@@ -489,7 +490,7 @@ def current_organization() -> tuple[Organization, Role] | None:
             user = request_db().get(User, active.user_id) if active else None
             if user is not None:
                 g.idp_current_org = organization_service().current(user)
-        except SQLAlchemyError:
+        except (SQLAlchemyError, RedisError):
             request_db().rollback()
     found: tuple[Organization, Role] | None = g.idp_current_org
     return found
