@@ -213,8 +213,8 @@ class OrganizationService:
 
     # Members -----------------------------------------------------------------------------
     def change_role(self, user: User, org_id: str, member_id: str, new_role: Role) -> None:
+        self._lock(org_id)  # first: the roles read below are then the current ones
         _, my_role = self.authorize(user, org_id, Action.CHANGE_ROLE)
-        self._lock(org_id)
         membership = self._membership(org_id, member_id)
         current = membership.role
         if current == new_role:
@@ -237,8 +237,8 @@ class OrganizationService:
         if member_id == user.id:
             self.leave(user, org_id)
             return
-        _, my_role = self.authorize(user, org_id, Action.REMOVE_MEMBER)
         self._lock(org_id)
+        _, my_role = self.authorize(user, org_id, Action.REMOVE_MEMBER)
         membership = self._membership(org_id, member_id)
         if needs_owner(membership.role, None) and not allows(my_role, Action.MANAGE_OWNERS):
             raise NotAllowed("Only an owner can remove an owner.")
@@ -255,8 +255,8 @@ class OrganizationService:
 
     def leave(self, user: User, org_id: str) -> None:
         """Leave an organization; the last owner cannot."""
-        self.authorize(user, org_id, Action.LEAVE)
         self._lock(org_id)
+        self.authorize(user, org_id, Action.LEAVE)
         membership = self._membership(org_id, user.id)
         if membership.role is Role.OWNER and self._owners(org_id) <= 1:
             raise LastOwner(
