@@ -97,6 +97,17 @@ class AccountDeletionService:
         """Delete ``user`` for good. Raises :class:`DeletionBlocked`,
         :class:`~idp.security.reauth.WrongPassword` or
         :class:`~idp.security.ratelimit.RateLimited`; commits."""
+        # Lock the user's organizations, as every membership change does, so nobody leaves
+        # or is demoted between the check below and the deletion.
+        self.db.execute(
+            select(Organization.id)
+            .where(
+                Organization.id.in_(
+                    select(Membership.organization_id).where(Membership.user_id == user.id)
+                )
+            )
+            .with_for_update()
+        )
         blockers = self.blockers(user)
         if blockers:
             raise DeletionBlocked(blockers)
