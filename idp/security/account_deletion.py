@@ -16,8 +16,9 @@ memberships and pending email changes; the profile picture is deleted too.
 
 The activity log keeps the account's events, de-identified: ``user_id``, IP address, device,
 session and details (which can hold addresses) are cleared. What remains says that something
-happened, and when. One ``account:user:delete`` event per former organization tells its
-admins a member's account was deleted, without saying whose.
+happened, and when. One ``account:user:delete`` event per former organization (without user
+or IP) records that a member's account was deleted, without saying whose; the activity pages,
+which list events by user, do not show it: it is for operators reading the table.
 """
 
 from __future__ import annotations
