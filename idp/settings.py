@@ -80,6 +80,8 @@ class Settings:
     email_requests_per_address_per_hour: int
     email_requests_per_ip_per_hour: int
     signup_enabled: bool
+    invitation_days: int
+    email_change_link_minutes: int
     log_level: str
     log_format: str
     metrics_token: str
@@ -243,6 +245,8 @@ def _validate(v: dict[str, Any]) -> Settings:
         "email_verification_link_hours",
         "email_requests_per_address_per_hour",
         "email_requests_per_ip_per_hour",
+        "invitation_days",
+        "email_change_link_minutes",
     ):
         if v[name] < 1:
             raise SettingsError(name, "must be at least 1")
