@@ -49,6 +49,20 @@ class EventTag(enum.StrEnum):
     SSO_CONNECTION_REMOVED = "organization:sso:remove"
     USER_CREATED = "account:user:create"
     USER_DELETED = "account:user:delete"
+    PROFILE_UPDATED = "account:profile:update"
+    PICTURE_CHANGED = "account:profile:picture"
+    EMAIL_CHANGE_REQUESTED = "account:email:change_request"
+    EMAIL_CHANGED = "account:email:change"
+    ORGANIZATION_RENAMED = "organization:rename"
+    ORGANIZATION_DELETED = "organization:delete"
+    ORGANIZATION_BRANDING = "organization:branding"
+    ORGANIZATION_SWITCHED = "organization:switch"
+    MEMBER_INVITED = "organization:member:invite"
+    INVITATION_REVOKED = "organization:invitation:revoke"
+    MEMBER_JOINED = "organization:member:join"
+    MEMBER_ROLE_CHANGED = "organization:member:role"
+    MEMBER_REMOVED = "organization:member:remove"
+    MEMBER_LEFT = "organization:member:leave"
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,8 @@ class Settings:
     email_requests_per_ip_per_hour: int
     signup_enabled: bool
     unverified_account_days: int
+    invitation_days: int
+    email_change_link_minutes: int
     log_level: str
     log_format: str
     metrics_token: str
@@ -198,8 +200,22 @@ def _validate(v: dict[str, Any]) -> Settings:
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise SettingsError("database_url", "must be a sqlite:// or postgresql:// URL")
 
-    if v["redis_url"] and urlsplit(v["redis_url"]).scheme not in ("redis", "rediss", "unix"):
-        raise SettingsError("redis_url", "must start with redis://, rediss:// or unix://")
+    if v["redis_url"] and urlsplit(v["redis_url"]).scheme not in (
+        "redis",
+        "rediss",
+        "unix",
+        "redis+sentinel",
+    ):
+        raise SettingsError(
+            "redis_url", "must start with redis://, rediss://, unix:// or redis+sentinel://"
+        )
+    if v["redis_url"].startswith("redis+sentinel://"):
+        from idp.store import parse_sentinel_url
+
+        try:
+            parse_sentinel_url(v["redis_url"])
+        except ValueError as exc:
+            raise SettingsError("redis_url", f"bad Sentinel URL: {exc}") from None
     if v["smtp_url"]:
         smtp = urlsplit(v["smtp_url"])
         if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
@@ -231,6 +247,8 @@ def _validate(v: dict[str, Any]) -> Settings:
         "email_requests_per_address_per_hour",
         "email_requests_per_ip_per_hour",
         "unverified_account_days",
+        "invitation_days",
+        "email_change_link_minutes",
     ):
         if v[name] < 1:
             raise SettingsError(name, "must be at least 1")

@@ -42,6 +42,7 @@ from idp.accounts import AccountError, AccountService, normalize_email, validate
 from idp.events import Actor, EventTag, record_event
 from idp.mail import messages, queue_mail
 from idp.models import (
+    Event,
     FederatedIdentity,
     Membership,
     OneTimeToken,
@@ -293,8 +294,10 @@ def purge_unverified_accounts(
     """Delete the accounts made by sign-up more than ``days`` days before ``now`` whose address
     was never verified, unless they own an organization, have an SSO identity or a verification
     link that still works ("Send the link again" late on gets its full lifetime). Their
-    sessions, links and other rows go with them (``ON DELETE CASCADE``); each deletion is an
-    ``account:user:delete`` event. Batches, each its own transaction."""
+    sessions, links and other rows go with them (``ON DELETE CASCADE``). As when people delete
+    their own account (:mod:`idp.security.account_deletion`), their events stay de-identified
+    and each deletion is one ``account:user:delete`` event without user or IP (reason
+    ``unverified``). Batches, each its own transaction."""
     now = now or utcnow()
     before = now - timedelta(days=days)
     # The conditions are part of the DELETE itself, so an account verified between the SELECT
@@ -323,13 +326,15 @@ def purge_unverified_accounts(
             .returning(User.id)
             .execution_options(synchronize_session=False)
         ).all()
-        for user_id in gone:
-            record_event(
-                db,
-                EventTag.USER_DELETED,
-                user_id=user_id,
-                details={"reason": "unverified", "days": days},
+        if gone:
+            db.execute(
+                update(Event)
+                .where(Event.user_id.in_(gone))
+                .values(user_id=None, ip="", device_id=None, session_id=None, details={})
+                .execution_options(synchronize_session=False)
             )
+        for _ in gone:
+            record_event(db, EventTag.USER_DELETED, details={"reason": "unverified", "days": days})
         db.commit()
         deleted += len(gone)
         if len(ids) < batch:

@@ -42,12 +42,15 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    replica_of: int | None = None
+
     def start(self) -> None:
         import redis
 
+        extra = ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--appendonly", "no", "--dir", str(self.workdir), *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
@@ -78,6 +81,69 @@ def private_redis() -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class SentinelGroup:
+    """A master, one replica and one sentinel watching them (service ``idp``)."""
+
+    master: PrivateRedis
+    replica: PrivateRedis
+    sentinel_port: int
+    sentinel: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/idp/0"
+
+    def current_master_port(self) -> int:
+        import redis
+
+        client = redis.Redis(port=self.sentinel_port, socket_timeout=2)
+        host_port = client.execute_command("SENTINEL", "get-master-addr-by-name", "idp")
+        client.close()
+        return int(host_port[1])
+
+
+@contextmanager
+def redis_with_sentinel() -> Iterator[SentinelGroup]:
+    """Replication and a sentinel that fails over one second after the master goes away."""
+    import redis
+
+    if not Path(REDIS_SERVER).exists():
+        services.unavailable("redis-server", f"{REDIS_SERVER} not found")
+    workdir = Path(tempfile.mkdtemp(prefix="idp-sentinel-"))
+    master = PrivateRedis(services.free_port(), workdir / "master")
+    replica = PrivateRedis(services.free_port(), workdir / "replica", replica_of=master.port)
+    for server in (master, replica):
+        server.workdir.mkdir()
+        server.start()
+    replica_client = redis.Redis(port=replica.port)
+    _wait(lambda: replica_client.info("replication").get("master_link_status") == "up",
+          "replication")
+    replica_client.close()
+    port = services.free_port()
+    conf = workdir / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+        f"sentinel monitor idp 127.0.0.1 {master.port} 1\n"
+        "sentinel down-after-milliseconds idp 1000\n"
+        "sentinel failover-timeout idp 5000\n"
+    )
+    sentinel = subprocess.Popen([REDIS_SERVER, str(conf), "--sentinel"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    group = SentinelGroup(master, replica, port, sentinel)
+    try:
+        watcher = redis.Redis(port=port, socket_timeout=2)
+        _wait(lambda: watcher.execute_command("SENTINEL", "replicas", "idp"), "sentinel")
+        watcher.close()
+        yield group
+    finally:
+        sentinel.kill()
+        sentinel.wait(timeout=10)
+        master.stop()
+        replica.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

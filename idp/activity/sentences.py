@@ -306,10 +306,106 @@ CATALOG: dict[str, Entry] = {
     EventTag.USER_DELETED: Entry(
         "Account deleted",
         ActionGroup.SECURITY,
+        _w("The account was deleted", "A member's account was deleted"),
+        by_reason={
+            "unverified": _w(
+                "An account was deleted because its email address was never verified",
+                "An account was deleted because its email address was never verified",
+            ),
+        },
+    ),
+    EventTag.PROFILE_UPDATED: Entry(
+        "Name changed",
+        ActionGroup.SECURITY,
+        _w("You changed your name", "{who} changed their name"),
+    ),
+    EventTag.PICTURE_CHANGED: Entry(
+        "Profile picture",
+        ActionGroup.SECURITY,
+        _w("You changed your profile picture", "{who} changed their profile picture"),
+        by_reason={
+            "removed": _w(
+                "You removed your profile picture", "{who} removed their profile picture"
+            ),
+        },
+    ),
+    EventTag.EMAIL_CHANGE_REQUESTED: Entry(
+        "Email change requested",
+        ActionGroup.SECURITY,
         _w(
-            "Your account was deleted because its email address was never verified",
-            "{who}'s account was deleted because its email address was never verified",
+            "You asked to change your email address",
+            "{who} asked to change their email address",
         ),
+    ),
+    EventTag.EMAIL_CHANGED: Entry(
+        "Email changed",
+        ActionGroup.SECURITY,
+        _w("Your email address was changed", "{who}'s email address was changed"),
+    ),
+    EventTag.ORGANIZATION_RENAMED: Entry(
+        "Organization renamed",
+        ActionGroup.SETTINGS,
+        _w("You renamed an organization", "{who} renamed the organization"),
+    ),
+    EventTag.ORGANIZATION_DELETED: Entry(
+        "Organization deleted",
+        ActionGroup.SETTINGS,
+        _w("You deleted an organization", "{who} deleted the organization"),
+    ),
+    EventTag.ORGANIZATION_BRANDING: Entry(
+        "Branding changed",
+        ActionGroup.SETTINGS,
+        _w(
+            "You changed an organization's logo",
+            "{who} changed the organization's logo",
+        ),
+    ),
+    EventTag.ORGANIZATION_SWITCHED: Entry(
+        "Organization switched",
+        ActionGroup.SETTINGS,
+        _w(
+            "You switched to another organization",
+            "{who} switched to this organization",
+        ),
+    ),
+    EventTag.MEMBER_INVITED: Entry(
+        "Member invited",
+        ActionGroup.SETTINGS,
+        _w(
+            "You invited someone to an organization",
+            "{who} invited someone to the organization",
+        ),
+    ),
+    EventTag.INVITATION_REVOKED: Entry(
+        "Invitation withdrawn",
+        ActionGroup.SETTINGS,
+        _w("You withdrew an invitation", "{who} withdrew an invitation"),
+    ),
+    EventTag.MEMBER_JOINED: Entry(
+        "Joined an organization",
+        ActionGroup.SETTINGS,
+        _w("You joined an organization", "{who} joined the organization"),
+    ),
+    EventTag.MEMBER_ROLE_CHANGED: Entry(
+        "Role changed",
+        ActionGroup.SETTINGS,
+        _w(
+            "You changed a member's role in an organization",
+            "{who} changed a member's role",
+        ),
+    ),
+    EventTag.MEMBER_REMOVED: Entry(
+        "Member removed",
+        ActionGroup.SETTINGS,
+        _w(
+            "You removed a member from an organization",
+            "{who} removed a member from the organization",
+        ),
+    ),
+    EventTag.MEMBER_LEFT: Entry(
+        "Left an organization",
+        ActionGroup.SETTINGS,
+        _w("You left an organization", "{who} left the organization"),
     ),
 }
 

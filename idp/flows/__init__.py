@@ -14,14 +14,20 @@ def _timestamp_utc(value: float) -> str:
 def register_flows(app: Flask) -> None:
     from idp.flows import (
         account,
+        account_deletion,
         activity,
         admin,
         alerts,
+        email_change,
         errors,
         login,
+        media,
         ops,
+        organizations,
         password,
         password_reset,
+        profile,
+        reauth,
         security,
         sessions,
         signup,
@@ -46,5 +52,12 @@ def register_flows(app: Flask) -> None:
     app.register_blueprint(sessions.bp)
     app.register_blueprint(password.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(organizations.bp)
+    app.register_blueprint(media.bp)
+    app.register_blueprint(account_deletion.bp)
+    app.register_blueprint(profile.bp)
+    app.register_blueprint(email_change.bp)
+    app.jinja_env.globals["current_organization"] = organizations.current_organization
+    reauth.init_app(app)
     errors.init_app(app)
     app.add_template_filter(_timestamp_utc, "timestamp_utc")

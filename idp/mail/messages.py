@@ -161,3 +161,40 @@ def signup_existing_address(user: User, signin_url: str, forgot_url: str) -> Mes
         "signup_existing_address",
         {**_greeting(user), "signin_url": signin_url, "forgot_url": forgot_url},
     )
+
+
+def invitation(
+    *, email: str, organization: str, inviter: str, role: str, link: str, expires_at: datetime
+) -> Message:
+    """An invitation to join an organization; the link works once, until ``expires_at``."""
+    return Message(
+        "invitation",
+        {
+            "name": email,
+            "email": email,
+            "organization": organization,
+            "inviter": inviter,
+            "role": role,
+            "link": link,
+            "expires_at": format_time(expires_at),
+        },
+    )
+
+
+def email_change_confirm(user: User, new_email: str, link: str, expires_at: datetime) -> Message:
+    """To the new address: confirm that it is to be the account's email."""
+    return Message(
+        "email_change_confirm",
+        {
+            "name": user.first_name or user.display_name,
+            "email": new_email,
+            "new_email": new_email,
+            "link": link,
+            "expires_at": format_time(expires_at),
+        },
+    )
+
+
+def email_change_notice(user: User, new_email: str) -> Message:
+    """To the old address: a change to ``new_email`` was asked for."""
+    return Message("email_change_notice", {**_greeting(user), "new_email": new_email})

@@ -266,6 +266,11 @@ class AuthenticationService:
             user, client, amr="fed", tag=EventTag.LOGIN_SSO, details={"method": "sso", **details}
         )
 
+    def complete_registration(self, user: User, client: ClientInfo) -> SignInResult:
+        """Start a session for an account just created with its password (through an
+        invitation link, which proved the mailbox)."""
+        return self._complete(user, client, amr="pwd", details={"method": "registration"})
+
     def _complete(
         self,
         user: User,

@@ -25,9 +25,9 @@ from sqlalchemy import func, select
 from idp.models import AccessToken, Event, OutboxItem, TokenFamily, UserSession
 from tests import services
 from tests.cluster import Cluster, running_cluster
-from tests.faults import private_postgres, private_redis
+from tests.faults import private_postgres, private_redis, redis_with_sentinel
 from tests.helpers import PASSWORD
-from tests.integration.test_account_access import FIREFOX_WINDOWS, live_browser
+from tests.integration.test_account_access import FIREFOX_WINDOWS, live_browser, open_account
 from tests.mailserver import running_mail_server
 from tests.oidc import Browser, RelyingParty, register_client
 
@@ -98,6 +98,28 @@ def test_without_redis_sign_in_fails_closed_and_resumes_by_itself(tmp_path: Path
         redis_server.start()
         assert password_sign_in(base, "alice@example.com").status_code == 303
         assert requests.get(base + "/readyz", timeout=10).status_code == 200
+
+
+def test_a_sentinel_failover_is_followed_without_restarting_idp(tmp_path: Path) -> None:
+    with redis_with_sentinel() as group, running_cluster(
+            tmp_path / "c", nodes=1, redis_url=group.url) as cluster:
+        base = cluster.base
+        alice = live_browser(base, FIREFOX_WINDOWS)
+        open_account(alice)
+        assert password_sign_in(base, "alice@example.com").status_code == 303
+        group.master.stop()  # the master dies; the sentinel promotes the replica
+        deadline = time.monotonic() + 30
+        while group.current_master_port() != group.replica.port:
+            assert time.monotonic() < deadline, "no failover"
+            time.sleep(0.2)
+        answers = []
+        while time.monotonic() < deadline:
+            answers.append(password_sign_in(base, "alice@example.com").status_code)
+            if answers[-1] == 303:
+                break
+            time.sleep(0.5)
+        assert answers[-1] == 303 and set(answers) <= {303, 503}, answers
+        assert signed_in(alice)
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from idp.events import EventTag
+from idp.events import Actor, EventTag, record_event
 from idp.models import (
+    Event,
     FederatedIdentity,
     Membership,
     OneTimeToken,
@@ -76,6 +77,11 @@ def _seed(rt: Runtime) -> dict[str, str]:
 
 def test_only_sign_up_accounts_never_verified_in_time_are_deleted(runtime: Runtime) -> None:
     ids = _seed(runtime)
+    with runtime.session_factory() as db:  # what the sign-up recorded, and what the fresh one did
+        for name in ("stale", "fresh"):
+            record_event(db, EventTag.USER_CREATED, user_id=ids[name],
+                         actor=Actor(ip="203.0.113.9"), details={"via": "signup"})
+        db.commit()
     with runtime.session_factory() as db:
         result = purge_unverified_accounts(db, 7, batch=1)  # one per batch: the loop runs
     assert result.deleted == 2 and result.days == 7
@@ -83,9 +89,16 @@ def test_only_sign_up_accounts_never_verified_in_time_are_deleted(runtime: Runti
     # What they held went with them; the others keep theirs.
     assert count(runtime, OneTimeToken) == 6
     assert count(runtime, Membership) == 1  # the owner's
+    # Like a deleted account's: one event each, without whose; their events de-identified.
     deleted = events(runtime, EventTag.USER_DELETED)
-    assert sorted(e.user_id or "" for e in deleted) == sorted([ids["stale"], ids["member"]])
-    assert all(e.details == {"reason": "unverified", "days": 7} for e in deleted)
+    assert [(e.user_id, e.ip, e.details) for e in deleted] == [
+        (None, "", {"reason": "unverified", "days": 7})] * 2
+    created = events(runtime, EventTag.USER_CREATED)
+    assert sorted((e.user_id or "", e.ip) for e in created) == sorted(
+        [("", ""), (ids["fresh"], "203.0.113.9")])
+    with runtime.session_factory() as db:
+        assert db.scalar(select(func.count()).select_from(Event).where(
+            Event.user_id.in_([ids["stale"], ids["member"]]))) == 0
     with runtime.session_factory() as db:
         assert purge_unverified_accounts(db, 7).deleted == 0
 
