@@ -29,6 +29,7 @@ from idp.provider.authorize import (
 from idp.provider.claims import user_claims
 from idp.provider.clients import ID_TOKEN_ALGS
 from idp.provider.consent import ConsentService
+from idp.provider.openapi import OPERATIONS, openapi_document
 from idp.provider.server import SCOPES_SUPPORTED
 from idp.runtime import request_db, runtime
 from idp.security import csrf
@@ -113,6 +114,16 @@ def jwks() -> Response:
     response = jsonify(provider_services().keys.public_jwks())
     response.cache_control.public = True
     response.cache_control.max_age = 300
+    return response
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3.1 description of these endpoints (idp/provider/openapi.py)."""
+    paths = {name: url_for(name) for name in OPERATIONS}
+    response = jsonify(openapi_document(runtime().settings.issuer, paths))
+    response.cache_control.public = True
+    response.cache_control.max_age = 3600
     return response
 
 

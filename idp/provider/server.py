@@ -17,7 +17,11 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Request
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc6749.errors import (
+    InvalidRequestError,
+    OAuth2Error,
+    UnsupportedGrantTypeError,
+)
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core.grants import OpenIDCode
@@ -36,6 +40,15 @@ from idp.provider.tokens import Principal, TokenService
 from idp.store import Store
 
 SCOPES_SUPPORTED = ["openid", "profile", "email", "offline_access"]
+
+# RFC 6749 §5.2: the characters error_description may contain.
+_DESCRIPTION_CHARS = frozenset(chr(c) for c in (0x20, 0x21, *range(0x23, 0x5C), *range(0x5D, 0x7F)))
+
+
+def printable_description(value: str, limit: int = 100) -> str:
+    """``value`` cut to ``limit`` with every character RFC 6749 §5.2 forbids in an
+    error_description replaced by "?", so a request's own input can be echoed safely."""
+    return "".join(c if c in _DESCRIPTION_CHARS else "?" for c in value[:limit])
 
 
 @dataclass
@@ -272,6 +285,19 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.register_extension(lambda server: IssuerInResponses(resolve)(server))
         self.register_endpoint(EndSession(resolve))
 
+    def get_consent_grant(self, request: Any = None, end_user: Any = None) -> Any:
+        """authlib echoes the request's response_type and redirect_uri in error descriptions
+        and raises ValueError (a 500) when they hold characters RFC 6749 §5.2 forbids there:
+        such a request is refused as invalid_request, shown to the person, never redirected."""
+        try:
+            return super().get_consent_grant(request, end_user=end_user)
+        except ValueError as exc:
+            if "forbidden characters" not in str(exc):
+                raise
+            raise InvalidRequestError(
+                "The request contains characters that are not allowed."
+            ) from None
+
     def query_client(self, client_id: str) -> RegisteredClient | None:
         row = self.resolve().clients.get(client_id)
         return RegisteredClient(row) if row is not None else None
@@ -309,6 +335,8 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         s.db.commit()
 
     def handle_error_response(self, request: Any, error: OAuth2Error) -> Any:
+        if isinstance(error, UnsupportedGrantTypeError):  # its description echoes the input
+            error.grant_type = printable_description(str(error.grant_type))
         # RFC 6749 §5.2: invalid_client is 401 with a WWW-Authenticate challenge.
         if error.error == "invalid_client":
             error.status_code = 401
