@@ -8,6 +8,8 @@ overriding its flow.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 import uuid
 from collections.abc import Callable
@@ -18,9 +20,9 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Request
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
     InvalidRequestError,
     OAuth2Error,
-    UnsupportedGrantTypeError,
 )
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
@@ -41,15 +43,6 @@ from idp.store import Store
 
 SCOPES_SUPPORTED = ["openid", "profile", "email", "offline_access"]
 
-# RFC 6749 §5.2: the characters error_description may contain.
-_DESCRIPTION_CHARS = frozenset(chr(c) for c in (0x20, 0x21, *range(0x23, 0x5C), *range(0x5D, 0x7F)))
-
-
-def printable_description(value: str, limit: int = 100) -> str:
-    """``value`` cut to ``limit`` with every character RFC 6749 §5.2 forbids in an
-    error_description replaced by "?", so a request's own input can be echoed safely."""
-    return "".join(c if c in _DESCRIPTION_CHARS else "?" for c in value[:limit])
-
 
 @dataclass
 class ProviderServices:
@@ -67,6 +60,26 @@ class ProviderServices:
 
 
 Resolver = Callable[[], ProviderServices]
+
+
+def malformed_basic_credentials(authorization: str | None) -> bool:
+    """Whether an Authorization header is a Basic one that cannot be read (RFC 7617 §2:
+    "Basic" then base64 of UTF-8 "id:secret"), or a scheme without credentials. authlib
+    raises ValueError (a 500) on these; they are a failed client authentication."""
+    if not authorization or " " not in authorization:
+        return False
+    parts = authorization.split(None, 1)
+    if len(parts) < 2:
+        return True
+    if parts[0].lower() != "basic":
+        return False
+    try:
+        base64.b64decode(parts[1]).decode("utf-8")
+    except binascii.Error:
+        return False  # authlib reads bad base64 as "no credentials"
+    except ValueError:  # not ASCII, or not UTF-8 once decoded
+        return True
+    return False
 
 
 class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
@@ -298,6 +311,16 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 "The request contains characters that are not allowed."
             ) from None
 
+    def authenticate_client(
+        self, request: OAuth2Request, methods: list[str], endpoint: str = "token"
+    ) -> RegisteredClient:
+        """RFC 6749 §2.3.1 client authentication; an unreadable Basic header is invalid_client
+        (§5.2), as authlib would otherwise fail on it."""
+        if malformed_basic_credentials(request.headers.get("Authorization")):
+            raise InvalidClientError(description="The Authorization header cannot be read.")
+        client: RegisteredClient = super().authenticate_client(request, methods, endpoint)
+        return client
+
     def query_client(self, client_id: str) -> RegisteredClient | None:
         row = self.resolve().clients.get(client_id)
         return RegisteredClient(row) if row is not None else None
@@ -335,8 +358,6 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         s.db.commit()
 
     def handle_error_response(self, request: Any, error: OAuth2Error) -> Any:
-        if isinstance(error, UnsupportedGrantTypeError):  # its description echoes the input
-            error.grant_type = printable_description(str(error.grant_type))
         # RFC 6749 §5.2: invalid_client is 401 with a WWW-Authenticate challenge.
         if error.error == "invalid_client":
             error.status_code = 401
