@@ -17,12 +17,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.exc import OperationalError
 
 from idp.models import Membership, Organization, User, UserSession
 from idp.models.clients import Client, Consent
 from idp.models.credentials import OneTimeToken, RecoveryCode
 from idp.models.tokens import AccessToken, RefreshToken, TokenFamily
 from idp.runtime import Runtime
+from idp.security import csrf
 from tests.helpers import count
 from tests.oidc import RegisteredRP, register_client
 
@@ -302,3 +304,29 @@ def test_a_wrong_method_on_a_json_endpoint_is_a_json_405_with_allow(
     assert response.mimetype == "application/json"
     assert response.get_json()["error"] == "invalid_request"
     assert response.headers["Allow"]
+
+
+def test_a_failure_inside_a_json_endpoint_is_a_json_error_without_internals(app: Flask) -> None:
+    @csrf.exempt
+    def broken() -> str:
+        raise RuntimeError("secret internals")
+
+    @csrf.exempt
+    def store_down() -> str:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    app.view_functions["oidc.token"] = broken
+    app.view_functions["oidc.introspect"] = store_down
+    client = app.test_client()
+    crashed = client.post("/token", data={"grant_type": "client_credentials"})
+    assert crashed.status_code == 500
+    assert crashed.get_json()["error"] == "server_error"
+    assert b"secret internals" not in crashed.get_data()
+    down = client.post("/introspect", data={"token": "t"})
+    assert down.status_code == 503
+    assert down.get_json()["error"] == "temporarily_unavailable"
+    too_large = client.post("/revoke", data={"token": "x" * (2 * 1024 * 1024)})
+    assert too_large.status_code == 413
+    assert too_large.get_json()["error"] == "invalid_request"
+    # Pages stay pages.
+    assert client.get("/login", method="DELETE").mimetype == "text/html"
