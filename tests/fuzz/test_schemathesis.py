@@ -49,7 +49,7 @@ def fuzz_config(live: LiveIdp, max_examples: int) -> SchemathesisConfig:
         {
             "base-url": live.base,
             "seed": int(os.environ.get("FUZZ_SEED", "9")),  # fixed: CI is reproducible
-            "generation": {"max-examples": max_examples, "mode": "all"},
+            "generation": {"max-examples": max_examples, "mode": "all", "database": "none"},
             "phases": {"stateful": {"enabled": False}},
             "checks": {
                 "enabled": False,
