@@ -45,6 +45,12 @@ def no_stack_trace(ctx: Any, response: Any, case: Any) -> bool | None:
 
 def fuzz_config(live: LiveIdp, max_examples: int) -> SchemathesisConfig:
     assert live.rp.client_secret is not None
+    real = {
+        "client_id": live.rp.client_id,
+        "redirect_uri": live.rp.redirect_uri,
+        "response_type": "code",
+        "scope": "openid profile",
+    }
     return SchemathesisConfig.from_dict(
         {
             "base-url": live.base,
@@ -54,6 +60,15 @@ def fuzz_config(live: LiveIdp, max_examples: int) -> SchemathesisConfig:
             "checks": {
                 "enabled": False,
                 **{name: {"enabled": True} for name in CHECKS},
+            },
+            # Half the time the values of a real request (the client, its redirect URI, a
+            # supported response type and scope), so that the authorization and end-session
+            # endpoints are reached beyond "unknown client".
+            "dictionaries": {name: {"values": [value]} for name, value in real.items()},
+            "parameters": {
+                f"{where}.{name}": {"dictionary": name, "probability": 0.5}
+                for where in ("query", "body")
+                for name in real
             },
             "auth": {
                 "openapi": {
@@ -117,3 +132,5 @@ def test_every_operation_answers_as_documented(live_idp: LiveIdp) -> None:
     # The credentials worked: authenticated paths answered, not only the rejections.
     for succeeded in ("POST /token 200", "POST /introspect 200", "GET /userinfo 200"):
         assert requests[succeeded] > 0, succeeded
+    # The real client's authorization requests went through: back to it, or on to sign-in.
+    assert requests["GET /authorize 302"] + requests["GET /authorize 303"] > 0, requests
