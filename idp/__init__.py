@@ -12,20 +12,11 @@ import sys
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from idp.observability.logs import configure_logging
 from idp.runtime import Runtime
 from idp.settings import PROJECT_ROOT, Settings, SettingsError, ensure_secret_key, load_settings
 
 __all__ = ["create_app"]
-
-
-def _configure_logging(level: str) -> None:
-    logger = logging.getLogger("idp")
-    logger.setLevel(level)
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
 
 
 def _ensure_signing_keys(runtime: Runtime) -> None:
@@ -55,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             raise SystemExit(3) from None
     else:
         settings = ensure_secret_key(settings)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     app = Flask(
         "idp",
@@ -81,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     _ensure_signing_keys(runtime)
 
     from idp.flows import register_flows
+    from idp.observability import web as observability
     from idp.provider import endpoints
     from idp.provider.server import IdpAuthorizationServer
     from idp.security import csrf, headers
@@ -91,4 +83,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["idp_oauth"] = IdpAuthorizationServer(provider_services)
     register_flows(app)
     app.register_blueprint(endpoints.bp)
+    observability.init_app(app)
     return app

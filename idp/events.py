@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from idp.models import Event
+from idp.observability.logs import request_id
+from idp.observability.metrics import note_event
 
 ACCOUNT_PRODUCT = "account"
 
@@ -25,6 +27,10 @@ class EventTag(enum.StrEnum):
     LOGOUT = "account:logout"
     SESSION_ENDED = "account:session:end"
     PASSWORD_CHANGED = "account:password:change"
+    PASSWORD_RESET_REQUESTED = "account:password:reset_request"
+    PASSWORD_RESET = "account:password:reset"
+    EMAIL_VERIFIED = "account:email:verify"
+    SIGNUP_EXISTING_ADDRESS = "account:user:signup_existing"
     SECOND_FACTOR_FAILURE = "account:login:second_factor_failure"
     ACCOUNT_LOCKED = "account:lockout:lock"
     ACCOUNT_UNLOCKED = "account:lockout:unlock"
@@ -42,6 +48,21 @@ class EventTag(enum.StrEnum):
     SSO_CONNECTION_SAVED = "organization:sso:save"
     SSO_CONNECTION_REMOVED = "organization:sso:remove"
     USER_CREATED = "account:user:create"
+    USER_DELETED = "account:user:delete"
+    PROFILE_UPDATED = "account:profile:update"
+    PICTURE_CHANGED = "account:profile:picture"
+    EMAIL_CHANGE_REQUESTED = "account:email:change_request"
+    EMAIL_CHANGED = "account:email:change"
+    ORGANIZATION_RENAMED = "organization:rename"
+    ORGANIZATION_DELETED = "organization:delete"
+    ORGANIZATION_BRANDING = "organization:branding"
+    ORGANIZATION_SWITCHED = "organization:switch"
+    MEMBER_INVITED = "organization:member:invite"
+    INVITATION_REVOKED = "organization:invitation:revoke"
+    MEMBER_JOINED = "organization:member:join"
+    MEMBER_ROLE_CHANGED = "organization:member:role"
+    MEMBER_REMOVED = "organization:member:remove"
+    MEMBER_LEFT = "organization:member:leave"
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,7 @@ def record_event(
     details: dict[str, Any] | None = None,
 ) -> Event:
     """Add an activity-log row to ``db``'s transaction (the caller commits)."""
+    details = details or {}
     event = Event(
         action=str(tag),
         user_id=user_id,
@@ -73,7 +95,9 @@ def record_event(
         ip=(actor.ip if actor else "")[:45],
         device_id=device_id,
         session_id=session_id,
-        details=details or {},
+        details=details,
+        request_id=request_id.get(),
     )
     db.add(event)
+    note_event(db, str(tag), details)
     return event

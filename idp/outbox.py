@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idp.models import utcnow
 from idp.models.outbox import OutboxItem
+from idp.observability.metrics import OUTBOX
 
 log = logging.getLogger("idp.outbox")
 
@@ -114,10 +115,12 @@ class OutboxWorker:
             item.last_error = f"{type(exc).__name__}: {exc}"[:1000]
             if item.attempts >= self.max_attempts:
                 item.failed_at = self.clock()
+                OUTBOX.labels(item.kind, "failed").inc()
                 log.error(
                     "outbox item %s (%s) failed for good: %s", item.id, item.kind, item.last_error
                 )
             else:
+                OUTBOX.labels(item.kind, "retry").inc()
                 item.next_attempt_at = self.clock() + backoff(item.attempts)
                 log.warning(
                     "outbox item %s (%s) attempt %s failed: %s",
@@ -131,6 +134,7 @@ class OutboxWorker:
         item.done_at = self.clock()
         item.leased_until = None
         db.commit()
+        OUTBOX.labels(item.kind, "delivered").inc()
         return 1
 
     def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:

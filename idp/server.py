@@ -41,7 +41,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
             "workers": 1,
             "worker_class": "gthread",
             "threads": 8,
-            "accesslog": "-",
+            # No gunicorn access log: paths can hold one-time tokens (unlock links); idp logs
+            # each request itself as idp.access with the route pattern instead.
             "errorlog": "-",
             "forwarded_allow_ips": "127.0.0.1,::1" if settings.proxy_hops else "",
         },

@@ -9,7 +9,12 @@ from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
 from idp.events import Actor
+from idp.media.store import ImageStore
 from idp.models import User
+from idp.organizations.branding import BrandingService
+from idp.organizations.invitations import InvitationService
+from idp.organizations.service import OrganizationService
+from idp.profile import ProfileService
 from idp.provider.clients import ClientService
 from idp.provider.codes import AuthorizationCodeStore
 from idp.provider.keys import KeyService
@@ -17,18 +22,25 @@ from idp.provider.logout import end_session_tokens
 from idp.provider.server import IdpAuthorizationServer, ProviderServices
 from idp.provider.tokens import TokenService
 from idp.runtime import request_db, runtime
+from idp.security.account_deletion import AccountDeletionService
 from idp.security.alerts import AlertService
 from idp.security.authentication import AuthenticationService, SignInCollaborators
 from idp.security.device_trust import DeviceTrust
 from idp.security.devices import DEVICE_COOKIE, ClientInfo
+from idp.security.email_change import EmailChangeService
+from idp.security.email_verification import EmailVerificationService
 from idp.security.lockout import LockoutService
+from idp.security.mail_requests import MailRequestLimits
 from idp.security.notifications import AccountNotifier
 from idp.security.password_change import PasswordChangeService
+from idp.security.password_reset import PasswordResetService, ResetCollaborators
 from idp.security.ratelimit import RateLimiter
+from idp.security.reauth import PasswordConfirmation
 from idp.security.session_list import SessionListService
 from idp.security.sessions import ActiveSession, SessionService
 from idp.security.two_factor import TwoFactorService, totp_box
 from idp.settings import Settings
+from idp.signup import SignupService
 from idp.store import Store
 
 if TYPE_CHECKING:
@@ -158,6 +170,47 @@ def password_change_service() -> PasswordChangeService:
     )
 
 
+def mail_request_limits() -> MailRequestLimits:
+    rt = runtime()
+    return MailRequestLimits(rate_limiter(), rt.store, rt.settings)
+
+
+def email_verification_service() -> EmailVerificationService:
+    return EmailVerificationService(
+        request_db(), runtime().settings, account_service(), actor=client_actor()
+    )
+
+
+def password_reset_service() -> PasswordResetService:
+    rt = runtime()
+    return PasswordResetService(
+        request_db(),
+        account_service(),
+        rt.passwords,
+        rt.store,
+        rt.settings,
+        ResetCollaborators(
+            lockout=lockout_service(),
+            sessions=session_list_service(),
+            second_factor=two_factor_service(),
+            limiter=rate_limiter(),
+        ),
+        actor=client_actor(),
+    )
+
+
+def signup_service() -> SignupService:
+    rt = runtime()
+    return SignupService(
+        request_db(),
+        account_service(),
+        rt.passwords,
+        email_verification_service(),
+        rt.settings,
+        actor=client_actor(),
+    )
+
+
 def signed_in_user() -> tuple[ActiveSession, User] | None:
     """The live session and its user, or None when nobody is signed in."""
     active = current_session()
@@ -206,4 +259,58 @@ def sso_service() -> SsoSignInService:
         account_service(),
         redirect_uri=f"{rt.settings.issuer.rstrip('/')}/login/sso/callback",
         session_seconds=rt.settings.session_absolute_minutes * 60,
+    )
+
+
+def password_confirmation() -> PasswordConfirmation:
+    rt = runtime()
+    return PasswordConfirmation(rt.passwords, rate_limiter(), rt.store)
+
+
+def organization_service() -> OrganizationService:
+    return OrganizationService(
+        request_db(), account_service(), password_confirmation(), actor=client_actor()
+    )
+
+
+def invitation_service() -> InvitationService:
+    rt = runtime()
+    return InvitationService(
+        request_db(),
+        organization_service(),
+        account_service(),
+        rt.passwords,
+        issuer=rt.settings.issuer,
+        valid_days=rt.settings.invitation_days,
+        actor=client_actor(),
+    )
+
+
+def branding_service() -> BrandingService:
+    return BrandingService(
+        request_db(), organization_service(), ImageStore(request_db()), actor=client_actor()
+    )
+
+
+def account_deletion_service() -> AccountDeletionService:
+    db = request_db()
+    return AccountDeletionService(
+        db, password_confirmation(), session_service(), ImageStore(db), actor=client_actor()
+    )
+
+
+def profile_service() -> ProfileService:
+    db = request_db()
+    return ProfileService(db, ImageStore(db), actor=client_actor())
+
+
+def email_change_service() -> EmailChangeService:
+    rt = runtime()
+    return EmailChangeService(
+        request_db(),
+        account_service(),
+        password_confirmation(),
+        issuer=rt.settings.issuer,
+        valid_minutes=rt.settings.email_change_link_minutes,
+        actor=client_actor(),
     )

@@ -75,7 +75,17 @@ class Settings:
     second_factor_attempts_per_minute: int
     alert_failure_window_minutes: int
     event_retention_days: int
+    password_reset_link_minutes: int
+    email_verification_link_hours: int
+    email_requests_per_address_per_hour: int
+    email_requests_per_ip_per_hour: int
+    signup_enabled: bool
+    invitation_days: int
+    email_change_link_minutes: int
     log_level: str
+    log_format: str
+    metrics_token: str
+    outbox_lease_seconds: int
 
     @property
     def secure_cookies(self) -> bool:
@@ -106,7 +116,17 @@ def _read_toml(path: Path, name: str) -> dict[str, Any]:
         raise SettingsError(name, f"cannot read {path}: {exc}") from None
 
 
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
 def _coerce(name: str, kind: type, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise SettingsError(name, f"must be true or false, not {value!r}")
     if kind is int:
         if isinstance(value, bool):
             raise SettingsError(name, f"must be a whole number, not {value!r}")
@@ -193,12 +213,22 @@ def _validate(v: dict[str, Any]) -> Settings:
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise SettingsError("database_url", "must be a sqlite:// or postgresql:// URL")
 
-    if v["redis_url"] and _split("redis_url", v["redis_url"]).scheme not in (
-        "redis",
-        "rediss",
-        "unix",
+    sentinel = v["redis_url"].startswith("redis+sentinel://")
+    if (
+        v["redis_url"]
+        and not sentinel  # several host:port pairs: parse_sentinel_url checks those
+        and _split("redis_url", v["redis_url"]).scheme not in ("redis", "rediss", "unix")
     ):
-        raise SettingsError("redis_url", "must start with redis://, rediss:// or unix://")
+        raise SettingsError(
+            "redis_url", "must start with redis://, rediss://, unix:// or redis+sentinel://"
+        )
+    if sentinel:
+        from idp.store import parse_sentinel_url
+
+        try:
+            parse_sentinel_url(v["redis_url"])
+        except ValueError as exc:
+            raise SettingsError("redis_url", f"bad Sentinel URL: {exc}") from None
     if v["smtp_url"]:
         smtp = _split("smtp_url", v["smtp_url"])
         if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
@@ -224,6 +254,13 @@ def _validate(v: dict[str, Any]) -> Settings:
         "second_factor_attempts_per_minute",
         "alert_failure_window_minutes",
         "event_retention_days",
+        "outbox_lease_seconds",
+        "password_reset_link_minutes",
+        "email_verification_link_hours",
+        "email_requests_per_address_per_hour",
+        "email_requests_per_ip_per_hour",
+        "invitation_days",
+        "email_change_link_minutes",
     ):
         if v[name] < 1:
             raise SettingsError(name, "must be at least 1")
@@ -232,7 +269,7 @@ def _validate(v: dict[str, Any]) -> Settings:
     if v["argon2_memory_kib"] < 8 * v["argon2_parallelism"]:
         raise SettingsError("argon2_memory_kib", "must be at least 8 x IDP_ARGON2_PARALLELISM")
     if v["password_max_length"] < max(64, v["password_min_length"]):
-        raise SettingsError("password_max_length", "must be >= 64 and >= the minimum length")
+        raise SettingsError("password_max_length", "must be >= 64 and >= IDP_PASSWORD_MIN_LENGTH")
     if v["authorization_code_seconds"] > 600:
         raise SettingsError("authorization_code_seconds", "must be at most 600 (RFC 6749 §4.1.2)")
     if not (
@@ -244,11 +281,20 @@ def _validate(v: dict[str, Any]) -> Settings:
         )
     if v["event_retention_days"] > 36500:
         raise SettingsError("event_retention_days", "must be at most 36500 (100 years)")
+    if v["password_reset_link_minutes"] > 1440:
+        raise SettingsError("password_reset_link_minutes", "must be at most 1440 (one day)")
+    if v["email_verification_link_hours"] > 168:
+        raise SettingsError("email_verification_link_hours", "must be at most 168 (one week)")
     if v["proxy_hops"] < 0:
         raise SettingsError("proxy_hops", "must be 0 or more")
     v["log_level"] = v["log_level"].upper()
     if v["log_level"] not in _LOG_LEVELS:
         raise SettingsError("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
+    v["log_format"] = v["log_format"].lower()
+    if v["log_format"] not in ("text", "json"):
+        raise SettingsError("log_format", "must be text or json")
+    if v["metrics_token"] and len(v["metrics_token"]) < 32:
+        raise SettingsError("metrics_token", "must be at least 32 characters (or empty)")
     if v["secret_key"] and len(v["secret_key"]) < 32:
         raise SettingsError("secret_key", "must be at least 32 characters")
     if not v["redis_prefix"]:

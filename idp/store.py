@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import unquote
 
 import redis
 
@@ -16,12 +17,15 @@ from idp.settings import Settings
 log = logging.getLogger("idp.store")
 
 
+TIMEOUTS: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
+
+
 def connect_redis(settings: Settings) -> redis.Redis:
     """A client for ``IDP_REDIS_URL``, or an in-process store when it is unset."""
+    if settings.redis_url.startswith(SENTINEL_SCHEME):
+        return connect_sentinel(settings.redis_url)
     if settings.redis_url:
-        return redis.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
-        )
+        return redis.Redis.from_url(settings.redis_url, health_check_interval=30, **TIMEOUTS)
     import fakeredis
 
     log.warning(
@@ -29,6 +33,42 @@ def connect_redis(settings: Settings) -> redis.Redis:
         "set IDP_REDIS_URL before running several processes or nodes"
     )
     return fakeredis.FakeRedis()
+
+
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """``redis+sentinel://[:password@]host[:port][,host[:port]...]/service[/db]`` ->
+    (sentinels, service name, db, password). The password is the data nodes' (and, as with
+    most managed offerings, the sentinels')."""
+    rest = url[len(SENTINEL_SCHEME) :]
+    netloc, _, path = rest.partition("/")
+    credentials, _, hosts = netloc.rpartition("@")
+    password = unquote(credentials.partition(":")[2]) or None if credentials else None
+    sentinels = []
+    for entry in hosts.split(","):
+        host, _, port = entry.strip().rpartition(":") if ":" in entry else (entry, "", "26379")
+        if not host or not port.isdigit():
+            raise ValueError(f"not host:port: {entry!r}")
+        sentinels.append((host.strip("[]"), int(port)))
+    service, _, db = path.strip("/").partition("/")
+    if not service or (db and not db.isdigit()):
+        raise ValueError("give /service_name[/db] after the sentinels")
+    return sentinels, service, int(db or 0), password
+
+
+def connect_sentinel(url: str) -> redis.Redis:
+    """The current master of a Redis Sentinel service; after a failover the next command is
+    sent to the new master (redis-py asks the sentinels again on connection errors)."""
+    from redis.sentinel import Sentinel
+
+    sentinels, service, db, password = parse_sentinel_url(url)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinels, sentinel_kwargs={"password": password, **TIMEOUTS}, password=password, **TIMEOUTS
+    )
+    master: redis.Redis = sentinel.master_for(service, db=db)  # type: ignore[no-untyped-call]
+    return master
 
 
 class Store:

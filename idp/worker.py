@@ -1,4 +1,5 @@
-"""The background worker: delivers the outbox (back-channel logouts, mail, login alerts).
+"""The background worker: delivers the outbox (back-channel logouts, mail, login alerts,
+password reset requests).
 
 ``idp worker`` runs it as its own process; embedded ``idp serve`` runs it in a thread. Without
 ``IDP_SMTP_URL`` the mail handlers are not registered: mail rows stay queued, never dropped,
@@ -19,6 +20,7 @@ from idp.provider.keys import KeyService
 from idp.provider.logout import BACKCHANNEL_LOGOUT, BackchannelLogoutSender
 from idp.runtime import Runtime
 from idp.security.alerts import LOGIN_FAILURE_ALERT, FailureAlertSender
+from idp.security.password_reset import RESET_REQUEST, ResetLinkIssuer
 
 log = logging.getLogger("idp.worker")
 
@@ -32,14 +34,20 @@ def build_worker(runtime: Runtime) -> OutboxWorker:
         return key_service_for(db, settings)
 
     sender = BackchannelLogoutSender(runtime.session_factory, keys, settings.issuer)
-    handlers: dict[str, Handler] = {BACKCHANNEL_LOGOUT: sender}
+    handlers: dict[str, Handler] = {
+        BACKCHANNEL_LOGOUT: sender,
+        # Issues reset links and queues their mail (which waits for SMTP like any mail).
+        RESET_REQUEST: ResetLinkIssuer(runtime.session_factory, settings, runtime.passwords),
+    }
     if settings.smtp_url:
         postman = Postman.from_settings(settings)
         handlers[MAIL] = postman
         handlers[LOGIN_FAILURE_ALERT] = FailureAlertSender(runtime.session_factory, postman)
     else:
         log.warning("IDP_SMTP_URL is unset: mail stays queued in the outbox until it is set")
-    return OutboxWorker(runtime.session_factory, handlers)
+    return OutboxWorker(
+        runtime.session_factory, handlers, lease_seconds=settings.outbox_lease_seconds
+    )
 
 
 def start_in_thread(runtime: Runtime) -> threading.Event:

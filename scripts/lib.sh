@@ -47,3 +47,15 @@ ensure_chromium() {
       || say "could not install chromium: browser tests will be skipped (they fail under CI=true)"
   fi
 }
+
+# The multi-node tests put Debian's nginx in front of several idp servers (as a load balancer);
+# each test runs its own nginx with its own configuration on free ports, never the system one.
+ensure_nginx() {
+  if [ ! -x /usr/sbin/nginx ]; then
+    say "installing Debian's nginx for the multi-node tests"
+    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null \
+      || say "could not install nginx: multi-node tests will be skipped (they fail under CI=true)"
+    # the package may start a system nginx on port 80; the tests never use it
+    as_root service nginx stop >/dev/null 2>&1 || true
+  fi
+}

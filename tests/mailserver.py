@@ -7,6 +7,7 @@ configured with ``url`` reaches it. Use :func:`running_mail_server` from a fixtu
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
@@ -42,6 +43,9 @@ class MailServer:
     received: list[Received] = field(default_factory=list)
     _controller: Controller | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stall_armed: bool = False
+    _stalled: threading.Event = field(default_factory=threading.Event)
+    _released: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -70,7 +74,27 @@ class MailServer:
         with self._lock:
             return [r.message for r in self.received if address in r.rcpt_tos]
 
+    def stall_next_data(self) -> None:
+        """Hold the next message at the end of DATA, before accepting it, until
+        :meth:`release`; it is then refused (451), as when the sender died before the
+        server took responsibility for it."""
+        self._stall_armed = True
+        self._stalled.clear()
+        self._released.clear()
+
+    def wait_for_stalled(self, timeout: float) -> bool:
+        return self._stalled.wait(timeout)
+
+    def release(self) -> None:
+        self._released.set()
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self._stall_armed:
+            self._stall_armed = False
+            self._stalled.set()
+            while not self._released.is_set():
+                await asyncio.sleep(0.05)
+            return "451 Requested action aborted: the sender went away"
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         with self._lock:

@@ -121,6 +121,10 @@ CATALOG: dict[str, Entry] = {
                 "Someone tried to sign in while your account was locked",
                 "Someone tried to sign in to {who}'s account while it was locked",
             ),
+            "email_unverified": _w(
+                "Someone entered your password before your email address was verified",
+                "Someone entered {who}'s password before their email address was verified",
+            ),
         },
     ),
     EventTag.SECOND_FACTOR_FAILURE: Entry(
@@ -146,12 +150,45 @@ CATALOG: dict[str, Entry] = {
                 "One of your sessions was signed out because your password was changed",
                 "One of {who}'s sessions was signed out because their password was changed",
             ),
+            "password_reset": _w(
+                "One of your sessions was signed out because your password was reset",
+                "One of {who}'s sessions was signed out because their password was reset",
+            ),
         },
     ),
     EventTag.PASSWORD_CHANGED: Entry(
         "Password changed",
         ActionGroup.SECURITY,
         _w("You changed your password", "{who} changed their password"),
+    ),
+    EventTag.PASSWORD_RESET_REQUESTED: Entry(
+        "Password reset requested",
+        ActionGroup.SECURITY,
+        _w(
+            "Someone asked for a link to reset your password",
+            "Someone asked for a link to reset {who}'s password",
+        ),
+    ),
+    EventTag.PASSWORD_RESET: Entry(
+        "Password reset",
+        ActionGroup.SECURITY,
+        _w(
+            "Your password was reset with a link sent to your email address",
+            "{who}'s password was reset with a link sent to their email address",
+        ),
+    ),
+    EventTag.EMAIL_VERIFIED: Entry(
+        "Email verified",
+        ActionGroup.SECURITY,
+        _w("You verified your email address", "{who} verified their email address"),
+    ),
+    EventTag.SIGNUP_EXISTING_ADDRESS: Entry(
+        "Sign-up with your address",
+        ActionGroup.SECURITY,
+        _w(
+            "Someone tried to create a new account with your email address",
+            "Someone tried to create a new account with {who}'s email address",
+        ),
     ),
     EventTag.ACCOUNT_LOCKED: Entry(
         "Account locked",
@@ -265,6 +302,104 @@ CATALOG: dict[str, Entry] = {
         "Account created",
         ActionGroup.SECURITY,
         _w("Your account was created", "{who}'s account was created"),
+    ),
+    EventTag.USER_DELETED: Entry(
+        "Account deleted",
+        ActionGroup.SECURITY,
+        _w("The account was deleted", "A member's account was deleted"),
+    ),
+    EventTag.PROFILE_UPDATED: Entry(
+        "Name changed",
+        ActionGroup.SECURITY,
+        _w("You changed your name", "{who} changed their name"),
+    ),
+    EventTag.PICTURE_CHANGED: Entry(
+        "Profile picture",
+        ActionGroup.SECURITY,
+        _w("You changed your profile picture", "{who} changed their profile picture"),
+        by_reason={
+            "removed": _w(
+                "You removed your profile picture", "{who} removed their profile picture"
+            ),
+        },
+    ),
+    EventTag.EMAIL_CHANGE_REQUESTED: Entry(
+        "Email change requested",
+        ActionGroup.SECURITY,
+        _w(
+            "You asked to change your email address",
+            "{who} asked to change their email address",
+        ),
+    ),
+    EventTag.EMAIL_CHANGED: Entry(
+        "Email changed",
+        ActionGroup.SECURITY,
+        _w("Your email address was changed", "{who}'s email address was changed"),
+    ),
+    EventTag.ORGANIZATION_RENAMED: Entry(
+        "Organization renamed",
+        ActionGroup.SETTINGS,
+        _w("You renamed an organization", "{who} renamed the organization"),
+    ),
+    EventTag.ORGANIZATION_DELETED: Entry(
+        "Organization deleted",
+        ActionGroup.SETTINGS,
+        _w("You deleted an organization", "{who} deleted the organization"),
+    ),
+    EventTag.ORGANIZATION_BRANDING: Entry(
+        "Branding changed",
+        ActionGroup.SETTINGS,
+        _w(
+            "You changed an organization's logo",
+            "{who} changed the organization's logo",
+        ),
+    ),
+    EventTag.ORGANIZATION_SWITCHED: Entry(
+        "Organization switched",
+        ActionGroup.SETTINGS,
+        _w(
+            "You switched to another organization",
+            "{who} switched to this organization",
+        ),
+    ),
+    EventTag.MEMBER_INVITED: Entry(
+        "Member invited",
+        ActionGroup.SETTINGS,
+        _w(
+            "You invited someone to an organization",
+            "{who} invited someone to the organization",
+        ),
+    ),
+    EventTag.INVITATION_REVOKED: Entry(
+        "Invitation withdrawn",
+        ActionGroup.SETTINGS,
+        _w("You withdrew an invitation", "{who} withdrew an invitation"),
+    ),
+    EventTag.MEMBER_JOINED: Entry(
+        "Joined an organization",
+        ActionGroup.SETTINGS,
+        _w("You joined an organization", "{who} joined the organization"),
+    ),
+    EventTag.MEMBER_ROLE_CHANGED: Entry(
+        "Role changed",
+        ActionGroup.SETTINGS,
+        _w(
+            "You changed a member's role in an organization",
+            "{who} changed a member's role",
+        ),
+    ),
+    EventTag.MEMBER_REMOVED: Entry(
+        "Member removed",
+        ActionGroup.SETTINGS,
+        _w(
+            "You removed a member from an organization",
+            "{who} removed a member from the organization",
+        ),
+    ),
+    EventTag.MEMBER_LEFT: Entry(
+        "Left an organization",
+        ActionGroup.SETTINGS,
+        _w("You left an organization", "{who} left the organization"),
     ),
 }
 

@@ -14,15 +14,22 @@ def _timestamp_utc(value: float) -> str:
 def register_flows(app: Flask) -> None:
     from idp.flows import (
         account,
+        account_deletion,
         activity,
         admin,
         alerts,
+        email_change,
         errors,
         login,
+        media,
         ops,
+        organizations,
         password,
+        password_reset,
+        profile,
         security,
         sessions,
+        signup,
         sso,
         sso_admin,
         two_factor,
@@ -32,6 +39,8 @@ def register_flows(app: Flask) -> None:
     app.register_blueprint(login.bp)
     app.register_blueprint(sso.bp)
     app.register_blueprint(unlock.bp)
+    app.register_blueprint(password_reset.bp)
+    app.register_blueprint(signup.bp)
     app.register_blueprint(security.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(sso_admin.bp)
@@ -42,5 +51,11 @@ def register_flows(app: Flask) -> None:
     app.register_blueprint(sessions.bp)
     app.register_blueprint(password.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(organizations.bp)
+    app.register_blueprint(media.bp)
+    app.register_blueprint(account_deletion.bp)
+    app.register_blueprint(profile.bp)
+    app.register_blueprint(email_change.bp)
+    app.jinja_env.globals["current_organization"] = organizations.current_organization
     errors.init_app(app)
     app.add_template_filter(_timestamp_utc, "timestamp_utc")

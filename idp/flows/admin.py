@@ -1,4 +1,6 @@
-"""Organization administration by its owners and admins: locked members and lockout policy.
+"""Organization administration by its owners and admins: the members page (members and their
+roles, invitations, locked members) and the lockout policy. Changing roles, removing members
+and inviting are in :mod:`idp.flows.organizations`.
 
 Every action checks on the server that the signed-in user is an owner or admin of *that*
 organization and that the target is a member of it; anything else is 403 / 404.
@@ -13,7 +15,14 @@ from werkzeug.wrappers import Response
 from idp.events import EventTag, record_event
 from idp.models import Membership, Organization, Role, User
 from idp.runtime import request_db, runtime
-from idp.services import client_actor, current_session, lockout_service, notifier
+from idp.services import (
+    client_actor,
+    current_session,
+    invitation_service,
+    lockout_service,
+    notifier,
+    organization_service,
+)
 
 bp = Blueprint("admin", __name__)
 MANAGERS = (Role.OWNER, Role.ADMIN)
@@ -42,6 +51,7 @@ def _members_page(
     org: Organization, *, message: str | None = None, error: str | None = None, status: int = 200
 ) -> tuple[str, int]:
     db = request_db()
+    organizations = organization_service()
     locked = db.scalars(
         select(User)
         .join(Membership, Membership.user_id == User.id)
@@ -49,9 +59,16 @@ def _members_page(
         .order_by(User.locked_at.desc())
     ).all()
     settings = runtime().settings
+    active = current_session()
+    my_role = organizations.role_of(active.user_id, org.id) if active else None
     return render_template(
         "admin/members.html",
         org=org,
+        me=active.user_id if active else None,
+        my_role=my_role,
+        members=organizations.members(org.id),
+        invitations=invitation_service().pending(org.id),
+        roles=list(Role),
         locked=locked,
         message=message,
         error=error,
@@ -66,7 +83,20 @@ def members(org_id: str) -> tuple[str, int] | Response:
     if current_session() is None:
         return redirect(url_for("login.login_form", next=request.path), 303)
     org, _ = managed_org(org_id)
-    return _members_page(org, message="Unlocked." if "unlocked" in request.args else None)
+    return _members_page(org, message=_done_message())
+
+
+_DONE = {
+    "unlocked": "Unlocked.",
+    "invited": "Invitation sent.",
+    "withdrawn": "Invitation withdrawn.",
+    "changed": "Role changed.",
+    "removed": "Member removed.",
+}
+
+
+def _done_message() -> str | None:
+    return next((text for key, text in _DONE.items() if key in request.args), None)
 
 
 @bp.post("/organizations/<org_id>/members/<user_id>/unlock")

@@ -12,9 +12,11 @@ from idp.flows.cookies import (
     set_pending_cookie,
     set_session_cookies,
 )
+from idp.runtime import runtime
 from idp.security import csrf
 from idp.security.authentication import (
     GENERIC_FAILURE,
+    EmailNotVerified,
     InvalidCredentials,
     InvalidSecondFactor,
     SecondFactorRequired,
@@ -43,6 +45,9 @@ def _form(error: str | None = None, email: str = "", status: int = 200) -> tuple
             email=email,
             next=safe_next(request.values.get("next"), default=""),
             signed_out="signed_out" in request.args,
+            reset="reset" in request.args,
+            verified="verified" in request.args,
+            signup_enabled=runtime().settings.signup_enabled,
         ),
         status,
     )
@@ -136,9 +141,15 @@ def login_submit() -> Response | tuple[str, int]:
             email=email,
             next=safe_next(target, default=""),
             signed_out=False,
+            signup_enabled=runtime().settings.signup_enabled,
         )
     except InvalidCredentials:
         return _form(GENERIC_FAILURE, email)
+    except EmailNotVerified as unverified:
+        # Only after the right password: nothing is revealed to someone who does not know it.
+        return render_template(
+            "login/unverified.html", ticket=unverified.ticket, sent=False, limited=False
+        ), 403
     if isinstance(outcome, SecondFactorRequired):
         response = redirect(
             url_for("login.code_form", next=safe_next(target, default="") or None), 303

@@ -24,6 +24,7 @@ from idp.security import csrf
 from idp.security.redirects import safe_next
 from idp.services import (
     authentication_service,
+    branding_service,
     client_actor,
     client_info,
     current_session,
@@ -74,11 +75,13 @@ ENTRA_ERRORS = {
 
 
 def _form(error: str | None = None, email: str = "", status: int = 200) -> tuple[str, int]:
+    organization = branding_service().for_sso_page(request.values.get("org", ""), email)
     return render_template(
         "login/sso.html",
         error=error,
         email=email,
         next=safe_next(request.values.get("next"), default=""),
+        organization=organization,
     ), status
 
 

@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 from idp.mail.compose import MailComposer
 from idp.mail.messages import Message
 from idp.net import is_loopback
+from idp.observability.metrics import mail_outcome
 from idp.outbox import ITEM_ID, DeliveryError
 from idp.settings import Settings
 
@@ -115,4 +116,9 @@ class Postman:
 
     def __call__(self, payload: dict[str, Any]) -> None:
         message = Message(payload["template"], payload["context"])
-        self.deliver(payload["to"], message, payload[ITEM_ID])
+        try:
+            self.deliver(payload["to"], message, payload[ITEM_ID])
+        except Exception:
+            mail_outcome(message.template, "retry")  # the outbox retries, or gives up
+            raise
+        mail_outcome(message.template, "sent")

@@ -120,3 +120,81 @@ def sso_confirmation_code(email: str, code: str, organization: str, minutes: int
             "minutes": minutes,
         },
     )
+
+
+def password_reset(user: User, reset_url: str, minutes: int, *, needs_code: bool) -> Message:
+    """A link to choose a new password (asked for at ``/password/forgot``); single-use, valid
+    ``minutes``. Like the unlock link, the link is the purpose of this mail and is never
+    logged."""
+    return Message(
+        "password_reset",
+        {**_greeting(user), "reset_url": reset_url, "minutes": minutes, "needs_code": needs_code},
+    )
+
+
+def password_reset_done(user: User) -> Message:
+    """The password was reset with a mailed link; every session was signed out."""
+    return Message("password_reset_done", _greeting(user))
+
+
+def verify_email(user: User, address: str, verify_url: str, hours: int, *, change: bool) -> Message:
+    """A link that proves ``address`` belongs to the account's owner: the account's own address
+    (sign-up), or a new address before an email change takes effect (``change``). Sent to
+    ``address``, which is therefore also the ``email`` the footer names."""
+    return Message(
+        "verify_email",
+        {
+            **_greeting(user),
+            "email": address,
+            "address": address,
+            "verify_url": verify_url,
+            "hours": hours,
+            "change": change,
+        },
+    )
+
+
+def signup_existing_address(user: User, signin_url: str, forgot_url: str) -> Message:
+    """Someone tried to sign up with the address of this existing account. The sign-up page
+    answers as for a new address; only the owner learns about it, here."""
+    return Message(
+        "signup_existing_address",
+        {**_greeting(user), "signin_url": signin_url, "forgot_url": forgot_url},
+    )
+
+
+def invitation(
+    *, email: str, organization: str, inviter: str, role: str, link: str, expires_at: datetime
+) -> Message:
+    """An invitation to join an organization; the link works once, until ``expires_at``."""
+    return Message(
+        "invitation",
+        {
+            "name": email,
+            "email": email,
+            "organization": organization,
+            "inviter": inviter,
+            "role": role,
+            "link": link,
+            "expires_at": format_time(expires_at),
+        },
+    )
+
+
+def email_change_confirm(user: User, new_email: str, link: str, expires_at: datetime) -> Message:
+    """To the new address: confirm that it is to be the account's email."""
+    return Message(
+        "email_change_confirm",
+        {
+            "name": user.first_name or user.display_name,
+            "email": new_email,
+            "new_email": new_email,
+            "link": link,
+            "expires_at": format_time(expires_at),
+        },
+    )
+
+
+def email_change_notice(user: User, new_email: str) -> Message:
+    """To the old address: a change to ``new_email`` was asked for."""
+    return Message("email_change_notice", {**_greeting(user), "new_email": new_email})

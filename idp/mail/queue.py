@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from idp.mail.compose import template_exists
 from idp.mail.messages import Message
 from idp.models import OutboxItem
+from idp.observability.metrics import mail_outcome
 from idp.outbox import enqueue
 
 log = logging.getLogger("idp.mail")
@@ -44,4 +45,5 @@ def queue_mail(db: Session, to: str, message: Message) -> OutboxItem:
         {"to": to, "template": message.template, "context": context, "language": LANGUAGE},
     )
     log.info("mail %s to %s queued", message.template, to)
+    mail_outcome(message.template, "queued")
     return item

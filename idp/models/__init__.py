@@ -7,6 +7,7 @@ from idp.models.credentials import OneTimeToken, RecoveryCode
 from idp.models.events import Event
 from idp.models.federation import FederatedIdentity, SsoConnection, SsoDomain
 from idp.models.keys import SigningKey
+from idp.models.organizations import EmailChange, ImageKind, Invitation, StoredImage
 from idp.models.outbox import OutboxItem
 from idp.models.sessions import Device, UserSession
 from idp.models.tokens import AccessToken, RefreshToken, TokenFamily
@@ -17,8 +18,11 @@ __all__ = [
     "Client",
     "Consent",
     "Device",
+    "EmailChange",
     "Event",
     "FederatedIdentity",
+    "ImageKind",
+    "Invitation",
     "Membership",
     "OneTimeToken",
     "Organization",
@@ -29,6 +33,7 @@ __all__ = [
     "SigningKey",
     "SsoConnection",
     "SsoDomain",
+    "StoredImage",
     "TokenFamily",
     "User",
     "UserSession",

@@ -28,6 +28,15 @@ class Role(enum.StrEnum):
     MEMBER = "member"
 
 
+def initials_of(name: str) -> str:
+    """Up to two capital letters from the first and last word of ``name`` ("" for none)."""
+    words = [w for w in name.split() if w[:1].isalnum()]
+    if not words:
+        return ""
+    picked = words[0][:1] + (words[-1][:1] if len(words) > 1 else "")
+    return picked.upper()
+
+
 class Organization(Base):
     __tablename__ = "organizations"
 
@@ -35,9 +44,17 @@ class Organization(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     # Members may not choose a lockout threshold below this (None: the instance minimum).
     lockout_floor: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Branding (ids of rows in ``images``): a square logo (else initials in the square) and an
+    # optional rectangular logo, also offered to relying services.
+    square_logo_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    wide_logo_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="organization")
+
+    @property
+    def initials(self) -> str:
+        return initials_of(self.name) or "?"
 
 
 class User(Base):
@@ -72,11 +89,20 @@ class User(Base):
     totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
+    # The profile picture (an ``images`` row id; None: initials are shown).
+    avatar_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # The organization the user is working in (checked against the memberships on use).
+    current_organization_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
     memberships: Mapped[list[Membership]] = relationship(back_populates="user")
 
     @property
     def display_name(self) -> str:
         return f"{self.first_name} {self.last_name}".strip() or self.email
+
+    @property
+    def initials(self) -> str:
+        return initials_of(f"{self.first_name} {self.last_name}") or self.email[:1].upper()
 
 
 class Membership(Base):

@@ -1,4 +1,5 @@
-"""Second-factor recovery codes and one-time tokens (unlock links, later password resets)."""
+"""Second-factor recovery codes and one-time tokens (unlock, password reset and email
+verification links)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ class OneTimeToken(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     binding: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The email address an email verification link verifies (None for other purposes).
+    address: Mapped[str | None] = mapped_column(String(320), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -33,3 +33,5 @@ class Event(Base):
     device_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     session_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The id of the request that recorded it (X-Request-ID; also in the logs), "" outside one.
+    request_id: Mapped[str] = mapped_column(String(64), default="", server_default="")

@@ -91,6 +91,8 @@ def discovery() -> Response:
             "name",
             "given_name",
             "family_name",
+            "picture",
+            "org_logo",
             "email",
             "email_verified",
         ],
@@ -297,7 +299,7 @@ def userinfo() -> ResponseReturnValue:
     user = services.db.get(User, live.user_id)
     if user is None:
         return _bearer_error(401, "invalid_token", "The access token is invalid or inactive.")
-    return jsonify(user_claims(user, scope))
+    return jsonify(user_claims(user, scope, services.issuer))
 
 
 # RP-initiated logout --------------------------------------------------------------------

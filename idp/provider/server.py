@@ -251,7 +251,7 @@ class IdTokens(OpenIDCode):  # type: ignore[misc]
         }
 
     def generate_user_info(self, user: Principal, scope: str) -> dict[str, Any]:
-        claims = user_claims(user.user, scope)
+        claims = user_claims(user.user, scope, self.resolve().issuer)
         if user.session_id:
             claims["sid"] = user.session_id
         return claims

@@ -9,7 +9,10 @@ Cheat Sheet). The order of checks matters:
    device the owner has signed in from before (it has its own bucket);
 3. the attempt takes a numbered slot in its bucket; only slots up to the threshold may verify
    a password; the failure in the last slot locks the account and mails an unlock link;
-4. with a second factor, a pending sign-in is kept server-side for a few minutes and the
+4. an account whose email address is not verified yet (sign-up) starts no session: after the
+   right password it is told so and may ask for the link again (the page reveals nothing to
+   someone who does not know the password);
+5. with a second factor, a pending sign-in is kept server-side for a few minutes and the
    session starts only after a valid code.
 """
 
@@ -37,6 +40,7 @@ from idp.store import Store
 
 GENERIC_FAILURE = "Incorrect email or password."
 PENDING_SECONDS = 300
+UNVERIFIED_SECONDS = 900
 
 
 class InvalidCredentials(Exception):
@@ -45,6 +49,16 @@ class InvalidCredentials(Exception):
 
 class InvalidSecondFactor(Exception):
     """The code was wrong, already used, or the pending sign-in has expired."""
+
+
+class EmailNotVerified(Exception):
+    """The password was right but the account's address is not verified yet. ``ticket`` lets
+    this browser ask for the verification link again (:meth:`AuthenticationService.
+    unverified_user`), for a few minutes."""
+
+    def __init__(self, ticket: str) -> None:
+        super().__init__("email address not verified")
+        self.ticket = ticket
 
 
 class SignInObserver(Protocol):
@@ -160,9 +174,41 @@ class AuthenticationService:
         self.c.lockout.reset(user, bucket)
         if result.needs_rehash:
             user.password_hash = self.passwords.hash(password)
+        if not user.email_verified:
+            raise self._unverified(user, client)
         if self.c.second_factor.is_enabled(user):
             return SecondFactorRequired(self._pending(user))
         return self._complete(user, client, amr="pwd")
+
+    # Unverified address ------------------------------------------------------------------
+    def _unverified_key(self, ticket: str) -> str:
+        return self.store.key("unverified", hashlib.sha256(ticket.encode()).hexdigest())
+
+    def _unverified(self, user: User, client: ClientInfo) -> EmailNotVerified:
+        """No session; the event (without a login alert: the owner did nothing wrong) and a
+        short-lived ticket for "send the link again"."""
+        record_event(
+            self.db,
+            EventTag.LOGIN_FAILURE,
+            user_id=user.id,
+            organization_id=self.accounts.primary_organization_id(user.id),
+            actor=Actor(ip=client.ip, user_agent=client.user_agent),
+            details={"reason": "email_unverified", "user_agent": client.user_agent[:200]},
+        )
+        self.db.commit()
+        ticket = secrets.token_urlsafe(32)
+        self.store.client.set(self._unverified_key(ticket), user.id, ex=UNVERIFIED_SECONDS)
+        return EmailNotVerified(ticket)
+
+    def unverified_user(self, ticket: str | None) -> User | None:
+        """The still unverified account a ticket of :class:`EmailNotVerified` stands for."""
+        if not ticket or len(ticket) > 100:
+            return None
+        user_id = self.store.client.get(self._unverified_key(ticket))
+        if user_id is None:
+            return None
+        user = self.db.get(User, user_id if isinstance(user_id, str) else user_id.decode())
+        return user if user is not None and not user.email_verified else None
 
     # Second factor -------------------------------------------------------------------------
     def _pending_key(self, token: str) -> str:
@@ -219,6 +265,11 @@ class AuthenticationService:
         return self._complete(
             user, client, amr="fed", tag=EventTag.LOGIN_SSO, details={"method": "sso", **details}
         )
+
+    def complete_registration(self, user: User, client: ClientInfo) -> SignInResult:
+        """Start a session for an account just created with its password (through an
+        invitation link, which proved the mailbox)."""
+        return self._complete(user, client, amr="pwd", details={"method": "registration"})
 
     def _complete(
         self,

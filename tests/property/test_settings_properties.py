@@ -19,8 +19,26 @@ env_text = st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size
 numbers = st.integers(min_value=-(10**6), max_value=10**6).map(str)
 urls = st.builds(
     lambda scheme, rest: f"{scheme}://{rest}",
-    st.sampled_from(["http", "https", "redis", "smtp", "smtps", "postgresql", "sqlite", "ftp", ""]),
-    st.one_of(env_text, st.sampled_from(["[::1", "[x]", "h:99999999", "~nobody/x", "u:p@h:25"])),
+    st.sampled_from(
+        [
+            "http",
+            "https",
+            "redis",
+            "redis+sentinel",
+            "smtp",
+            "smtps",
+            "postgresql",
+            "sqlite",
+            "ftp",
+            "",
+        ]
+    ),
+    st.one_of(
+        env_text,
+        st.sampled_from(
+            ["[::1", "[x]", "h:99999999", "~nobody/x", "u:p@h:25", "a:1,b:x/m", "a:1,b:2/m"]
+        ),
+    ),
 )
 values = st.one_of(env_text, numbers, urls, st.sampled_from(["~nosuchuser/var", " 5 ", "1e3"]))
 environments = st.dictionaries(st.sampled_from(NAMES), values, min_size=1, max_size=4)

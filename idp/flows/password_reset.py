@@ -1,0 +1,119 @@
+"""Forgotten password: ask for a link by email address (``/password/forgot``), then use it
+(``/password/reset/<token>``): the second factor when the account has one, and a new password.
+
+Thin views over :class:`idp.security.password_reset.PasswordResetService`. The request page
+answers the same for every address; past the per-address or per-IP limit it answers the same
+page with 429 and ``Retry-After``. An SSO-enforced domain goes to its organization's Entra ID,
+as at ``/login``: its members have no password here.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from idp.flows.login import _enforced_sso
+from idp.runtime import runtime
+from idp.security.password_reset import ResetLinkError, ResetRefused
+from idp.security.ratelimit import RateLimited
+from idp.services import mail_request_limits, password_reset_service
+
+bp = Blueprint("password_reset", __name__)
+INVALID_LINK = "This password reset link is invalid, has already been used, or has expired."
+TOO_MANY = "Too many attempts. Wait a minute and try again."
+
+
+def _request_page(*, sent: bool, error: str | None = None, status: int = 200) -> Response:
+    return make_response(
+        render_template(
+            "password/forgot.html",
+            sent=sent,
+            error=error,
+            minutes=runtime().settings.password_reset_link_minutes,
+        ),
+        status,
+    )
+
+
+@bp.get("/password/forgot")
+def request_form() -> Response:
+    return _request_page(sent=False)
+
+
+@bp.post("/password/forgot")
+def request_submit() -> Response:
+    email = request.form.get("email", "").strip()[:320]
+    if not email or "@" not in email:
+        return _request_page(sent=False, error="Enter your email address.", status=400)
+    enforced = _enforced_sso(email, "")
+    if enforced is not None:
+        return enforced
+    try:
+        mail_request_limits().check(request.remote_addr or "", email)
+    except RateLimited as limited:
+        response = _request_page(sent=True, status=429)
+        response.headers["Retry-After"] = str(limited.retry_after)
+        return response
+    password_reset_service().request(email)
+    # The same answer whether or not an account has this address.
+    return _request_page(sent=True)
+
+
+def _link_page(
+    token: str | None,
+    *,
+    email: str = "",
+    needs_code: bool = False,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    return make_response(
+        render_template(
+            "password/reset.html",
+            token=token,
+            email=email,
+            needs_code=needs_code,
+            error=error,
+            min_length=runtime().passwords.min_length,
+        ),
+        status,
+    )
+
+
+@bp.get("/password/reset/<token>")
+def link(token: str) -> Response:
+    try:
+        found = password_reset_service().find(token)
+    except ResetLinkError:
+        return _link_page(None, error=INVALID_LINK, status=400)
+    return _link_page(token, email=found.user.email, needs_code=found.needs_code)
+
+
+@bp.post("/password/reset/<token>")
+def link_submit(token: str) -> Response:
+    service = password_reset_service()
+    try:
+        found = service.find(token)
+        service.reset(
+            token,
+            request.form.get("new_password", ""),
+            request.form.get("new_password_again", ""),
+            request.form.get("code", ""),
+        )
+    except ResetLinkError:
+        return _link_page(None, error=INVALID_LINK, status=400)
+    except RateLimited as limited:
+        response = _link_page(
+            token, email=found.user.email, needs_code=True, error=TOO_MANY, status=429
+        )
+        response.headers["Retry-After"] = str(limited.retry_after)
+        return response
+    except ResetRefused as exc:
+        return _link_page(
+            token,
+            email=found.user.email,
+            needs_code=found.needs_code,
+            error=exc.message,
+            status=400,
+        )
+    return redirect(url_for("login.login_form", reset=1), 303)

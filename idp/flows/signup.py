@@ -1,0 +1,134 @@
+"""Sign-up (``/signup``, when ``IDP_SIGNUP_ENABLED``), the email verification link
+(``/verify-email/<token>``) and "send the link again" after a sign-in with an unverified
+address (``/login/verify-email``).
+
+Thin views over :class:`idp.signup.SignupService` and
+:class:`idp.security.email_verification.EmailVerificationService`. The sign-up page answers the
+same for a new and an existing address; an SSO-enforced domain goes to its organization's
+Entra ID instead, as at ``/login``. Opening a verification link only shows a button: the POST
+verifies, so mail scanners that fetch links verify nothing.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, make_response, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from idp.flows.login import _enforced_sso
+from idp.runtime import runtime
+from idp.security.email_verification import VerificationLinkError
+from idp.security.ratelimit import RateLimited
+from idp.services import (
+    authentication_service,
+    email_verification_service,
+    mail_request_limits,
+    signup_service,
+)
+from idp.signup import SignupError, SignupForm
+
+bp = Blueprint("signup", __name__)
+INVALID_LINK = "This verification link is invalid, has already been used, or has expired."
+
+
+def _signup_page(
+    *, sent: bool, form: SignupForm | None = None, error: str | None = None, status: int = 200
+) -> Response:
+    return make_response(
+        render_template(
+            "signup/signup.html",
+            sent=sent,
+            form=form,
+            error=error,
+            min_length=runtime().passwords.min_length,
+            hours=runtime().settings.email_verification_link_hours,
+        ),
+        status,
+    )
+
+
+def _require_enabled() -> None:
+    if not runtime().settings.signup_enabled:
+        abort(404)
+
+
+@bp.get("/signup")
+def signup_form() -> Response:
+    _require_enabled()
+    return _signup_page(sent=False)
+
+
+@bp.post("/signup")
+def signup_submit() -> Response:
+    _require_enabled()
+    form = SignupForm(
+        email=request.form.get("email", "").strip()[:320],
+        first_name=request.form.get("first_name", "")[:200],
+        last_name=request.form.get("last_name", "")[:200],
+        password=request.form.get("password", ""),
+        confirmation=request.form.get("password_again", ""),
+    )
+    if form.email and "@" in form.email:
+        enforced = _enforced_sso(form.email, "")
+        if enforced is not None:
+            return enforced
+    service = signup_service()
+    try:
+        service.check(form)
+        mail_request_limits().check(request.remote_addr or "", form.email)
+        service.sign_up(form)
+    except SignupError as exc:
+        return _signup_page(sent=False, form=form, error=exc.message, status=400)
+    except RateLimited as limited:
+        response = _signup_page(sent=True, form=form, status=429)
+        response.headers["Retry-After"] = str(limited.retry_after)
+        return response
+    return _signup_page(sent=True, form=form)
+
+
+@bp.get("/verify-email/<token>")
+def verify_form(token: str) -> Response:
+    try:
+        _, user = email_verification_service().find(token)
+    except VerificationLinkError:
+        return make_response(
+            render_template("signup/verify.html", token=None, error=INVALID_LINK), 400
+        )
+    return make_response(
+        render_template("signup/verify.html", token=token, email=user.email, error=None)
+    )
+
+
+@bp.post("/verify-email/<token>")
+def verify_submit(token: str) -> Response:
+    service = email_verification_service()
+    try:
+        service.confirm(token)
+    except VerificationLinkError:
+        return make_response(
+            render_template("signup/verify.html", token=None, error=INVALID_LINK), 400
+        )
+    service.db.commit()
+    return redirect(url_for("login.login_form", verified=1), 303)
+
+
+@bp.post("/login/verify-email")
+def resend() -> Response:
+    ticket = request.form.get("ticket", "")
+    user = authentication_service().unverified_user(ticket)
+    if user is None:  # the ticket expired, or the address was verified meanwhile
+        return redirect(url_for("login.login_form"), 303)
+    try:
+        mail_request_limits().check(request.remote_addr or "", user.email)
+    except RateLimited as limited:
+        response = make_response(
+            render_template("login/unverified.html", ticket=ticket, sent=False, limited=True),
+            429,
+        )
+        response.headers["Retry-After"] = str(limited.retry_after)
+        return response
+    verification = email_verification_service()
+    verification.start_email_verification(user)
+    verification.db.commit()
+    return make_response(
+        render_template("login/unverified.html", ticket=ticket, sent=True, limited=False)
+    )

@@ -1,0 +1,73 @@
+"""Per-request observability: the request id (in, out, and in the logs) and request metrics;
+and ``GET /metrics`` for Prometheus."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+from flask import Blueprint, Flask, Response, abort, g, request
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from idp.net import is_loopback
+from idp.observability import metrics
+from idp.observability.logs import new_request_id, request_id
+from idp.runtime import Runtime, runtime
+
+bp = Blueprint("metrics", __name__)
+REQUEST_ID_HEADER = "X-Request-ID"
+access = logging.getLogger("idp.access")
+
+
+@bp.get("/metrics")
+def scrape() -> Response:
+    """Prometheus text exposition; loopback, or a bearer ``IDP_METRICS_TOKEN``."""
+    token = runtime().settings.metrics_token
+    given = request.headers.get("Authorization", "")
+    if token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        pass
+    elif not is_loopback(request.remote_addr or ""):
+        abort(404)  # not advertised to the public
+    response = Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    rt: Runtime = app.extensions["idp"]
+    metrics.count_on_commit(rt.session_factory)
+
+    @app.before_request
+    def _start() -> None:
+        g.idp_started = time.perf_counter()
+        g.idp_request_id_token = request_id.set(
+            new_request_id(request.headers.get(REQUEST_ID_HEADER))
+        )
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers[REQUEST_ID_HEADER] = request_id.get()
+        started = g.get("idp_started")
+        if started is not None:
+            endpoint = request.url_rule.endpoint if request.url_rule else "unmatched"
+            seconds = time.perf_counter() - started
+            metrics.REQUEST_SECONDS.labels(endpoint, request.method).observe(seconds)
+            metrics.RESPONSES.labels(endpoint, request.method, str(response.status_code)).inc()
+            # The route pattern, never the path or query: paths can carry one-time tokens.
+            access.info(
+                "%s %s %s %.1fms",
+                request.method,
+                request.url_rule.rule if request.url_rule else "(no route)",
+                response.status_code,
+                1000 * seconds,
+            )
+        return response
+
+    @app.teardown_request
+    def _forget(_: BaseException | None) -> None:
+        token = g.pop("idp_request_id_token", None)
+        if token is not None:
+            request_id.reset(token)
+
+    app.register_blueprint(bp)

@@ -1,0 +1,275 @@
+"""Inviting people into an organization by email.
+
+An invitation is bound to one organization, one email address and one role. Its link carries
+a random 256-bit token (``secrets.token_urlsafe(32)``); only the token's SHA-256 is stored, so
+a copy of the database cannot be turned into working links, and a token is unguessable, which
+is what a signature would provide, while staying revocable. The link works once, expires after
+``IDP_INVITATION_DAYS`` (7), and a managing member can withdraw it before.
+
+Accepting needs an account with the invited address: either the one signed in (a different
+account is told which address the invitation is for), or a new one made through the link —
+receiving the link proves control of the mailbox, so that account's email counts as verified.
+Inviting someone as an owner is for owners only, as granting the role is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from idp.accounts import AccountError, AccountService, normalize_email, validate_email
+from idp.events import Actor, EventTag, record_event
+from idp.mail import messages, queue_mail
+from idp.models import Invitation, Membership, Organization, Role, User, utcnow
+from idp.organizations.policy import Action, allows
+from idp.organizations.service import NotAllowed, OrganizationError, OrganizationService
+from idp.security.passwords import PasswordPolicyError, PasswordService
+
+
+class InvitationError(OrganizationError):
+    """The invitation cannot be used, or not by this account."""
+
+
+class InvitationInvalid(InvitationError):
+    message = (
+        "This invitation link is not valid: it was already used, withdrawn, or it expired. "
+        "Ask for a new invitation."
+    )
+    status = 404
+
+
+class WrongAccount(InvitationError):
+    """Signed in as another account than the invited address."""
+
+    status = 403
+
+
+class AccountExists(InvitationError):
+    message = "There is already an account with this email address: sign in to accept."
+    status = 409
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SentInvitation:
+    invitation: Invitation
+    link: str
+
+
+class InvitationService:
+    def __init__(
+        self,
+        db: Session,
+        organizations: OrganizationService,
+        accounts: AccountService,
+        passwords: PasswordService,
+        *,
+        issuer: str,
+        valid_days: int,
+        actor: Actor | None = None,
+    ) -> None:
+        self.db = db
+        self.organizations = organizations
+        self.accounts = accounts
+        self.passwords = passwords
+        self.issuer = issuer.rstrip("/")
+        self.valid = timedelta(days=valid_days)
+        self.actor = actor
+
+    def link(self, token: str) -> str:
+        return f"{self.issuer}/invitations/{token}"
+
+    # Managing ----------------------------------------------------------------------------
+    def invite(self, user: User, org_id: str, email: str, role: Role) -> SentInvitation:
+        """Mail an invitation; an earlier pending one to the same address is replaced."""
+        org, my_role = self.organizations.authorize(user, org_id, Action.INVITE)
+        if role is Role.OWNER and not allows(my_role, Action.MANAGE_OWNERS):
+            raise NotAllowed("Only an owner can invite someone as an owner.")
+        try:
+            email = validate_email(email)
+        except AccountError:
+            raise InvitationError("Enter the email address of the person to invite.") from None
+        normalized = normalize_email(email)
+        existing = self.accounts.find_user_by_email(email)
+        if existing is not None and self.organizations.role_of(existing.id, org.id) is not None:
+            raise InvitationError(f"{email} is already a member of {org.name}.")
+        now = utcnow()
+        self.db.execute(
+            update(Invitation)
+            .where(
+                Invitation.organization_id == org.id,
+                Invitation.email_normalized == normalized,
+                Invitation.accepted_at.is_(None),
+                Invitation.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+        )
+        token = secrets.token_urlsafe(32)
+        invitation = Invitation(
+            organization_id=org.id,
+            email=email,
+            email_normalized=normalized,
+            role=role,
+            token_hash=hash_token(token),
+            invited_by=user.id,
+            created_at=now,
+            expires_at=now + self.valid,
+        )
+        self.db.add(invitation)
+        self.db.flush()
+        link = self.link(token)
+        queue_mail(
+            self.db,
+            email,
+            messages.invitation(
+                email=email,
+                organization=org.name,
+                inviter=user.display_name,
+                role=role.value,
+                link=link,
+                expires_at=invitation.expires_at,
+            ),
+        )
+        record_event(
+            self.db,
+            EventTag.MEMBER_INVITED,
+            user_id=user.id,
+            organization_id=org.id,
+            actor=self.actor,
+            details={"email": email, "role": role.value, "invitation_id": invitation.id},
+        )
+        self.db.commit()
+        return SentInvitation(invitation, link)
+
+    def pending(self, org_id: str) -> list[Invitation]:
+        return list(
+            self.db.scalars(
+                select(Invitation)
+                .where(
+                    Invitation.organization_id == org_id,
+                    Invitation.accepted_at.is_(None),
+                    Invitation.revoked_at.is_(None),
+                    Invitation.expires_at > utcnow(),
+                )
+                .order_by(Invitation.created_at.desc())
+            )
+        )
+
+    def revoke(self, user: User, org_id: str, invitation_id: str) -> None:
+        org, _ = self.organizations.authorize(user, org_id, Action.INVITE)
+        invitation = self.db.get(Invitation, invitation_id)
+        if invitation is None or invitation.organization_id != org.id or not invitation.pending:
+            raise InvitationInvalid("There is no such pending invitation.")
+        invitation.revoked_at = utcnow()
+        record_event(
+            self.db,
+            EventTag.INVITATION_REVOKED,
+            user_id=user.id,
+            organization_id=org.id,
+            actor=self.actor,
+            details={"email": invitation.email, "invitation_id": invitation.id},
+        )
+        self.db.commit()
+
+    # Accepting ---------------------------------------------------------------------------
+    def find(self, token: str) -> tuple[Invitation, Organization]:
+        """The pending invitation of a link, or :class:`InvitationInvalid`."""
+        if not token or len(token) > 100:
+            raise InvitationInvalid
+        invitation = self.db.scalar(
+            select(Invitation).where(Invitation.token_hash == hash_token(token))
+        )
+        if invitation is None or not invitation.pending:
+            raise InvitationInvalid
+        org = self.db.get(Organization, invitation.organization_id)
+        if org is None:
+            raise InvitationInvalid
+        return invitation, org
+
+    def accept(self, user: User, token: str) -> Organization:
+        """Join as ``user``, who must have the invited address."""
+        invitation, org = self.find(token)
+        if user.email_normalized != invitation.email_normalized:
+            raise WrongAccount(
+                f"This invitation is for {invitation.email}, but you are signed in as "
+                f"{user.email}. Sign out, then open the link again and sign in (or create an "
+                f"account) with {invitation.email}."
+            )
+        self._claim(invitation, user)
+        if self.organizations.role_of(user.id, org.id) is None:
+            self.db.add(Membership(user_id=user.id, organization_id=org.id, role=invitation.role))
+        user.current_organization_id = org.id
+        # Whoever reads the link read the mailbox: the address is proven.
+        user.email_verified = True
+        self._joined(user, org, invitation)
+        self.db.commit()
+        return org
+
+    def register(
+        self, token: str, first_name: str, last_name: str, password: str, again: str
+    ) -> tuple[User, Organization]:
+        """Create the invited account (its email verified by the link) and join."""
+        invitation, org = self.find(token)
+        if self.accounts.find_user_by_email(invitation.email) is not None:
+            raise AccountExists
+        if not password or password != again:
+            raise InvitationError("Type the same password twice.")
+        try:
+            self.passwords.check_policy(password, email=invitation.email)
+        except PasswordPolicyError as exc:
+            raise InvitationError(str(exc)) from None
+        self._claim(invitation, None)
+        try:  # commits the claim with the account
+            user = self.accounts.create_user(
+                invitation.email,
+                password,
+                first_name=first_name,
+                last_name=last_name,
+                email_verified=True,
+            )
+        except AccountError as exc:
+            self.db.rollback()
+            raise InvitationError(str(exc).capitalize() + ".") from None
+        invitation.accepted_by = user.id
+        self.db.add(Membership(user_id=user.id, organization_id=org.id, role=invitation.role))
+        user.current_organization_id = org.id
+        self._joined(user, org, invitation)
+        self.db.commit()
+        return user, org
+
+    def _claim(self, invitation: Invitation, user: User | None) -> None:
+        """Mark the invitation used, once: a concurrent acceptance loses."""
+        claimed = self.db.execute(
+            update(Invitation)
+            .where(
+                Invitation.id == invitation.id,
+                Invitation.accepted_at.is_(None),
+                Invitation.revoked_at.is_(None),
+            )
+            .values(accepted_at=utcnow(), accepted_by=user.id if user else None)
+        )
+        if getattr(claimed, "rowcount", 0) != 1:
+            self.db.rollback()
+            raise InvitationInvalid
+
+    def _joined(self, user: User, org: Organization, invitation: Invitation) -> None:
+        record_event(
+            self.db,
+            EventTag.MEMBER_JOINED,
+            user_id=user.id,
+            organization_id=org.id,
+            actor=self.actor,
+            details={
+                "role": invitation.role.value,
+                "invitation_id": invitation.id,
+                "invited_by": invitation.invited_by or "",
+            },
+        )

@@ -1,0 +1,74 @@
+"""A user's own profile: first and last name, and the profile picture.
+
+Both flow into the ``name``, ``given_name``, ``family_name`` and ``picture`` claims (see
+:mod:`idp.provider.claims`). Pictures are checked and re-encoded by :mod:`idp.media.images`;
+a new picture gets a new id, so its URL changes and caches never show the old one.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from idp.events import Actor, EventTag, record_event
+from idp.media.store import ImageStore
+from idp.models import ImageKind, User
+
+MAX_NAME = 100
+
+
+class ProfileError(ValueError):
+    """A refused change; the message is for the account's owner."""
+
+
+def _clean(label: str, value: str) -> str:
+    value = " ".join(value.split())
+    if len(value) > MAX_NAME or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ProfileError(f"The {label} must be at most {MAX_NAME} characters.")
+    return value
+
+
+class ProfileService:
+    def __init__(self, db: Session, images: ImageStore, *, actor: Actor | None = None) -> None:
+        self.db = db
+        self.images = images
+        self.actor = actor
+
+    def rename(self, user: User, first_name: str, last_name: str) -> None:
+        """Set the user's name; raises :class:`ProfileError`. Commits."""
+        first, last = _clean("first name", first_name), _clean("last name", last_name)
+        if not first and not last:
+            raise ProfileError("Enter a first or a last name.")
+        changed = [
+            field
+            for field, old, new in (
+                ("first_name", user.first_name, first),
+                ("last_name", user.last_name, last),
+            )
+            if old != new
+        ]
+        if not changed:
+            return
+        user.first_name, user.last_name = first, last
+        self._event(user, EventTag.PROFILE_UPDATED, {"changed": changed})
+        self.db.commit()
+
+    def set_picture(self, user: User, data: bytes) -> str:
+        """Replace the profile picture; returns the new image id. Raises
+        :class:`~idp.media.images.ImageRefused` with the reason. Commits."""
+        stored = self.images.save(data, ImageKind.AVATAR)
+        self.images.discard(user.avatar_id)
+        user.avatar_id = stored.id
+        self._event(user, EventTag.PICTURE_CHANGED, {"reason": "set"})
+        self.db.commit()
+        return stored.id
+
+    def remove_picture(self, user: User) -> None:
+        if user.avatar_id is None:
+            return
+        self.images.discard(user.avatar_id)
+        user.avatar_id = None
+        self._event(user, EventTag.PICTURE_CHANGED, {"reason": "removed"})
+        self.db.commit()
+
+    def _event(self, user: User, tag: EventTag, details: dict[str, object]) -> None:
+        record_event(self.db, tag, user_id=user.id, actor=self.actor, details=details)

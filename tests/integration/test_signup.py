@@ -1,0 +1,322 @@
+"""Sign-up and email verification, with mail over real SMTP: the account signs in only after
+its address is verified by a single-use link; an existing address gets the same page and its
+owner a notice; SSO-enforced domains go to their organization's Entra ID; the setting is off by
+default; ``idp user create --unverified``."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select, update
+from werkzeug.test import TestResponse
+
+from idp import create_app
+from idp.events import EventTag
+from idp.models import Event, OneTimeToken, OutboxItem, User, UserSession, utcnow
+from idp.runtime import Runtime
+from idp.worker import build_worker
+from tests.conftest import empty_tables, make_settings
+from tests.helpers import PASSWORD, count, create_user, csrf_token, events, sign_in
+from tests.integration.test_password_reset import _text, _without_csrf
+from tests.mailserver import MailServer, running_mail_server
+from tests.services import idp_env, run_idp
+from tests.sso import CLIENT_ID, TID, World, make_world
+
+BOB = "bob@example.com"
+_VERIFY = re.compile(r"(http://\S+/verify-email/[A-Za-z0-9_-]+)")
+
+
+@pytest.fixture
+def smtp() -> Iterator[MailServer]:
+    with running_mail_server() as server:
+        yield server
+
+
+def _app(tmp_path: Path, database_url: str, redis_url: str, smtp: MailServer,
+         **overrides: Any) -> Flask:
+    values: dict[str, Any] = {"signup_enabled": True, **overrides}
+    app = create_app(make_settings(tmp_path, database_url=database_url, redis_url=redis_url,
+                                   smtp_url=smtp.url, **values))
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def signup_app(tmp_path: Path, database_url: str, redis_url: str,
+               smtp: MailServer) -> Iterator[Flask]:
+    app = _app(tmp_path, database_url, redis_url, smtp)
+    rt: Runtime = app.extensions["idp"]
+    try:
+        yield app
+    finally:
+        empty_tables(rt)
+        rt.store.delete_prefix()
+        rt.close()
+
+
+@pytest.fixture
+def rt(signup_app: Flask) -> Runtime:
+    runtime: Runtime = signup_app.extensions["idp"]
+    return runtime
+
+
+@pytest.fixture
+def browser(signup_app: Flask) -> FlaskClient:
+    return signup_app.test_client()
+
+
+def sign_up(client: FlaskClient, email: str = BOB, password: str = PASSWORD,
+            first_name: str = "Bob", again: str | None = None) -> TestResponse:
+    page = client.get("/signup")
+    assert page.status_code == 200
+    return client.post("/signup", data={
+        "csrf_token": csrf_token(page.get_data(as_text=True)), "email": email,
+        "first_name": first_name, "last_name": "Builder", "password": password,
+        "password_again": password if again is None else again})
+
+
+def verification_links(rt: Runtime, smtp: MailServer, email: str = BOB) -> list[str]:
+    build_worker(rt).run_once()
+    return [m.group(1) for message in smtp.to(email)
+            if str(message["Subject"]) == "Verify your email address"
+            for m in [_VERIFY.search(_text(message))] if m]
+
+
+def _path(url: str) -> str:
+    return "/" + url.split("://", 1)[1].split("/", 1)[1]
+
+
+def verify(client: FlaskClient, url: str) -> TestResponse:
+    page = client.get(_path(url))
+    if page.status_code != 200:
+        return page
+    return client.post(_path(url), data={"csrf_token": csrf_token(page.get_data(as_text=True))})
+
+
+def _user(rt: Runtime, email: str = BOB) -> User | None:
+    with rt.session_factory() as db:
+        return db.scalar(select(User).where(User.email_normalized == email))
+
+
+def test_sign_up_is_off_by_default(client: FlaskClient) -> None:
+    assert client.get("/signup").status_code == 404
+    assert client.post("/signup", data={}).status_code in (400, 404)  # CSRF first, or 404
+    assert "Create an account" not in client.get("/login").get_data(as_text=True)
+
+
+def test_sign_up_then_verify_then_sign_in(browser: FlaskClient, rt: Runtime,
+                                          smtp: MailServer) -> None:
+    login = browser.get("/login").get_data(as_text=True)
+    assert 'href="/signup">Create an account</a>' in login
+    form = browser.get("/signup").get_data(as_text=True)
+    for field, autocomplete in (("email", "email"), ("password", "new-password"),
+                                ("password-again", "new-password")):
+        assert f'<label for="{field}">' in form
+        assert re.search(rf'id="{field}"[^>]*autocomplete="{autocomplete}"', form), field
+    done = sign_up(browser)
+    assert done.status_code == 200
+    assert "Check your inbox" in done.get_data(as_text=True)
+    user = _user(rt)
+    assert user is not None and not user.email_verified and user.first_name == "Bob"
+    (url,) = verification_links(rt, smtp)
+
+    # Before verifying: the right password shows the "verify first" page, and no session.
+    blocked = sign_in(browser, email=BOB)
+    assert blocked.status_code == 403
+    assert "not verified yet" in blocked.get_data(as_text=True)
+    assert count(rt, UserSession) == 0
+    assert browser.get("/account").status_code == 303
+    assert events(rt, EventTag.LOGIN_FAILURE)[-1].details["reason"] == "email_unverified"
+    # A wrong password shows only the generic message: nothing about the address.
+    wrong = sign_in(browser, email=BOB, password="not the password at all")
+    assert "Incorrect email or password." in wrong.get_data(as_text=True)
+    assert "not verified" not in wrong.get_data(as_text=True)
+
+    page = browser.get(_path(url))  # opening the link verifies nothing by itself
+    assert page.status_code == 200 and "Verify my email address" in page.get_data(as_text=True)
+    assert not _user(rt).email_verified  # type: ignore[union-attr]
+    verified = verify(browser, url)
+    assert verified.status_code == 303 and verified.headers["Location"] == "/login?verified=1"
+    assert _user(rt).email_verified  # type: ignore[union-attr]
+    assert len(events(rt, EventTag.EMAIL_VERIFIED)) == 1
+    assert sign_in(browser, email=BOB).status_code == 303
+    assert browser.get("/account").status_code == 200
+    # The link worked once.
+    again = verify(browser.application.test_client(), url)
+    assert again.status_code == 400 and "already been used" in again.get_data(as_text=True)
+
+
+def test_send_the_link_again_supersedes_the_first(browser: FlaskClient, rt: Runtime,
+                                                  smtp: MailServer) -> None:
+    sign_up(browser)
+    blocked = sign_in(browser, email=BOB).get_data(as_text=True)
+    ticket = re.search(r'name="ticket" value="([^"]+)"', blocked)
+    assert ticket is not None
+    sent = browser.post("/login/verify-email", data={
+        "csrf_token": csrf_token(blocked), "ticket": ticket.group(1)})
+    assert sent.status_code == 200 and "We have sent a new link" in sent.get_data(as_text=True)
+    first, second = verification_links(rt, smtp)
+    assert verify(browser, first).status_code == 400  # superseded
+    assert verify(browser, second).status_code == 303
+    # A made-up ticket sends nothing.
+    forged = browser.post("/login/verify-email", data={
+        "csrf_token": csrf_token(blocked), "ticket": "made-up"})
+    assert forged.status_code == 303
+    assert len(verification_links(rt, smtp)) == 2
+
+
+def test_a_tampered_or_expired_verification_link_is_refused(
+    browser: FlaskClient, rt: Runtime, smtp: MailServer
+) -> None:
+    sign_up(browser)
+    (url,) = verification_links(rt, smtp)
+    assert verify(browser, url[:-1] + ("A" if url[-1] != "A" else "B")).status_code == 400
+    with rt.session_factory() as db:
+        db.execute(update(OneTimeToken).values(expires_at=utcnow() - timedelta(seconds=1)))
+        db.commit()
+    assert verify(browser, url).status_code == 400
+    assert not _user(rt).email_verified  # type: ignore[union-attr]
+
+
+def test_an_existing_address_gets_the_same_page_and_its_owner_a_notice(
+    signup_app: Flask, rt: Runtime, smtp: MailServer
+) -> None:
+    owner = create_user(rt, "carol@example.com", first_name="Carol")
+    known = sign_up(signup_app.test_client(), email="carol@example.com",
+                    password="another long passphrase")
+    new = sign_up(signup_app.test_client(), email="dave@example.com",
+                  password="another long passphrase")
+    assert known.status_code == new.status_code == 200
+    assert _without_csrf(known.get_data(as_text=True)).replace("carol@", "x@") == \
+        _without_csrf(new.get_data(as_text=True)).replace("dave@", "x@")
+    build_worker(rt).run_once()
+    (notice,) = smtp.to("carol@example.com")
+    assert str(notice["Subject"]) == "Someone tried to create an account with your email address"
+    assert "/password/forgot" in _text(notice)
+    assert sign_in(signup_app.test_client(), email="carol@example.com").status_code == 303
+    (attempt,) = events(rt, EventTag.SIGNUP_EXISTING_ADDRESS)
+    assert attempt.user_id == owner.id
+    assert count(rt, User) == 2  # carol and the new dave; nothing else
+
+
+def test_the_form_explains_what_to_correct(browser: FlaskClient, rt: Runtime) -> None:
+    cases = [({"email": "not-an-email"}, "valid email address"),
+             ({"first_name": ""}, "first name"),
+             ({"password": "short"}, "at least 12"),
+             ({"again": "something else entirely"}, "not the same"),
+             ({"email": "robert@example.com", "password": "robert has a password"}, "email")]
+    for kwargs, message in cases:
+        refused = sign_up(browser, **kwargs)
+        assert refused.status_code == 400, kwargs
+        assert message in refused.get_data(as_text=True), kwargs
+    assert count(rt, User) == 0
+
+
+def test_sign_up_is_limited_per_address(
+    tmp_path: Path, database_url: str, redis_url: str, smtp: MailServer
+) -> None:
+    app = _app(tmp_path, database_url, redis_url, smtp, email_requests_per_address_per_hour=2)
+    rt: Runtime = app.extensions["idp"]
+    try:
+        create_user(rt, "carol@example.com")
+        statuses = [sign_up(app.test_client(), email="carol@example.com").status_code
+                    for _ in range(3)]
+        assert statuses == [200, 200, 429]
+        build_worker(rt).run_once()
+        assert len(smtp.to("carol@example.com")) == 2
+    finally:
+        empty_tables(rt)
+        rt.store.delete_prefix()
+        rt.close()
+
+
+def test_send_the_link_again_is_limited_with_the_other_mail_forms(
+    tmp_path: Path, database_url: str, redis_url: str, smtp: MailServer
+) -> None:
+    app = _app(tmp_path, database_url, redis_url, smtp, email_requests_per_address_per_hour=2)
+    rt: Runtime = app.extensions["idp"]
+    try:
+        browser = app.test_client()
+        assert sign_up(browser).status_code == 200  # the address's first mail
+        blocked = sign_in(browser, email=BOB).get_data(as_text=True)
+        ticket = re.search(r'name="ticket" value="([^"]+)"', blocked)
+        assert ticket is not None
+        form = {"csrf_token": csrf_token(blocked), "ticket": ticket.group(1)}
+        assert browser.post("/login/verify-email", data=form).status_code == 200
+        limited = browser.post("/login/verify-email", data=form)
+        assert limited.status_code == 429 and "Retry-After" in limited.headers
+        assert len(verification_links(rt, smtp)) == 2
+    finally:
+        empty_tables(rt)
+        rt.store.delete_prefix()
+        rt.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path, database_url: str, redis_url: str,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    with make_world(tmp_path, database_url, redis_url, monkeypatch) as w:
+        w.runtime.settings = dataclasses.replace(w.runtime.settings, signup_enabled=True)
+        yield w
+
+
+def test_an_sso_enforced_domain_goes_to_its_organization_instead(world: World) -> None:
+    world.link("Contoso", TID, CLIENT_ID, ["contoso.com"], enforce_sso=True)
+    response = sign_up(world.client, email="newbie@contoso.com")
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith(world.fake.authorization_endpoint(TID))
+    assert count(world.runtime, User) == 0
+    assert count(world.runtime, OutboxItem) == 0
+    # Not enforced: an ordinary sign-up.
+    assert sign_up(world.client, email="someone@fabrikam.com").status_code == 200
+    # "Forgot your password?" too: its members have no password here.
+    page = world.client.get("/password/forgot").get_data(as_text=True)
+    forgot = world.client.post("/password/forgot", data={
+        "csrf_token": csrf_token(page), "email": "ada@contoso.com"})
+    assert forgot.status_code == 303
+    assert forgot.headers["Location"].startswith(world.fake.authorization_endpoint(TID))
+
+
+def test_idp_user_create_unverified_mails_a_link(tmp_path: Path, database_url: str) -> None:
+    from sqlalchemy import delete
+
+    from idp.db import make_engine
+    from idp.models import Base
+
+    env = idp_env(database_url=database_url, data_dir=str(tmp_path / "var"),
+                  argon2_memory_kib="1024", argon2_time_cost="1")
+    try:
+        plain = run_idp("user", "create", "op@example.com", "--password-stdin", "--json",
+                        env=env, stdin=PASSWORD + "\n")
+        assert plain.returncode == 0, plain.stderr
+        assert '"email_verified": true' in plain.stdout
+        made = run_idp("user", "create", "imported@example.com", "--password-stdin",
+                       "--unverified", "--json", env=env, stdin=PASSWORD + "\n")
+        assert made.returncode == 0, made.stderr
+        assert '"email_verified": false' in made.stdout
+        engine = make_engine(database_url)
+        with engine.connect() as conn:
+            verified = dict(conn.execute(select(User.email_normalized, User.email_verified)).all())
+            assert verified == {"op@example.com": True, "imported@example.com": False}
+            mails = [p["template"] for p in conn.scalars(select(OutboxItem.payload))]
+            assert mails == ["verify_email"]
+            assert conn.scalar(select(Event.id).where(Event.action == "account:user:create"))
+        engine.dispose()
+        duplicate = run_idp("user", "create", "imported@example.com", "--password-stdin",
+                            "--unverified", env=env, stdin=PASSWORD + "\n")
+        assert duplicate.returncode != 0
+        assert duplicate.stderr.strip().count("\n") == 0 and "already exists" in duplicate.stderr
+    finally:
+        engine = make_engine(database_url)
+        with engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(delete(table))
+        engine.dispose()
