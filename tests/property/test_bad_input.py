@@ -217,6 +217,43 @@ def test_random_fields_are_refused_cleanly_and_change_nothing(
     assert statuses, "no request was made"
 
 
+# The other forms a person can send without being signed in (with a made-up link token).
+OTHER_FORMS = (
+    "/login/code",
+    "/login/sso",
+    "/login/sso/link",
+    "/login/verify-email",
+    "/authorize/consent",
+    "/logout",
+    "/password/forgot",
+    "/password/reset/aBcD1234aBcD1234",
+    "/signup",
+    "/unlock",
+    "/unlock/aBcD1234aBcD1234",
+    "/verify-email/aBcD1234aBcD1234",
+    "/invitations/aBcD1234aBcD1234/register",
+)
+
+
+@pytest.mark.parametrize("path", OTHER_FORMS)
+def test_random_fields_at_the_other_anonymous_forms_are_refused_cleanly(
+    app: Flask, runtime: Runtime, rp: RegisteredRP, path: str
+) -> None:
+    before = snapshot(runtime)
+
+    @settings(SETTINGS, max_examples=20)
+    @given(form=forms(rp), with_csrf=st.booleans())
+    def one_request(form: dict[str, str], with_csrf: bool) -> None:
+        with app.test_client() as client:
+            if with_csrf:
+                form = {**form, "csrf_token": csrf_token(client)}
+            response = send(client, "POST", path, form=form)
+        check(response, "POST", path)
+
+    one_request()
+    assert snapshot(runtime) == before
+
+
 @pytest.mark.parametrize(("method", "path"), TARGETS, ids=[f"{m} {p}" for m, p in TARGETS])
 def test_random_bytes_are_refused_cleanly_and_change_nothing(
     app: Flask, runtime: Runtime, method: str, path: str
