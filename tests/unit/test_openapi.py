@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
-from idp.provider.openapi import OPERATIONS, openapi_document
+from idp.provider.openapi import JSON_ENDPOINTS, OPERATIONS, openapi_document
 
 ENDPOINT_KEYS = (
     "authorization_endpoint",
@@ -72,3 +72,18 @@ def test_a_broken_document_is_refused_by_the_validator() -> None:
     del document["paths"]["/0"]["get"]["responses"]["200"]["description"]
     with pytest.raises(OpenAPIValidationError):
         validate(document)
+
+
+def test_every_operation_documented_as_json_answers_its_errors_in_json() -> None:
+    """idp/flows/errors.py answers JSON (not a page) on JSON_ENDPOINTS: that set must hold
+    every endpoint the document says speaks JSON, and only those."""
+    speaks_json = {
+        name
+        for name, item in OPERATIONS.items()
+        if any(
+            "application/json" in response.get("content", {})
+            for operation in item.values()
+            for response in operation["responses"].values()
+        )
+    }
+    assert speaks_json == JSON_ENDPOINTS
