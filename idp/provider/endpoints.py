@@ -285,8 +285,10 @@ def userinfo() -> ResponseReturnValue:
     """OIDC Core §5.3 with RFC 6750 §2.1/§2.2 bearer tokens and §3.1 errors."""
     header = request.headers.get("Authorization", "")
     value = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    if not value and request.method == "POST":
-        value = request.form.get("access_token", "")
+    in_body = request.form.get("access_token", "") if request.method == "POST" else ""
+    if value and in_body:
+        return _bearer_error(400, "invalid_request", "Send the access token one way only.")
+    value = value or in_body
     if not value:
         return _bearer_error(401, None)
     services = provider_services()

@@ -297,6 +297,11 @@ _END_SESSION_RESPONSES = {
 def _userinfo_responses() -> dict[str, Any]:
     return {
         "200": _json(_ref("UserInfo"), "The claims (OIDC Core §5.3.2)."),
+        "400": _json(
+            _ref("BearerError"),
+            "The token was sent more than one way (RFC 6750 §2, §3.1 invalid_request).",
+            headers=_BEARER_CHALLENGE,
+        ),
         "401": _json(
             _ref("BearerError"),
             "No token, or an invalid, expired or revoked one (RFC 6750 §3.1).",

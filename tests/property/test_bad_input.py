@@ -153,7 +153,7 @@ def check(response: Any, method: str, path: str) -> None:
         assert ERROR_CHARS.match(data["error"]), data
         assert ERROR_CHARS.match(data.get("error_description", "")), data
         assert "no-store" in response.headers.get("Cache-Control", ""), path
-    if path == "/userinfo" and response.status_code == 401:
+    if path == "/userinfo" and response.status_code in (400, 401, 403):
         assert response.headers["WWW-Authenticate"].startswith("Bearer "), response.headers
 
 
@@ -367,3 +367,13 @@ def test_a_failure_inside_a_json_endpoint_is_a_json_error_without_internals(app:
     assert too_large.get_json()["error"] == "invalid_request"
     # Pages stay pages.
     assert client.get("/login", method="DELETE").mimetype == "text/html"
+
+
+def test_an_access_token_sent_two_ways_is_an_invalid_request(client: FlaskClient) -> None:
+    """RFC 6750 §2: one method per request; §3.1: invalid_request, 400."""
+    response = client.post(
+        "/userinfo", data={"access_token": "a"}, headers={"Authorization": "Bearer b"}
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_request"
+    assert response.headers["WWW-Authenticate"].startswith('Bearer realm="idp", error=')
