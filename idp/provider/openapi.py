@@ -100,7 +100,6 @@ _CLIENT_AUTH_FIELDS = {
     "client_secret": {"type": "string", "description": "client_secret_post (RFC 6749 §2.3.1)."},
 }
 _CLIENT_AUTH: list[dict[str, list[str]]] = [{"clientSecretBasic": []}, {}]
-_CLIENT_ERRORS = ["invalid_request", "invalid_client"]
 
 
 def _token_request(grant_type: str, required: list[str], **fields: Any) -> dict[str, Any]:
