@@ -118,6 +118,14 @@ def forms(rp: RegisteredRP) -> st.SearchStrategy[dict[str, str]]:
     return st.dictionaries(st.one_of(st.sampled_from(FIELDS), text), field_values(rp), max_size=8)
 
 
+# What reaches idp in a header value (RFC 9110 §5.5; WSGI decodes the bytes as latin-1):
+# no CR, LF or NUL.
+header_text = st.text(
+    alphabet=st.characters(max_codepoint=0xFF, blacklist_characters="\r\n\x00"),
+    max_size=80,
+)
+
+
 def authorizations(rp: RegisteredRP) -> st.SearchStrategy[str | None]:
     assert rp.client_secret is not None
     basic = st.tuples(st.sampled_from([rp.client_id, ""]) | text, text | st.just(rp.client_secret))
@@ -127,9 +135,9 @@ def authorizations(rp: RegisteredRP) -> st.SearchStrategy[str | None]:
             lambda u: f"Basic {base64.b64encode(u[0].encode() + b':' + u[1].encode()).decode()}",
             basic,
         ),
-        st.builds(lambda t: f"Bearer {t}", text),
-        st.builds(lambda b: "Basic " + b.decode("latin-1"), st.binary(max_size=40)),
-        text,
+        st.builds(lambda t: f"Bearer {t}", header_text),
+        st.builds(lambda t: "Basic " + t, header_text),
+        header_text,
     )
 
 
