@@ -264,7 +264,10 @@ def sso_service() -> SsoSignInService:
 
 def password_confirmation() -> PasswordConfirmation:
     rt = runtime()
-    return PasswordConfirmation(rt.passwords, rate_limiter(), rt.store)
+    active = current_session()
+    return PasswordConfirmation(
+        rt.passwords, rate_limiter(), rt.store, active.auth_time if active else None
+    )
 
 
 def organization_service() -> OrganizationService:

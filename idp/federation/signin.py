@@ -145,12 +145,15 @@ class SsoSignInService:
         next_url: str = "",
         binding: str | None = None,
         domain_hint: str = "",
+        fresh: bool = False,
     ) -> str:
         """The Entra authorization URL for this work email, or for the organization serving
         ``domain_hint`` (home-realm discovery by a relying service's hint, passed on to
         Entra); raises :class:`NoConnection`. ``binding``: a random value also set in a
         browser cookie that a cross-site POST carries (SameSite=None, https only), so the
-        callback must come from this browser (login CSRF)."""
+        callback must come from this browser (login CSRF). ``fresh``: Entra must
+        authenticate the user again (``prompt=login``, OIDC Core §3.1.2.1), for a
+        re-authentication before a sensitive change."""
         connection = self.connections.for_email(email) if email else None
         if connection is None and domain_hint:
             connection = self.connections.for_domain(domain_hint)
@@ -189,6 +192,8 @@ class SsoSignInService:
             params["login_hint"] = email.strip()
         if domain_hint and connection is self.connections.for_domain(domain_hint):
             params["domain_hint"] = domain_hint.strip().lower()
+        if fresh:
+            params["prompt"] = "login"
         return f"{endpoint}?{urlencode(params)}"
 
     # The callback ------------------------------------------------------------------------

@@ -27,6 +27,7 @@ def register_flows(app: Flask) -> None:
         password,
         password_reset,
         profile,
+        reauth,
         security,
         sessions,
         signup,
@@ -57,5 +58,6 @@ def register_flows(app: Flask) -> None:
     app.register_blueprint(profile.bp)
     app.register_blueprint(email_change.bp)
     app.jinja_env.globals["current_organization"] = organizations.current_organization
+    reauth.init_app(app)
     errors.init_app(app)
     app.add_template_filter(_timestamp_utc, "timestamp_utc")

@@ -81,6 +81,7 @@ def _form(error: str | None = None, email: str = "", status: int = 200) -> tuple
         error=error,
         email=email,
         next=safe_next(request.values.get("next"), default=""),
+        fresh=request.values.get("prompt") == "login",
         organization=organization,
     ), status
 
@@ -98,7 +99,11 @@ def sso_start() -> Response | tuple[str, int]:
     if not email:
         return _form("Enter your work email address.", email, 400)
     try:
-        return redirect_to_entra(email, safe_next(request.form.get("next"), default=""))
+        return redirect_to_entra(
+            email,
+            safe_next(request.form.get("next"), default=""),
+            fresh=request.form.get("prompt") == "login",
+        )
     except NoConnection:
         return _form(NO_CONNECTION, email, 400)
     except SsoFailure as exc:
@@ -106,13 +111,15 @@ def sso_start() -> Response | tuple[str, int]:
         return _failure_page("generic")
 
 
-def redirect_to_entra(email: str, next_url: str, domain_hint: str = "") -> Response:
+def redirect_to_entra(
+    email: str, next_url: str, domain_hint: str = "", fresh: bool = False
+) -> Response:
     """Redirect to the tenant serving ``email`` (or ``domain_hint``). On https, the request
     is also bound to this browser by a cookie the cross-site form_post carries
     (SameSite=None needs Secure)."""
     secure = runtime().settings.secure_cookies
     binding = secrets.token_urlsafe(32) if secure else None
-    response = redirect(sso_service().start(email, next_url, binding, domain_hint), 303)
+    response = redirect(sso_service().start(email, next_url, binding, domain_hint, fresh), 303)
     if binding is not None:
         response.set_cookie(
             FLOW_COOKIE,

@@ -1,0 +1,70 @@
+"""Accounts that sign in only with their organization (no password here) confirm sensitive
+changes by a recent sign-in instead of a password: within 5 minutes of signing in they may
+delete their account; later the page sends them to sign in again at Entra with
+``prompt=login`` (OIDC Core §3.1.2.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from idp.models import User
+from idp.models.accounts import Role
+from idp.security import reauth
+from tests.helpers import PASSWORD, create_user, csrf_token, sign_in
+from tests.sso import TID, World, make_world, query
+
+
+@pytest.fixture
+def world(tmp_path: Path, database_url: str, redis_url: str,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    with make_world(tmp_path, database_url, redis_url, monkeypatch) as w:
+        create_user(w.runtime, "owner@contoso.com", organization="Contoso", role=Role.OWNER)
+        assert w.sign_in().status_code == 303  # Ada, just in time, without a password
+        yield w
+
+
+def ada_exists(w: World) -> bool:
+    with w.runtime.session_factory() as db:
+        return db.scalar(select(User).where(User.email == "ada@contoso.com")) is not None
+
+
+def test_a_fresh_sso_sign_in_confirms_deletion(world: World) -> None:
+    page = world.client.get("/account/delete").get_data(as_text=True)
+    assert 'data-testid="reauth-sso"' in page and 'type="password"' not in page
+    done = world.client.post("/account/delete", data={"csrf_token": csrf_token(page),
+                                                      "password": ""})
+    assert done.status_code == 303 and done.headers["Location"].endswith("/account/deleted")
+    assert not ada_exists(world)
+
+
+def test_an_old_sign_in_must_be_renewed_at_entra(world: World,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reauth, "RECENT_SIGN_IN_SECONDS", -1)  # every sign-in is too old
+    page = world.client.get("/account/delete").get_data(as_text=True)
+    refused = world.client.post("/account/delete", data={"csrf_token": csrf_token(page),
+                                                         "password": "anything at all"})
+    assert refused.status_code == 400
+    assert "sign in again with your organization" in refused.get_data(as_text=True)
+    assert ada_exists(world)
+    # the page's link asks Entra for a fresh sign-in and comes back to the page
+    again = world.client.get("/login/sso", query_string={
+        "login_hint": "ada@contoso.com", "prompt": "login", "next": "/account/delete"})
+    form = again.get_data(as_text=True)
+    assert 'name="prompt" value="login"' in form
+    to_entra = world.client.post("/login/sso", data={
+        "csrf_token": csrf_token(form), "email": "ada@contoso.com", "prompt": "login",
+        "next": "/account/delete"})
+    url = to_entra.headers["Location"]
+    assert url.startswith(world.fake.authorization_endpoint(TID))
+    assert query(url)["prompt"] == "login"
+
+
+def test_accounts_with_a_password_still_type_it(world: World) -> None:
+    world.new_browser()
+    assert sign_in(world.client, "owner@contoso.com", PASSWORD).status_code == 303
+    page = world.client.get("/account/email").get_data(as_text=True)
+    assert 'type="password"' in page and 'data-testid="reauth-sso"' not in page
