@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_type_hints
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -170,8 +170,19 @@ def load_settings(
     return _validate(values)
 
 
+def _split(name: str, value: str) -> SplitResult:
+    """``urlsplit`` whose ValueError (e.g. "http://[::1", a port beyond 65535) names the
+    setting instead of escaping as a traceback."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- reading it checks the port is a number in range
+    except ValueError:
+        raise SettingsError(name, f"is not a valid URL: {value!r}") from None
+    return parts
+
+
 def _check_base_url(name: str, value: str) -> str:
-    parts = urlsplit(value)
+    parts = _split(name, value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(name, f"must be an http(s) URL, not {value!r}")
     if parts.query or parts.fragment:
@@ -189,10 +200,13 @@ def _validate(v: dict[str, Any]) -> Settings:
     v["entra_authority"] = _check_base_url("entra_authority", v["entra_authority"])
     v["graph_url"] = _check_base_url("graph_url", v["graph_url"])
 
-    data_dir = Path(v["data_dir"] or "./var").expanduser()
-    v["data_dir"] = str(data_dir)
-    if not v["database_url"]:
-        v["database_url"] = f"sqlite:///{(data_dir / 'idp.sqlite3').resolve()}"
+    try:
+        data_dir = Path(v["data_dir"] or "./var").expanduser()
+        v["data_dir"] = str(data_dir)
+        if not v["database_url"]:
+            v["database_url"] = f"sqlite:///{(data_dir / 'idp.sqlite3').resolve()}"
+    except (RuntimeError, OSError) as exc:  # "~nosuchuser", a symlink loop
+        raise SettingsError("data_dir", f"cannot be used: {exc}") from None
     try:
         url = make_url(v["database_url"])
     except ArgumentError:
@@ -200,16 +214,16 @@ def _validate(v: dict[str, Any]) -> Settings:
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise SettingsError("database_url", "must be a sqlite:// or postgresql:// URL")
 
-    if v["redis_url"] and urlsplit(v["redis_url"]).scheme not in (
-        "redis",
-        "rediss",
-        "unix",
-        "redis+sentinel",
+    sentinel = v["redis_url"].startswith("redis+sentinel://")
+    if (
+        v["redis_url"]
+        and not sentinel  # several host:port pairs: parse_sentinel_url checks those
+        and _split("redis_url", v["redis_url"]).scheme not in ("redis", "rediss", "unix")
     ):
         raise SettingsError(
             "redis_url", "must start with redis://, rediss://, unix:// or redis+sentinel://"
         )
-    if v["redis_url"].startswith("redis+sentinel://"):
+    if sentinel:
         from idp.store import parse_sentinel_url
 
         try:
@@ -217,7 +231,7 @@ def _validate(v: dict[str, Any]) -> Settings:
         except ValueError as exc:
             raise SettingsError("redis_url", f"bad Sentinel URL: {exc}") from None
     if v["smtp_url"]:
-        smtp = urlsplit(v["smtp_url"])
+        smtp = _split("smtp_url", v["smtp_url"])
         if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
             raise SettingsError("smtp_url", "must be smtp://[user:pass@]host:port or smtps://...")
     if "@" not in v["mail_from"]:
@@ -257,7 +271,7 @@ def _validate(v: dict[str, Any]) -> Settings:
     if v["argon2_memory_kib"] < 8 * v["argon2_parallelism"]:
         raise SettingsError("argon2_memory_kib", "must be at least 8 x IDP_ARGON2_PARALLELISM")
     if v["password_max_length"] < max(64, v["password_min_length"]):
-        raise SettingsError("password_max_length", "must be >= 64 and >= the minimum length")
+        raise SettingsError("password_max_length", "must be >= 64 and >= IDP_PASSWORD_MIN_LENGTH")
     if v["authorization_code_seconds"] > 600:
         raise SettingsError("authorization_code_seconds", "must be at most 600 (RFC 6749 §4.1.2)")
     if not (

@@ -189,7 +189,7 @@ def running_cluster(
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-            stack.callback(_stop, proc)
+            stack.callback(services.stop_process, proc)
             services.wait_until_up(cluster.base + "/healthz", proc)
             yield cluster
         finally:
@@ -201,11 +201,3 @@ def running_cluster(
                 services.drop_postgres_database(name)
             shutil.rmtree(workdir / "var", ignore_errors=True)
 
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

@@ -1,14 +1,20 @@
-"""Error pages: a clear message and status, never internals."""
+"""Error pages: a clear message and status, never internals.
+
+On the JSON endpoints (the protocol endpoints relying services call, and the health probes) an
+error is an RFC 6749 §5.2 JSON body instead of a page, whatever went wrong: an unsupported
+method, a body too large, a backend down, a bug.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, render_template
+from flask import Flask, Response, jsonify, make_response, render_template, request, url_for
 from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import TimeoutError as StoreTimeoutError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.routing import BuildError
 
 log = logging.getLogger("idp.errors")
 
@@ -28,8 +34,35 @@ CSRF_MESSAGE = (
 )
 
 
-def _page(code: int, message: str | None = None) -> tuple[str, int]:
+# RFC 6749 §5.2 / §4.1.2.1 error codes for failures that happen before a view can answer.
+OAUTH_ERRORS = {500: "server_error", 503: "temporarily_unavailable"}
+
+
+def _on_json_endpoint() -> bool:
+    """Whether the request addressed a JSON endpoint. Matched by path, because a request with
+    the wrong method never reaches the endpoint (no ``url_rule``)."""
+    from idp.provider.openapi import JSON_ENDPOINTS
+
+    path = request.script_root + request.path
+    for endpoint in JSON_ENDPOINTS:
+        try:
+            if url_for(endpoint) == path:
+                return True
+        except BuildError:  # an application without the provider blueprint
+            continue
+    return False
+
+
+def _json_error(code: int, message: str) -> tuple[Response, int]:
+    response = jsonify(error=OAUTH_ERRORS.get(code, "invalid_request"), error_description=message)
+    response.headers["Cache-Control"] = "no-store"
+    return response, code
+
+
+def _page(code: int, message: str | None = None) -> tuple[str | Response, int]:
     title, default = MESSAGES.get(code, (f"Error {code}", "The request failed."))
+    if _on_json_endpoint():
+        return _json_error(code, message or default)
     return render_template(
         "errors/error.html", code=code, title=title, message=message or default
     ), code
@@ -37,21 +70,26 @@ def _page(code: int, message: str | None = None) -> tuple[str, int]:
 
 def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> tuple[str, int]:
+    def _http_error(exc: HTTPException) -> Response:
         code = exc.code or 500
         if code == 400 and exc.description == "csrf":
-            return _page(400, CSRF_MESSAGE)
-        return _page(code)
+            return make_response(_page(400, CSRF_MESSAGE))
+        response = make_response(_page(code))
+        # Keep the exception's own headers, e.g. Allow on a 405 (RFC 9110 §15.5.6).
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(StoreConnectionError)
     @app.errorhandler(StoreTimeoutError)
-    def _backend_down(exc: Exception) -> tuple[str, int]:
+    def _backend_down(exc: Exception) -> tuple[str | Response, int]:
         log.error("backend unavailable: %s", exc.__class__.__name__)
         return _page(503)
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> tuple[str, int]:
+    def _unexpected(exc: Exception) -> Response | tuple[str | Response, int]:
         if isinstance(exc, HTTPException):
             return _http_error(exc)
         log.exception("unhandled error", exc_info=exc)

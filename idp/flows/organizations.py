@@ -49,6 +49,19 @@ def _user() -> User | None:
     return signed_in[1] if signed_in else None
 
 
+def _allowed(org_id: str, action: Action) -> tuple[User, Organization, Role] | Response:
+    """The signed-in user, the organization and their role when they may do ``action`` there;
+    otherwise the response to send (sign in first, or refused)."""
+    user = _user()
+    if user is None:
+        return _to_login()
+    try:
+        org, role = organization_service().authorize(user, org_id, action)
+    except OrganizationError as exc:
+        return _refused(exc, url_for("organizations.index"))
+    return user, org, role
+
+
 def _refused(exc: OrganizationError, back: str | None = None) -> Response:
     response = make_response(
         render_template("organizations/refused.html", message=exc.message, back=back),
@@ -137,13 +150,10 @@ def switch() -> Response:
 
 @bp.get("/organizations/<org_id>/settings")
 def settings(org_id: str) -> Response | str:
-    user = _user()
-    if user is None:
-        return _to_login()
-    try:
-        org, role = organization_service().authorize(user, org_id, Action.RENAME)
-    except OrganizationError as exc:
-        return _refused(exc, url_for("organizations.index"))
+    allowed = _allowed(org_id, Action.RENAME)
+    if isinstance(allowed, Response):
+        return allowed
+    _, org, role = allowed
     return _settings_page(org, role, renamed="renamed" in request.args)
 
 
@@ -181,13 +191,10 @@ def rename(org_id: str) -> Response | tuple[str, int]:
 
 @bp.get("/organizations/<org_id>/delete")
 def confirm_delete(org_id: str) -> Response | str:
-    user = _user()
-    if user is None:
-        return _to_login()
-    try:
-        org, _ = organization_service().authorize(user, org_id, Action.DELETE)
-    except OrganizationError as exc:
-        return _refused(exc, url_for("organizations.index"))
+    allowed = _allowed(org_id, Action.DELETE)
+    if isinstance(allowed, Response):
+        return allowed
+    _, org, _ = allowed
     members = organization_service().members(org.id)
     return render_template("organizations/delete.html", org=org, members=len(members), error=None)
 
@@ -328,13 +335,10 @@ def remove(org_id: str, member_id: str) -> Response:
 
 @bp.get("/organizations/<org_id>/leave")
 def confirm_leave(org_id: str) -> Response | str:
-    user = _user()
-    if user is None:
-        return _to_login()
-    try:
-        org, role = organization_service().authorize(user, org_id, Action.LEAVE)
-    except OrganizationError as exc:
-        return _refused(exc, url_for("organizations.index"))
+    allowed = _allowed(org_id, Action.LEAVE)
+    if isinstance(allowed, Response):
+        return allowed
+    _, org, role = allowed
     return render_template("organizations/leave.html", org=org, role=role)
 
 
@@ -371,13 +375,10 @@ def invite(org_id: str) -> Response:
 
 @bp.get("/organizations/<org_id>/invitations/<invitation_id>/revoke")
 def confirm_revoke_invitation(org_id: str, invitation_id: str) -> Response | str:
-    user = _user()
-    if user is None:
-        return _to_login()
-    try:
-        org, _ = organization_service().authorize(user, org_id, Action.INVITE)
-    except OrganizationError as exc:
-        return _refused(exc, url_for("organizations.index"))
+    allowed = _allowed(org_id, Action.INVITE)
+    if isinstance(allowed, Response):
+        return allowed
+    _, org, _ = allowed
     pending = {i.id: i for i in invitation_service().pending(org.id)}
     if invitation_id not in pending:
         return _refused(OrganizationError("There is no such pending invitation."))

@@ -186,14 +186,18 @@ def _complete_sign_in(service: SsoSignInService, outcome: SsoSuccess) -> Respons
     if FLOW_COOKIE in request.cookies:
         signed_in.delete_cookie(FLOW_COOKIE, path="/", secure=True, httponly=True, samesite="None")
     if LINK_COOKIE in request.cookies:
-        signed_in.delete_cookie(
-            LINK_COOKIE,
-            path="/login/sso/link",
-            secure=runtime().settings.secure_cookies,
-            httponly=True,
-            samesite="Lax",
-        )
+        _forget_link_offer(signed_in)
     return signed_in
+
+
+def _forget_link_offer(response: Response) -> None:
+    response.delete_cookie(
+        LINK_COOKIE,
+        path="/login/sso/link",
+        secure=runtime().settings.secure_cookies,
+        httponly=True,
+        samesite="Lax",
+    )
 
 
 def post_logout_redirect_uri() -> str:
@@ -258,13 +262,7 @@ def link_submit() -> Response:
     linked = sso_service().accept_link(request.cookies.get(LINK_COOKIE), user, client_actor())
     target = safe_next(str(offer.get("next") or ""), default="/account") if linked else "/account"
     response = redirect(target, 303)
-    response.delete_cookie(
-        LINK_COOKIE,
-        path="/login/sso/link",
-        secure=runtime().settings.secure_cookies,
-        httponly=True,
-        samesite="Lax",
-    )
+    _forget_link_offer(response)
     return response
 
 

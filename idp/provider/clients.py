@@ -44,7 +44,12 @@ def _secret_hash(secret: str) -> str:
 
 
 def validate_redirect_uri(uri: str, label: str = "redirect URI") -> str:
-    parts = urlsplit(uri)
+    """``uri`` unchanged if a client may register it, else :class:`ClientError` saying why."""
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 -- reading it checks the port is a number in range
+    except ValueError:  # e.g. "https://[::1" or a port beyond 65535
+        raise ClientError(f"{label} is malformed: {uri!r}") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ClientError(f"{label} must be an absolute https URL: {uri!r}")
     if parts.scheme == "http" and not is_loopback(parts.hostname):

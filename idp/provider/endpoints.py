@@ -29,6 +29,7 @@ from idp.provider.authorize import (
 from idp.provider.claims import user_claims
 from idp.provider.clients import ID_TOKEN_ALGS
 from idp.provider.consent import ConsentService
+from idp.provider.openapi import OPERATIONS, openapi_document
 from idp.provider.server import SCOPES_SUPPORTED
 from idp.runtime import request_db, runtime
 from idp.security import csrf
@@ -115,6 +116,16 @@ def jwks() -> Response:
     response = jsonify(provider_services().keys.public_jwks())
     response.cache_control.public = True
     response.cache_control.max_age = 300
+    return response
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3.1 description of these endpoints (idp/provider/openapi.py)."""
+    paths = {name: url_for(name) for name in OPERATIONS}
+    response = jsonify(openapi_document(runtime().settings.issuer, paths))
+    response.cache_control.public = True
+    response.cache_control.max_age = 3600
     return response
 
 
@@ -274,8 +285,10 @@ def userinfo() -> ResponseReturnValue:
     """OIDC Core §5.3 with RFC 6750 §2.1/§2.2 bearer tokens and §3.1 errors."""
     header = request.headers.get("Authorization", "")
     value = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    if not value and request.method == "POST":
-        value = request.form.get("access_token", "")
+    in_body = request.form.get("access_token", "") if request.method == "POST" else ""
+    if value and in_body:
+        return _bearer_error(400, "invalid_request", "Send the access token one way only.")
+    value = value or in_body
     if not value:
         return _bearer_error(401, None)
     services = provider_services()

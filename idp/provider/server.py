@@ -8,6 +8,8 @@ overriding its flow.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +19,11 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Request
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidRequestError,
+    OAuth2Error,
+)
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core.grants import OpenIDCode
@@ -54,6 +60,26 @@ class ProviderServices:
 
 
 Resolver = Callable[[], ProviderServices]
+
+
+def malformed_basic_credentials(authorization: str | None) -> bool:
+    """Whether an Authorization header is a Basic one that cannot be read (RFC 7617 §2:
+    "Basic" then base64 of UTF-8 "id:secret"), or a scheme without credentials. authlib
+    raises ValueError (a 500) on these; they are a failed client authentication."""
+    if not authorization or " " not in authorization:
+        return False
+    parts = authorization.split(None, 1)
+    if len(parts) < 2:
+        return True
+    if parts[0].lower() != "basic":
+        return False
+    try:
+        base64.b64decode(parts[1]).decode("utf-8")
+    except binascii.Error:
+        return False  # authlib reads bad base64 as "no credentials"
+    except ValueError:  # not ASCII, or not UTF-8 once decoded
+        return True
+    return False
 
 
 class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
@@ -271,6 +297,29 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(ClientCredentialsGrant)
         self.register_extension(lambda server: IssuerInResponses(resolve)(server))
         self.register_endpoint(EndSession(resolve))
+
+    def get_consent_grant(self, request: Any = None, end_user: Any = None) -> Any:
+        """authlib echoes the request's response_type and redirect_uri in error descriptions
+        and raises ValueError (a 500) when they hold characters RFC 6749 §5.2 forbids there:
+        such a request is refused as invalid_request, shown to the person, never redirected."""
+        try:
+            return super().get_consent_grant(request, end_user=end_user)
+        except ValueError as exc:
+            if "forbidden characters" not in str(exc):
+                raise
+            raise InvalidRequestError(
+                "The request contains characters that are not allowed."
+            ) from None
+
+    def authenticate_client(
+        self, request: OAuth2Request, methods: list[str], endpoint: str = "token"
+    ) -> RegisteredClient:
+        """RFC 6749 §2.3.1 client authentication; an unreadable Basic header is invalid_client
+        (§5.2), as authlib would otherwise fail on it."""
+        if malformed_basic_credentials(request.headers.get("Authorization")):
+            raise InvalidClientError(description="The Authorization header cannot be read.")
+        client: RegisteredClient = super().authenticate_client(request, methods, endpoint)
+        return client
 
     def query_client(self, client_id: str) -> RegisteredClient | None:
         row = self.resolve().clients.get(client_id)

@@ -64,25 +64,20 @@ def _sso_site(browser: Browser, tmp_path: Path, database_url: str, redis_url: st
             rt.close()
 
 
-@pytest.fixture
-def sso_page(browser: Browser, tmp_path: Path, postgres_database: str, redis_url: str,
+@pytest.fixture(params=[True], ids=["linked"])
+def sso_page(request: pytest.FixtureRequest, browser: Browser, tmp_path: Path,
+             postgres_database: str, redis_url: str,
              monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Page, World]]:
+    """The site with Contoso's tenant linked, or not (``indirect`` parametrization)."""
     with _sso_site(browser, tmp_path, postgres_database, redis_url, monkeypatch,
-                   linked=True) as site:
+                   linked=request.param) as site:
         yield site
 
 
-@pytest.fixture
-def unlinked_page(browser: Browser, tmp_path: Path, postgres_database: str, redis_url: str,
-                  monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Page, World]]:
-    with _sso_site(browser, tmp_path, postgres_database, redis_url, monkeypatch,
-                   linked=False) as site:
-        yield site
-
-
+@pytest.mark.parametrize("sso_page", [False], ids=["unlinked"], indirect=True)
 def test_an_owner_links_the_tenant_then_a_member_signs_in_with_sso(
-        unlinked_page: tuple[Page, World]) -> None:
-    page, world = unlinked_page
+        sso_page: tuple[Page, World]) -> None:
+    page, world = sso_page
     create_user(world.runtime, "owner@contoso.com", organization="Contoso", role=Role.OWNER,
                 first_name="Olga", last_name="Owner")
     with world.runtime.session_factory() as db:
