@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,15 +83,24 @@ def empty_tables(runtime: Runtime) -> None:
             conn.execute(delete(table))
 
 
-@pytest.fixture
-def app(settings: Settings) -> Iterator[Flask]:
+@contextmanager
+def running_app(settings: Settings) -> Iterator[Flask]:
+    """The application for these settings; its tables and store keys are emptied after."""
     application = create_app(settings)
     application.config["TESTING"] = True
-    yield application
     rt: Runtime = application.extensions["idp"]
-    empty_tables(rt)
-    rt.store.delete_prefix()
-    rt.close()
+    try:
+        yield application
+    finally:
+        empty_tables(rt)
+        rt.store.delete_prefix()
+        rt.close()
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    with running_app(settings) as application:
+        yield application
 
 
 @pytest.fixture

@@ -20,8 +20,16 @@ from flask import Flask
 from idp import create_app
 from idp.runtime import Runtime
 from tests.conftest import empty_tables, make_settings
+from tests.mailserver import MailServer, running_mail_server
 from tests.oidc import serve
 from tests.services import free_port
+
+
+@pytest.fixture
+def smtp() -> Iterator[MailServer]:
+    """A real SMTP server (aiosmtpd) on a free port, for the tests that read mail."""
+    with running_mail_server() as server:
+        yield server
 
 
 @pytest.fixture

@@ -13,16 +13,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from idp import create_app
 from idp.events import Actor, EventTag
 from idp.mail import MAIL
 from idp.models import Device, OutboxItem, User, utcnow
 from idp.runtime import Runtime
 from idp.security.alerts import LOGIN_FAILURE_ALERT, AlertService
 from idp.worker import build_worker
-from tests.conftest import empty_tables, make_settings
+from tests.conftest import make_settings, running_app
 from tests.helpers import create_user, csrf_token, events, sign_in
-from tests.mailserver import MailServer, running_mail_server
+from tests.mailserver import MailServer
 
 ALICE = "alice@example.com"
 WRONG = "not the right password"
@@ -30,25 +29,12 @@ FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.
 
 
 @pytest.fixture
-def smtp() -> Iterator[MailServer]:
-    with running_mail_server() as server:
-        yield server
-
-
-@pytest.fixture
 def mail_app(
     tmp_path: Path, database_url: str, redis_url: str, smtp: MailServer
 ) -> Iterator[Flask]:
-    app = create_app(make_settings(tmp_path, database_url=database_url, redis_url=redis_url,
-                                   smtp_url=smtp.url))
-    app.config["TESTING"] = True
-    rt: Runtime = app.extensions["idp"]
-    try:
+    with running_app(make_settings(tmp_path, database_url=database_url, redis_url=redis_url,
+                                   smtp_url=smtp.url)) as app:
         yield app
-    finally:
-        empty_tables(rt)
-        rt.store.delete_prefix()
-        rt.close()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -22,15 +23,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
-from idp import create_app
 from idp.events import EventTag
 from idp.models import OneTimeToken, User, utcnow
 from idp.runtime import Runtime
 from idp.worker import build_worker
-from tests.conftest import empty_tables, make_settings
+from tests.conftest import make_settings, running_app
 from tests.helpers import PASSWORD, create_user, csrf_token, events, sign_in
 from tests.integration.test_two_factor import _enable
-from tests.mailserver import MailServer, running_mail_server
+from tests.mailserver import MailServer
 from tests.oidc import hidden_fields
 
 ALICE = "alice@example.com"
@@ -38,31 +38,20 @@ NEW_PASSWORD = "a brand new passphrase for her"
 _LINK = re.compile(r"(http://\S+/password/reset/[A-Za-z0-9_-]+)")
 
 
-@pytest.fixture
-def smtp() -> Iterator[MailServer]:
-    with running_mail_server() as server:
-        yield server
-
-
+@contextmanager
 def _app(tmp_path: Path, database_url: str, redis_url: str, smtp: MailServer,
-         **overrides: Any) -> Flask:
-    app = create_app(make_settings(tmp_path, database_url=database_url, redis_url=redis_url,
-                                   smtp_url=smtp.url, **overrides))
-    app.config["TESTING"] = True
-    return app
+         **overrides: Any) -> Iterator[Flask]:
+    values: dict[str, Any] = {**{}, **overrides}
+    with running_app(make_settings(tmp_path, database_url=database_url, redis_url=redis_url,
+                                   smtp_url=smtp.url, **values)) as app:
+        yield app
 
 
 @pytest.fixture
 def mail_app(tmp_path: Path, database_url: str, redis_url: str,
-             smtp: MailServer) -> Iterator[Flask]:
-    app = _app(tmp_path, database_url, redis_url, smtp)
-    rt: Runtime = app.extensions["idp"]
-    try:
+            smtp: MailServer) -> Iterator[Flask]:
+    with _app(tmp_path, database_url, redis_url, smtp) as app:
         yield app
-    finally:
-        empty_tables(rt)
-        rt.store.delete_prefix()
-        rt.close()
 
 
 @pytest.fixture
@@ -382,9 +371,9 @@ def test_known_and_unknown_addresses_get_the_same_page(
 def test_requests_are_limited_per_address(
     tmp_path: Path, database_url: str, redis_url: str, smtp: MailServer
 ) -> None:
-    app = _app(tmp_path, database_url, redis_url, smtp, email_requests_per_address_per_hour=2)
-    rt: Runtime = app.extensions["idp"]
-    try:
+    with _app(tmp_path, database_url, redis_url, smtp,
+              email_requests_per_address_per_hour=2) as app:
+        rt: Runtime = app.extensions["idp"]
         create_user(rt)
         answers = [request_reset(app.test_client()) for _ in range(3)]
         assert [a.status_code for a in answers] == [200, 200, 429]
@@ -394,18 +383,12 @@ def test_requests_are_limited_per_address(
         unknown = [request_reset(app.test_client(), "x@example.com") for _ in range(3)]
         assert [a.status_code for a in unknown] == [200, 200, 429]  # the same for strangers
         assert len(reset_links(rt, smtp)) == 2  # the mailbox got two, not three
-    finally:
-        empty_tables(rt)
-        rt.store.delete_prefix()
-        rt.close()
 
 
 def test_requests_are_limited_per_ip(
     tmp_path: Path, database_url: str, redis_url: str, smtp: MailServer
 ) -> None:
-    app = _app(tmp_path, database_url, redis_url, smtp, email_requests_per_ip_per_hour=2)
-    rt: Runtime = app.extensions["idp"]
-    try:
+    with _app(tmp_path, database_url, redis_url, smtp, email_requests_per_ip_per_hour=2) as app:
         client = app.test_client()
         statuses = [request_reset(client, f"user{i}@example.com").status_code
                     for i in range(3)]
@@ -413,7 +396,3 @@ def test_requests_are_limited_per_ip(
         other_ip = app.test_client()
         other_ip.environ_base["REMOTE_ADDR"] = "192.0.2.7"
         assert request_reset(other_ip, "user9@example.com").status_code == 200
-    finally:
-        empty_tables(rt)
-        rt.store.delete_prefix()
-        rt.close()

@@ -9,6 +9,7 @@ import dataclasses
 import html
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,15 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
-from idp import create_app
 from idp.accounts import AccountService
 from idp.events import EventTag
 from idp.models import Event, OneTimeToken, OutboxItem, User, UserSession, utcnow
 from idp.runtime import Runtime
 from idp.signup import SignupRequestHandler
-from tests.conftest import empty_tables, make_settings
+from tests.conftest import make_settings, running_app
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events, sign_in
 from tests.integration.test_password_reset import _deliver, _text, _without_csrf
-from tests.mailserver import MailServer, running_mail_server
+from tests.mailserver import MailServer
 from tests.oidc import hidden_fields, register_client
 from tests.services import idp_env, run_idp
 from tests.sso import CLIENT_ID, TID, World, make_world
@@ -38,32 +38,20 @@ BOB = "bob@example.com"
 _VERIFY = re.compile(r"(http://\S+/verify-email/[A-Za-z0-9_-]+)")
 
 
-@pytest.fixture
-def smtp() -> Iterator[MailServer]:
-    with running_mail_server() as server:
-        yield server
-
-
+@contextmanager
 def _app(tmp_path: Path, database_url: str, redis_url: str, smtp: MailServer,
-         **overrides: Any) -> Flask:
-    values: dict[str, Any] = {"signup_enabled": True, **overrides}
-    app = create_app(make_settings(tmp_path, database_url=database_url, redis_url=redis_url,
-                                   smtp_url=smtp.url, **values))
-    app.config["TESTING"] = True
-    return app
+         **overrides: Any) -> Iterator[Flask]:
+    values: dict[str, Any] = {**{"signup_enabled": True}, **overrides}
+    with running_app(make_settings(tmp_path, database_url=database_url, redis_url=redis_url,
+                                   smtp_url=smtp.url, **values)) as app:
+        yield app
 
 
 @pytest.fixture
 def signup_app(tmp_path: Path, database_url: str, redis_url: str,
-               smtp: MailServer) -> Iterator[Flask]:
-    app = _app(tmp_path, database_url, redis_url, smtp)
-    rt: Runtime = app.extensions["idp"]
-    try:
+            smtp: MailServer) -> Iterator[Flask]:
+    with _app(tmp_path, database_url, redis_url, smtp) as app:
         yield app
-    finally:
-        empty_tables(rt)
-        rt.store.delete_prefix()
-        rt.close()
 
 
 @pytest.fixture
@@ -390,27 +378,23 @@ def test_the_form_explains_what_to_correct(browser: FlaskClient, rt: Runtime) ->
 def test_sign_up_is_limited_per_address(
     tmp_path: Path, database_url: str, redis_url: str, smtp: MailServer
 ) -> None:
-    app = _app(tmp_path, database_url, redis_url, smtp, email_requests_per_address_per_hour=2)
-    rt: Runtime = app.extensions["idp"]
-    try:
+    with _app(tmp_path, database_url, redis_url, smtp,
+              email_requests_per_address_per_hour=2) as app:
+        rt: Runtime = app.extensions["idp"]
         create_user(rt, "carol@example.com")
         statuses = [sign_up(app.test_client(), email="carol@example.com").status_code
                     for _ in range(3)]
         assert statuses == [200, 200, 429]
         _deliver(rt)
         assert len(smtp.to("carol@example.com")) == 2
-    finally:
-        empty_tables(rt)
-        rt.store.delete_prefix()
-        rt.close()
 
 
 def test_send_the_link_again_is_limited_with_the_other_mail_forms(
     tmp_path: Path, database_url: str, redis_url: str, smtp: MailServer
 ) -> None:
-    app = _app(tmp_path, database_url, redis_url, smtp, email_requests_per_address_per_hour=2)
-    rt: Runtime = app.extensions["idp"]
-    try:
+    with _app(tmp_path, database_url, redis_url, smtp,
+              email_requests_per_address_per_hour=2) as app:
+        rt: Runtime = app.extensions["idp"]
         browser = app.test_client()
         assert sign_up(browser).status_code == 200  # the address's first mail
         _deliver(rt)
@@ -422,10 +406,6 @@ def test_send_the_link_again_is_limited_with_the_other_mail_forms(
         limited = browser.post("/login/verify-email", data=form)
         assert limited.status_code == 429 and "Retry-After" in limited.headers
         assert len(verification_links(rt, smtp)) == 2
-    finally:
-        empty_tables(rt)
-        rt.store.delete_prefix()
-        rt.close()
 
 
 @pytest.fixture

@@ -15,17 +15,11 @@ from werkzeug.test import TestResponse
 from idp.models import FederatedIdentity, User
 from idp.worker import build_worker
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events
-from tests.mailserver import MailServer, running_mail_server
+from tests.mailserver import MailServer
 from tests.sso import GRACE, World, make_world
 
 CONFIRM = "Confirm your email address"
 EXPIRED = "This confirmation has expired or had too many wrong codes"
-
-
-@pytest.fixture
-def smtp() -> Iterator[MailServer]:
-    with running_mail_server() as server:
-        yield server
 
 
 @pytest.fixture
