@@ -101,6 +101,24 @@ _CLIENT_AUTH_FIELDS = {
 }
 _CLIENT_AUTH: list[dict[str, list[str]]] = [{"clientSecretBasic": []}, {}]
 
+# The form of introspection (RFC 7662 §2.1) and revocation (RFC 7009 §2.1) requests.
+_TOKEN_FORM: dict[str, Any] = {
+    "required": True,
+    "content": {
+        _FORM: {
+            "schema": {
+                "type": "object",
+                "required": ["token"],
+                "properties": {
+                    "token": {"type": "string"},
+                    "token_type_hint": {"type": "string"},
+                    **_CLIENT_AUTH_FIELDS,
+                },
+            }
+        }
+    },
+}
+
 
 def _token_request(grant_type: str, required: list[str], **fields: Any) -> dict[str, Any]:
     return {
@@ -445,22 +463,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "operationId": "introspect",
             "summary": "Token introspection (RFC 7662 §2), for the client the token was issued to.",
             "security": _CLIENT_AUTH,
-            "requestBody": {
-                "required": True,
-                "content": {
-                    _FORM: {
-                        "schema": {
-                            "type": "object",
-                            "required": ["token"],
-                            "properties": {
-                                "token": {"type": "string"},
-                                "token_type_hint": {"type": "string"},
-                                **_CLIENT_AUTH_FIELDS,
-                            },
-                        }
-                    }
-                },
-            },
+            "requestBody": _TOKEN_FORM,
             "responses": {
                 "200": _json(_ref("Introspection"), "RFC 7662 §2.2.", headers=_NO_STORE),
                 "400": _error(["invalid_request"], "RFC 7662 §2.3.", headers=_NO_STORE),
@@ -477,22 +480,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "operationId": "revoke",
             "summary": "Token revocation (RFC 7009 §2): 200 whether or not the token was valid.",
             "security": _CLIENT_AUTH,
-            "requestBody": {
-                "required": True,
-                "content": {
-                    _FORM: {
-                        "schema": {
-                            "type": "object",
-                            "required": ["token"],
-                            "properties": {
-                                "token": {"type": "string"},
-                                "token_type_hint": {"type": "string"},
-                                **_CLIENT_AUTH_FIELDS,
-                            },
-                        }
-                    }
-                },
-            },
+            "requestBody": _TOKEN_FORM,
             "responses": {
                 "200": {"description": "Revoked, or nothing to revoke (RFC 7009 §2.2)."},
                 "400": _error(
