@@ -62,13 +62,16 @@ PASSWORD_RESET = "password_reset"  # the end reason of the sessions a reset sign
 
 
 def credential_stamp(db: Session, user_id: str, password_hash: str | None) -> str:
-    """What a reset link is bound to: SHA-256 of the password hash and of the number of
-    sessions the account ever started. It changes with every password change and every
-    successful sign-in."""
-    started = db.scalar(
-        select(func.count()).select_from(UserSession).where(UserSession.user_id == user_id)
-    )
-    return hashlib.sha256(f"{password_hash or ''}\n{started or 0}".encode()).hexdigest()
+    """What a reset link is bound to: SHA-256 of the password hash, the number of sessions
+    the account ever started and when the newest one started. It changes with every password
+    change and every successful sign-in; the start time keeps it changed even if old session
+    rows were ever purged (the count alone could then come back to an earlier value)."""
+    started, newest = db.execute(
+        select(func.count(), func.max(UserSession.created_at)).where(UserSession.user_id == user_id)
+    ).one()
+    newest_text = newest.isoformat() if newest is not None else ""
+    material = f"{password_hash or ''}\n{started or 0}\n{newest_text}"
+    return hashlib.sha256(material.encode()).hexdigest()
 
 
 class ResetLinkError(Exception):
