@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from idp.models import Event
@@ -101,3 +102,40 @@ def record_event(
     db.add(event)
     note_event(db, str(tag), details)
     return event
+
+
+_INSERT_EVENT = insert(cast(Table, Event.__table__))
+
+
+def insert_event(
+    db: Session,
+    tag: EventTag,
+    *,
+    user_id: str | None = None,
+    product: str = ACCOUNT_PRODUCT,
+    actor: Actor | None = None,
+    session_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """:func:`record_event`'s row, inserted at once with Core on ``db``'s connection (its
+    transaction: the caller commits, and the event is counted when that commits).
+
+    Why: every token grant records one event; as an ORM object it cost a unit-of-work flush
+    at commit, about a sixth of a client-credentials grant's CPU. Same columns, same defaults
+    (``occurred_at`` and the id come from the table's own defaults)."""
+    details = details or {}
+    db.connection().execute(
+        _INSERT_EVENT,
+        {
+            "action": str(tag),
+            "user_id": user_id,
+            "organization_id": None,
+            "product": product,
+            "ip": (actor.ip if actor else "")[:45],
+            "device_id": None,
+            "session_id": session_id,
+            "details": details,
+            "request_id": request_id.get(),
+        },
+    )
+    note_event(db, str(tag), details)

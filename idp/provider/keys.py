@@ -401,7 +401,10 @@ class KeyService:
 
     # Signing ---------------------------------------------------------------------------
     def _current_kid(self, alg: str) -> str | None:
-        return self.db.scalar(_CURRENT_KID, {"alg": alg})
+        # Core on the session's connection (its transaction): the ORM execution layer around
+        # this one-column SELECT cost more CPU than the query; still read on every signature.
+        kid: str | None = self.db.connection().execute(_CURRENT_KID, {"alg": alg}).scalar()
+        return kid
 
     def current_kid(self, alg: str = "RS256") -> str | None:
         """The kid that signs ``alg`` tokens now, read from the database (never cached)."""

@@ -31,7 +31,7 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint
 from joserfc.jwk import Key, KeySet
 from sqlalchemy.orm import Session
 
-from idp.events import Actor, EventTag, record_event
+from idp.events import Actor, EventTag, insert_event, record_event
 from idp.models import User, UserSession
 from idp.models.tokens import RefreshToken, TokenFamily
 from idp.provider.claims import user_claims
@@ -322,7 +322,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return client
 
     def query_client(self, client_id: str) -> RegisteredClient | None:
-        row = self.resolve().clients.get(client_id)
+        row = self.resolve().clients.for_authentication(client_id)
         return RegisteredClient(row) if row is not None else None
 
     def _generate_token(
@@ -346,7 +346,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         """Everything was added to the session while generating: record the grant, commit."""
         s = self.resolve()
         principal: Principal | None = request.user
-        record_event(
+        insert_event(  # Core, not an ORM object: one grant, one cheap INSERT
             s.db,
             EventTag.TOKEN_GRANTED,
             user_id=principal.user.id if principal else None,

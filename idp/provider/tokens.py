@@ -24,13 +24,14 @@ from typing import Any, cast
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import Table, and_, bindparam, insert, literal, select, update
+from sqlalchemy import Connection, Row, Table, and_, bindparam, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from idp.models import User, utcnow
 from idp.models.clients import Client
 from idp.models.keys import SigningKey
 from idp.models.tokens import AccessToken, RefreshToken, TokenFamily
+from idp.provider.claims import ClaimValues, logo_organization_id_column
 from idp.provider.keys import PUBLISHED_AT_CUTOFF, KeyService
 from idp.settings import Settings
 
@@ -74,7 +75,35 @@ _KEY_AND_LIVE_STATUS = (
     .outerjoin(AccessToken, AccessToken.jti == bindparam("jti"))
     .outerjoin(TokenFamily, TokenFamily.id == AccessToken.family_id)
 )
+# For userinfo: the same row and, still in that one round trip, what the claims are made of
+# (the user's columns and the organization logo's subquery; NULLs when there is no user).
+_KEY_LIVE_STATUS_AND_CLAIMS = _KEY_AND_LIVE_STATUS.add_columns(
+    User.id,
+    User.first_name,
+    User.last_name,
+    User.email,
+    User.email_verified,
+    User.avatar_id,
+    logo_organization_id_column(),
+).outerjoin(User, User.id == TokenFamily.user_id)
 MAX_TOKEN_LENGTH = 8192
+
+
+def _claim_values(row: Row[Any]) -> ClaimValues | None:
+    """The claim values in columns 7.. of :data:`_KEY_LIVE_STATUS_AND_CLAIMS`'s row."""
+    values: tuple[Any, ...] = tuple(row)[7:]
+    if values[0] is None:
+        return None
+    user_id, first_name, last_name, email, email_verified, avatar_id, logo_org_id = values
+    return ClaimValues(
+        user_id=user_id,
+        first_name=first_name,
+        last_name=last_name,
+        email=email,
+        email_verified=bool(email_verified),
+        avatar_id=avatar_id,
+        logo_organization_id=logo_org_id,
+    )
 
 
 def _b64url_json(segment: str) -> Any:
@@ -116,6 +145,8 @@ class LiveToken:
     claims: dict[str, Any]
     user_id: str | None
     client_id: str
+    # What userinfo needs, when it was asked for (``with_claims``) and read with the status.
+    claim_values: ClaimValues | None = None
 
 
 class TokenService:
@@ -125,8 +156,12 @@ class TokenService:
         keys: KeyService,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
+        reader: Callable[[], Connection] | None = None,
     ) -> None:
+        """``reader`` gives the connection the read-only checks run on (default: the
+        session's); the request passes an autocommit one (:func:`idp.runtime.request_reader`)."""
         self.db = db
+        self.reader = reader or db.connection
         self.keys = keys
         self.issuer = settings.issuer
         self.access_lifetime = timedelta(minutes=settings.access_token_minutes)
@@ -315,21 +350,27 @@ class TokenService:
         claims: dict[str, Any] = dict(decoded.claims)
         return claims
 
-    def live_access_token(self, token: str) -> LiveToken | None:
+    def live_access_token(self, token: str, *, with_claims: bool = False) -> LiveToken | None:
         """The token if it is valid and still active (not revoked, family and session live).
 
         One query reads the published key named by the token's ``kid`` together with the live
         status of its ``jti`` (both read unverified, only to look them up); the signature and
         claims are then checked exactly as :meth:`_decode` does with all published keys (joserfc
-        picks the key by ``kid`` anyway), and the status counts only for a token that passed."""
+        picks the key by ``kid`` anyway), and the status counts only for a token that passed.
+        ``with_claims`` (userinfo) reads the user's claim values in that same query: one round
+        trip for the whole answer. The query runs on :attr:`reader` (autocommit in requests)."""
         peeked = _peek(token)
         if peeked is None:  # no kid or jti to look up: the general path decides
             return self._live_access_token(token)
         kid, jti = peeked
-        row = self.db.execute(
-            _KEY_AND_LIVE_STATUS,
-            {"kid": kid, "jti": jti, "cutoff": self.keys.published_cutoff()},
-        ).one()
+        row = (
+            self.reader()
+            .execute(
+                _KEY_LIVE_STATUS_AND_CLAIMS if with_claims else _KEY_AND_LIVE_STATUS,
+                {"kid": kid, "jti": jti, "cutoff": self.keys.published_cutoff()},
+            )
+            .one()
+        )
         alg, public_jwk = row[0], row[1]
 
         def published() -> KeySet:
@@ -343,7 +384,8 @@ class TokenService:
         # Ending a session revokes its families, so the family's state is the live status.
         if row[2] is None or row[3] is not None or row[4] is not None:
             return None
-        return LiveToken(claims=claims, user_id=row[5], client_id=row[6])
+        values = _claim_values(row) if with_claims else None
+        return LiveToken(claims=claims, user_id=row[5], client_id=row[6], claim_values=values)
 
     def _live_access_token(self, token: str) -> LiveToken | None:
         """:meth:`live_access_token` in two steps: verify with every published key, then read
@@ -351,7 +393,7 @@ class TokenService:
         claims = self._decode(token)
         if claims is None:
             return None
-        row = self.db.execute(_LIVE_STATUS, {"jti": str(claims["jti"])}).one_or_none()
+        row = self.reader().execute(_LIVE_STATUS, {"jti": str(claims["jti"])}).one_or_none()
         # Ending a session revokes its families, so the family's state is the live status.
         if row is None or row[0] is not None or row[1] is not None:
             return None
