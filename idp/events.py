@@ -107,8 +107,7 @@ def record_event(
 _INSERT_EVENT = insert(cast(Table, Event.__table__))
 
 
-def insert_event(
-    db: Session,
+def event_values(
     tag: EventTag,
     *,
     user_id: str | None = None,
@@ -116,26 +115,28 @@ def insert_event(
     actor: Actor | None = None,
     session_id: str | None = None,
     details: dict[str, Any] | None = None,
-) -> None:
-    """:func:`record_event`'s row, inserted at once with Core on ``db``'s connection (its
-    transaction: the caller commits, and the event is counted when that commits).
+) -> dict[str, Any]:
+    """The columns of :func:`record_event`'s row, for a Core insert (``occurred_at`` and the id
+    come from the table's own defaults)."""
+    return {
+        "action": str(tag),
+        "user_id": user_id,
+        "organization_id": None,
+        "product": product,
+        "ip": (actor.ip if actor else "")[:45],
+        "device_id": None,
+        "session_id": session_id,
+        "details": details or {},
+        "request_id": request_id.get(),
+    }
+
+
+def insert_event(db: Session, values: dict[str, Any]) -> None:
+    """:func:`record_event`'s row (made by :func:`event_values`), inserted at once with Core
+    on ``db``'s connection (its transaction: the caller commits, and the event is counted when
+    that commits).
 
     Why: every token grant records one event; as an ORM object it cost a unit-of-work flush
-    at commit, about a sixth of a client-credentials grant's CPU. Same columns, same defaults
-    (``occurred_at`` and the id come from the table's own defaults)."""
-    details = details or {}
-    db.connection().execute(
-        _INSERT_EVENT,
-        {
-            "action": str(tag),
-            "user_id": user_id,
-            "organization_id": None,
-            "product": product,
-            "ip": (actor.ip if actor else "")[:45],
-            "device_id": None,
-            "session_id": session_id,
-            "details": details,
-            "request_id": request_id.get(),
-        },
-    )
-    note_event(db, str(tag), details)
+    at commit, about a sixth of a client-credentials grant's CPU."""
+    db.connection().execute(_INSERT_EVENT, values)
+    note_event(db, values["action"], values["details"])

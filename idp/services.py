@@ -85,12 +85,19 @@ def provider_services() -> ProviderServices:
         rt = runtime()
         db = request_db()
         keys = key_service_for(db, rt.settings)
+        keys.reader = request_reader
         refresh_memory = rt.settings.refresh_token_days * 86400
         g.provider_services = ProviderServices(
             db=db,
             store=rt.store,
             clients=ClientService(db, reader=request_reader),
-            tokens=TokenService(db, keys, rt.settings, reader=request_reader),
+            tokens=TokenService(
+                db,
+                keys,
+                rt.settings,
+                reader=request_reader,
+                one_statement_grants=rt.engine.dialect.name == "postgresql",
+            ),
             codes=AuthorizationCodeStore(
                 rt.store, rt.settings.authorization_code_seconds, refresh_memory
             ),

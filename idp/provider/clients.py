@@ -17,6 +17,7 @@ from typing import cast
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin, scope_to_list
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from sqlalchemy import Connection, Table, bindparam, select
 from sqlalchemy.orm import Session
 
@@ -120,9 +121,8 @@ class RegisteredClient(ClientMixin):  # type: ignore[misc]
 
 # Client authentication's lookup, built once: a Core select of the row (see
 # ClientService.for_authentication).
-_CLIENT_BY_ID = select(cast(Table, Client.__table__)).where(
-    Client.__table__.c.client_id == bindparam("client_id")
-)
+CLIENTS = cast(Table, Client.__table__)
+_CLIENT_BY_ID = select(CLIENTS).where(Client.__table__.c.client_id == bindparam("client_id"))
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,14 @@ class ClientService:
         session's); requests pass their autocommit one (:func:`idp.runtime.request_reader`)."""
         self.db = db
         self.reader = reader or db.connection
+        # Rows this request already read from the database (see remember()).
+        self._read: dict[str, Client | None] = {}
+
+    def remember(self, client_id: str, row: Client | None) -> None:
+        """A row (or its absence) this request has just read from the database together with
+        something else (see ``TokenService.prefetch_introspection``): the request's client
+        authentication uses it instead of reading it again. Never kept beyond the request."""
+        self._read[client_id] = row
 
     def get(self, client_id: str) -> Client | None:
         if not client_id or len(client_id) > 64:
@@ -155,6 +163,8 @@ class ClientService:
         the grant types and scopes on it) and never flushed."""
         if not client_id or len(client_id) > 64:
             return None
+        if client_id in self._read:
+            return self._read[client_id]
         row = self.reader().execute(_CLIENT_BY_ID, {"client_id": client_id}).one_or_none()
         return Client(**row._mapping) if row is not None else None
 
@@ -228,3 +238,14 @@ class ClientService:
         """Delete a client; its consents and tokens go with it."""
         self.db.delete(self.require(client_id))
         self.db.commit()
+
+
+def presented_client_id(authorization: str | None, form_client_id: str | None) -> str | None:
+    """The client id a token-endpoint-style request presents (client_secret_basic, else
+    client_secret_post), read the way authlib reads it; None when there is none or it cannot
+    be read. Only a hint for reading the client early: authlib authenticates afterwards."""
+    try:
+        client_id, _ = extract_basic_authorization({"Authorization": authorization})
+    except (TypeError, ValueError):  # authentication will refuse it
+        return None
+    return client_id or form_client_id or None
