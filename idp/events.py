@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from idp.models import Event
@@ -101,3 +102,41 @@ def record_event(
     db.add(event)
     note_event(db, str(tag), details)
     return event
+
+
+_INSERT_EVENT = insert(cast(Table, Event.__table__))
+
+
+def event_values(
+    tag: EventTag,
+    *,
+    user_id: str | None = None,
+    product: str = ACCOUNT_PRODUCT,
+    actor: Actor | None = None,
+    session_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The columns of :func:`record_event`'s row, for a Core insert (``occurred_at`` and the id
+    come from the table's own defaults)."""
+    return {
+        "action": str(tag),
+        "user_id": user_id,
+        "organization_id": None,
+        "product": product,
+        "ip": (actor.ip if actor else "")[:45],
+        "device_id": None,
+        "session_id": session_id,
+        "details": details or {},
+        "request_id": request_id.get(),
+    }
+
+
+def insert_event(db: Session, values: dict[str, Any]) -> None:
+    """:func:`record_event`'s row (made by :func:`event_values`), inserted at once with Core
+    on ``db``'s connection (its transaction: the caller commits, and the event is counted when
+    that commits).
+
+    Why: every token grant records one event; as an ORM object it cost a unit-of-work flush
+    at commit, about a sixth of a client-credentials grant's CPU."""
+    db.connection().execute(_INSERT_EVENT, values)
+    note_event(db, values["action"], values["details"])

@@ -6,6 +6,7 @@ Request-scoped services are built from these by the factories in :mod:`idp.servi
 from __future__ import annotations
 
 from flask import Flask, current_app, g
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from idp.db import make_engine, make_session_factory
@@ -44,7 +45,26 @@ def request_db() -> Session:
     return db
 
 
+def request_reader() -> Connection:
+    """An autocommit Core connection of the current request, for reads only (closed when the
+    request ends).
+
+    Why: the protocol endpoints relying services call in bulk (introspection, userinfo, client
+    authentication) only read. On the ORM :func:`request_db` each of them paid ``BEGIN`` and
+    ``ROLLBACK`` round trips (psycopg sends ``BEGIN`` on its own) and the Session's bookkeeping
+    around one or two ``SELECT``s; in autocommit each statement is its own snapshot, exactly
+    what those single-statement reads need, and nothing is left to roll back. Never write on
+    it: writes belong to :func:`request_db`'s transaction."""
+    if "db_reader" not in g:
+        g.db_reader = runtime().engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    reader: Connection = g.db_reader
+    return reader
+
+
 def _close_db(_exc: BaseException | None) -> None:
+    reader: Connection | None = g.pop("db_reader", None)
+    if reader is not None:
+        reader.close()
     db: Session | None = g.pop("db", None)
     if db is not None:
         db.close()  # rolls back whatever a failed request left uncommitted

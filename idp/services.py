@@ -21,7 +21,7 @@ from idp.provider.keys import KeyService
 from idp.provider.logout import end_session_tokens
 from idp.provider.server import IdpAuthorizationServer, ProviderServices
 from idp.provider.tokens import TokenService
-from idp.runtime import request_db, runtime
+from idp.runtime import request_db, request_reader, runtime
 from idp.security.account_deletion import AccountDeletionService
 from idp.security.alerts import AlertService
 from idp.security.authentication import AuthenticationService, SignInCollaborators
@@ -85,12 +85,19 @@ def provider_services() -> ProviderServices:
         rt = runtime()
         db = request_db()
         keys = key_service_for(db, rt.settings)
+        keys.reader = request_reader
         refresh_memory = rt.settings.refresh_token_days * 86400
         g.provider_services = ProviderServices(
             db=db,
             store=rt.store,
-            clients=ClientService(db),
-            tokens=TokenService(db, keys, rt.settings),
+            clients=ClientService(db, reader=request_reader),
+            tokens=TokenService(
+                db,
+                keys,
+                rt.settings,
+                reader=request_reader,
+                one_statement_grants=rt.engine.dialect.name == "postgresql",
+            ),
             codes=AuthorizationCodeStore(
                 rt.store, rt.settings.authorization_code_seconds, refresh_memory
             ),

@@ -84,7 +84,8 @@ def note_event(db: Session, action: str, details: Mapping[str, Any]) -> None:
     db.info.setdefault(_PENDING, []).append((action, dict(details)))
 
 
-def _count_event(action: str, details: Mapping[str, Any]) -> None:
+def count_event(action: str, details: Mapping[str, Any]) -> None:
+    """Count an event whose row is already committed (written outside a Session)."""
     EVENTS.labels(action).inc()
     outcome = _SIGN_IN_TAGS.get(action)
     if outcome is not None:
@@ -101,7 +102,7 @@ def _count_event(action: str, details: Mapping[str, Any]) -> None:
 
 def _after_commit(session: Session) -> None:
     for action, details in session.info.pop(_PENDING, []):
-        _count_event(action, details)
+        count_event(action, details)
 
 
 def _after_rollback(session: Session, _previous: object) -> None:

@@ -13,13 +13,31 @@ claim: relying services that do not know it ignore it (OIDC Core §5.1.2).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import case, or_, select
+
 from idp.media.store import image_path
-from idp.models import User
+from idp.models import Membership, Organization, User
 
 
-def _org_logo(user: User, issuer: str) -> str | None:
+@dataclass(frozen=True)
+class ClaimValues:
+    """What the claims are made of: the user's columns, and the id of the organization whose
+    logo is the ``org_logo`` claim (None when there is none)."""
+
+    user_id: str
+    first_name: str
+    last_name: str
+    email: str
+    email_verified: bool
+    avatar_id: str | None
+    logo_organization_id: str | None
+
+
+def _logo_organization_id(user: User) -> str | None:
+    """The user's current organization (else the oldest membership's), if it has a logo."""
     memberships = sorted(user.memberships, key=lambda m: m.created_at)
     current = next(
         (m for m in memberships if m.organization_id == user.current_organization_id),
@@ -28,24 +46,86 @@ def _org_logo(user: User, issuer: str) -> str | None:
     if current is None:
         return None
     org = current.organization
-    if not (org.wide_logo_id or org.square_logo_id):
-        return None
-    return f"{issuer}/organizations/{org.id}/logo"
+    return org.id if org.wide_logo_id or org.square_logo_id else None
+
+
+def logo_organization_id_column() -> Any:
+    """:func:`_logo_organization_id` as a scalar subquery correlated to ``users``, so that
+    userinfo reads the logo in the same round trip as the user (instead of lazy-loading the
+    memberships, then each organization). Same choice: the membership of the current
+    organization if there is one, else the oldest; its id only if that organization has a
+    logo. (Outer columns appear only in WHERE clauses: SQLite refuses them in ORDER BY.)"""
+    logo_id = case(
+        (
+            or_(Organization.wide_logo_id.is_not(None), Organization.square_logo_id.is_not(None)),
+            Organization.id,
+        ),
+        else_=None,
+    )
+    of_user = Membership.user_id == User.id
+    in_current = Membership.organization_id == User.current_organization_id
+    current = (
+        select(logo_id)
+        .join(Membership, Membership.organization_id == Organization.id)
+        .where(of_user, in_current)
+        .limit(1)
+        .correlate(User)
+        .scalar_subquery()
+    )
+    oldest = (
+        select(logo_id)
+        .join(Membership, Membership.organization_id == Organization.id)
+        .where(of_user)
+        .order_by(Membership.created_at)
+        .limit(1)
+        .correlate(User)
+        .scalar_subquery()
+    )
+    has_current = select(Membership.user_id).where(of_user, in_current).correlate(User).exists()
+    return case((has_current, current), else_=oldest)
+
+
+def claim_values(user: User) -> ClaimValues:
+    return ClaimValues(
+        user_id=user.id,
+        first_name=user.first_name,
+        last_name=user.last_name,
+        email=user.email,
+        email_verified=user.email_verified,
+        avatar_id=user.avatar_id,
+        logo_organization_id=_logo_organization_id(user),
+    )
+
+
+def claims_of(values: ClaimValues, scope: str, issuer: str = "") -> dict[str, Any]:
+    scopes = set(scope.split())
+    claims: dict[str, Any] = {"sub": values.user_id}
+    if "profile" in scopes:
+        claims["name"] = f"{values.first_name} {values.last_name}".strip()
+        claims["given_name"] = values.first_name
+        claims["family_name"] = values.last_name
+        if issuer and values.avatar_id:
+            claims["picture"] = issuer.rstrip("/") + image_path(values.avatar_id)
+        if issuer and values.logo_organization_id:
+            org_id = values.logo_organization_id
+            claims["org_logo"] = f"{issuer.rstrip('/')}/organizations/{org_id}/logo"
+    if "email" in scopes:
+        claims["email"] = values.email
+        claims["email_verified"] = values.email_verified
+    return claims
 
 
 def user_claims(user: User, scope: str, issuer: str = "") -> dict[str, Any]:
     scopes = set(scope.split())
-    claims: dict[str, Any] = {"sub": user.id}
-    if "profile" in scopes:
-        claims["name"] = f"{user.first_name} {user.last_name}".strip()
-        claims["given_name"] = user.first_name
-        claims["family_name"] = user.last_name
-        if issuer and user.avatar_id:
-            claims["picture"] = issuer.rstrip("/") + image_path(user.avatar_id)
-        logo = _org_logo(user, issuer.rstrip("/")) if issuer else None
-        if logo:
-            claims["org_logo"] = logo
-    if "email" in scopes:
-        claims["email"] = user.email
-        claims["email_verified"] = user.email_verified
-    return claims
+    if not (issuer and "profile" in scopes):  # the memberships are not needed: not loaded
+        values = ClaimValues(
+            user.id,
+            user.first_name,
+            user.last_name,
+            user.email,
+            user.email_verified,
+            user.avatar_id,
+            None,
+        )
+        return claims_of(values, scope, issuer)
+    return claims_of(claim_values(user), scope, issuer)

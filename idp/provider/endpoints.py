@@ -26,8 +26,8 @@ from idp.provider.authorize import (
     current_principal,
     request_params,
 )
-from idp.provider.claims import user_claims
-from idp.provider.clients import ID_TOKEN_ALGS
+from idp.provider.claims import claims_of, user_claims
+from idp.provider.clients import ID_TOKEN_ALGS, presented_client_id
 from idp.provider.consent import ConsentService
 from idp.provider.openapi import OPERATIONS, openapi_document
 from idp.provider.server import SCOPES_SUPPORTED
@@ -208,6 +208,13 @@ def consent() -> ResponseReturnValue:
 @bp.post("/token")
 @csrf.exempt
 def token() -> ResponseReturnValue:
+    if request.form.get("grant_type") == "client_credentials":
+        client_id = presented_client_id(
+            request.headers.get("Authorization"), request.form.get("client_id")
+        )
+        if client_id:  # one round trip for the client's row and the current signing kid
+            services = provider_services()
+            services.tokens.prefetch_grant(client_id, services.clients)
     return cast(Response, authorization_server().create_token_response())
 
 
@@ -225,13 +232,19 @@ def _oauth_error(error: OAuth2Error) -> Response:
 @csrf.exempt
 def introspect() -> ResponseReturnValue:
     """RFC 7662: live status of a token, for the client it was issued to."""
+    value = request.form.get("token", "")
+    client_id = presented_client_id(
+        request.headers.get("Authorization"), request.form.get("client_id")
+    )
+    if value and client_id:  # one round trip for the client's row and the token's status
+        services = provider_services()
+        services.tokens.prefetch_introspection(value, client_id, services.clients)
     try:
         client = _authenticated_client(
             ["client_secret_basic", "client_secret_post"], "introspection"
         )
     except OAuth2Error as error:
         return _oauth_error(error)
-    value = request.form.get("token", "")
     if not value:
         return jsonify(error="invalid_request", error_description="Missing 'token'."), 400
     return jsonify(provider_services().tokens.introspect(value, client.get_client_id()))
@@ -292,12 +305,17 @@ def userinfo() -> ResponseReturnValue:
     if not value:
         return _bearer_error(401, None)
     services = provider_services()
-    live = services.tokens.live_access_token(value)
+    # The token's status and the user's claim values come in one query on the request's
+    # autocommit reader (no ORM session, no transaction): userinfo is called in bulk.
+    live = services.tokens.live_access_token(value, with_claims=True)
     if live is None or live.user_id is None:
         return _bearer_error(401, "invalid_token", "The access token is invalid or inactive.")
     scope = str(live.claims.get("scope", ""))
     if "openid" not in scope.split():
         return _bearer_error(403, "insufficient_scope", "The openid scope is required.")
+    if live.claim_values is not None:
+        return jsonify(claims_of(live.claim_values, scope, services.issuer))
+    # A token without kid/jti to look up went the general way: read the user on its own.
     user = services.db.get(User, live.user_id)
     if user is None:
         return _bearer_error(401, "invalid_token", "The access token is invalid or inactive.")

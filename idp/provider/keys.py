@@ -43,7 +43,7 @@ from typing import Any, Final, TypeAlias
 
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeyParameters, KeySet, RSAKey
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -249,7 +249,7 @@ class _Published:
 
 # Statements run on every request, built once: building a select and its cache key each time
 # cost about as much CPU as executing it. The SQL sent is the same.
-_CURRENT_KID = (
+CURRENT_KID = (
     select(SigningKey.kid)
     .where(SigningKey.alg == bindparam("alg"), SigningKey.retired_at.is_(None))
     .order_by(SigningKey.activated_at.desc())
@@ -291,6 +291,11 @@ class KeyService:
         if max_token_lifetime <= timedelta(0):
             raise ValueError("max_token_lifetime must be positive")
         self.db = db
+        # Where the current kid is read (default: the session's connection); requests set
+        # their autocommit reader (idp.services.provider_services), so that a grant needs no
+        # transaction to learn which key signs. Still read on every signature.
+        self.reader: Callable[[], Connection] = db.connection
+        self._read_current: dict[str, str | None] = {}
         self.max_token_lifetime = max_token_lifetime
         self.clock = clock
         self._box = _key_box(secret_key)
@@ -401,7 +406,18 @@ class KeyService:
 
     # Signing ---------------------------------------------------------------------------
     def _current_kid(self, alg: str) -> str | None:
-        return self.db.scalar(_CURRENT_KID, {"alg": alg})
+        # Core on :attr:`reader`: the ORM execution layer around this one-column SELECT cost
+        # more CPU than the query. Never cached: read on every signature.
+        if alg in self._read_current:  # read by this request a moment ago (see below)
+            return self._read_current.pop(alg)
+        kid: str | None = self.reader().execute(CURRENT_KID, {"alg": alg}).scalar()
+        return kid
+
+    def remember_current_kid(self, alg: str, kid: str | None) -> None:
+        """The current kid of ``alg``, just read from the database by this request together
+        with something else (``TokenService.prefetch_grant``): the next signature uses it
+        instead of reading it again. Used once; never kept beyond the request."""
+        self._read_current[alg] = kid
 
     def current_kid(self, alg: str = "RS256") -> str | None:
         """The kid that signs ``alg`` tokens now, read from the database (never cached)."""

@@ -31,9 +31,10 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint
 from joserfc.jwk import Key, KeySet
 from sqlalchemy.orm import Session
 
-from idp.events import Actor, EventTag, record_event
+from idp.events import Actor, EventTag, event_values, insert_event, record_event
 from idp.models import User, UserSession
 from idp.models.tokens import RefreshToken, TokenFamily
+from idp.observability.metrics import count_event
 from idp.provider.claims import user_claims
 from idp.provider.clients import ClientService, RegisteredClient
 from idp.provider.codes import AuthorizationCode, AuthorizationCodeStore
@@ -322,7 +323,7 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return client
 
     def query_client(self, client_id: str) -> RegisteredClient | None:
-        row = self.resolve().clients.get(client_id)
+        row = self.resolve().clients.for_authentication(client_id)
         return RegisteredClient(row) if row is not None else None
 
     def _generate_token(
@@ -343,11 +344,13 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         )
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
-        """Everything was added to the session while generating: record the grant, commit."""
+        """Everything was added to the session while generating: record the grant, commit.
+
+        A client-credentials grant on PostgreSQL left its rows pending instead: they are
+        written here with the event in one statement (``TokenService.write_grant``)."""
         s = self.resolve()
         principal: Principal | None = request.user
-        record_event(
-            s.db,
+        event = event_values(
             EventTag.TOKEN_GRANTED,
             user_id=principal.user.id if principal else None,
             product=request.client.get_client_id(),
@@ -355,6 +358,11 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             session_id=principal.session_id if principal else None,
             details={"grant_type": request.payload.grant_type, "scope": token.get("scope", "")},
         )
+        if s.tokens.pending_grant is not None:
+            s.tokens.write_grant(event)
+            count_event(event["action"], event["details"])  # committed: count it
+            return
+        insert_event(s.db, event)  # Core, not an ORM object: one grant, one cheap INSERT
         s.db.commit()
 
     def handle_error_response(self, request: Any, error: OAuth2Error) -> Any:

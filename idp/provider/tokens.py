@@ -24,14 +24,16 @@ from typing import Any, cast
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import Table, and_, bindparam, insert, literal, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from idp.models import User, utcnow
+from idp.models import Event, User, utcnow
 from idp.models.clients import Client
 from idp.models.keys import SigningKey
 from idp.models.tokens import AccessToken, RefreshToken, TokenFamily
-from idp.provider.keys import PUBLISHED_AT_CUTOFF, KeyService
+from idp.provider.claims import ClaimValues, logo_organization_id_column
+from idp.provider.clients import CLIENTS, ClientService
+from idp.provider.keys import CURRENT_KID, PUBLISHED_AT_CUTOFF, KeyService
 from idp.settings import Settings
 
 ACCESS_TOKEN_TYPE = "at+jwt"
@@ -47,6 +49,35 @@ def token_digest(token: str) -> str:
 # the session's connection (same transaction): no ORM object and unit-of-work flush per row.
 _INSERT_FAMILY = insert(cast(Table, TokenFamily.__table__))
 _INSERT_ACCESS_TOKEN = insert(cast(Table, AccessToken.__table__))
+_INSERT_EVENT = insert(cast(Table, Event.__table__))
+
+
+def _one_statement_grant() -> Any:
+    """PostgreSQL only: a client-credentials grant's three rows (its token family, its
+    access token, its ``oauth:token:grant`` event) in ONE statement, ``WITH family AS (INSERT
+    ...), token AS (INSERT ...) INSERT INTO events ...``. Run in autocommit, the statement is
+    its own transaction: the three rows are written together or not at all, as when they were
+    three INSERTs between ``BEGIN`` and ``COMMIT`` (five round trips, now one). PostgreSQL runs
+    every data-modifying WITH part exactly once, and checks the token's foreign key to its
+    family at the end of the statement. Parameters: ``f_<column>``, ``a_<column>``,
+    ``e_<column>``."""
+    families = cast(Table, TokenFamily.__table__)
+    tokens = cast(Table, AccessToken.__table__)
+    events = cast(Table, Event.__table__)
+
+    def values(table: Table, prefix: str) -> dict[str, Any]:
+        return {
+            c.name: bindparam(prefix + c.name, type_=c.type)
+            for c in table.c
+            if not (table is events and c.name == "id")
+        }
+
+    family = insert(families).values(values(families, "f_")).cte("new_family")
+    token = insert(tokens).values(values(tokens, "a_")).cte("new_token")
+    return insert(events).values(values(events, "e_")).add_cte(family, token)
+
+
+_GRANT_IN_ONE_STATEMENT = _one_statement_grant()
 _LIVE_STATUS = (
     select(
         AccessToken.revoked_at,
@@ -74,7 +105,67 @@ _KEY_AND_LIVE_STATUS = (
     .outerjoin(AccessToken, AccessToken.jti == bindparam("jti"))
     .outerjoin(TokenFamily, TokenFamily.id == AccessToken.family_id)
 )
+# For userinfo: the same row and, still in that one round trip, what the claims are made of
+# (the user's columns and the organization logo's subquery; NULLs when there is no user).
+_KEY_LIVE_STATUS_AND_CLAIMS = _KEY_AND_LIVE_STATUS.add_columns(
+    User.id,
+    User.first_name,
+    User.last_name,
+    User.email,
+    User.email_verified,
+    User.avatar_id,
+    logo_organization_id_column(),
+).outerjoin(User, User.id == TokenFamily.user_id)
+# For introspection: the same row and, still in that one round trip, the row of the client
+# that presents itself (NULLs when there is no such client).
+_KEY_LIVE_STATUS_AND_CLIENT = _KEY_AND_LIVE_STATUS.add_columns(*CLIENTS.c).outerjoin(
+    CLIENTS, CLIENTS.c.client_id == bindparam("client_id")
+)
+# For a client-credentials grant: the presenting client's row and the current kid of the
+# access tokens' algorithm, in one round trip (one row; NULLs for a client that does not exist).
+_CLIENT_AND_CURRENT_KID = (
+    select(*CLIENTS.c, CURRENT_KID.scalar_subquery())
+    .select_from(select(literal(1)).subquery())
+    .outerjoin(CLIENTS, CLIENTS.c.client_id == bindparam("client_id"))
+)
 MAX_TOKEN_LENGTH = 8192
+
+
+def _claim_values(row: tuple[Any, ...]) -> ClaimValues | None:
+    """The claim values in columns 7.. of :data:`_KEY_LIVE_STATUS_AND_CLAIMS`'s row."""
+    values = row[7:]
+    if values[0] is None:
+        return None
+    user_id, first_name, last_name, email, email_verified, avatar_id, logo_org_id = values
+    return ClaimValues(
+        user_id=user_id,
+        first_name=first_name,
+        last_name=last_name,
+        email=email,
+        email_verified=bool(email_verified),
+        avatar_id=avatar_id,
+        logo_organization_id=logo_org_id,
+    )
+
+
+def _client_family_row(family_id: str, client_id: str, scope: str, now: datetime) -> dict[str, Any]:
+    """The token family of a client-credentials grant (no user, no session)."""
+    return {
+        "id": family_id,
+        "client_id": client_id,
+        "user_id": None,
+        "session_id": None,
+        "scope": scope,
+        "auth_time": None,
+        "amr": "",
+        "created_at": now,
+        "revoked_at": None,
+        "revoked_reason": None,
+    }
+
+
+def _prefixed(prefix: str, row: dict[str, Any]) -> dict[str, Any]:
+    return {prefix + name: value for name, value in row.items()}
 
 
 def _b64url_json(segment: str) -> Any:
@@ -116,6 +207,8 @@ class LiveToken:
     claims: dict[str, Any]
     user_id: str | None
     client_id: str
+    # What userinfo needs, when it was asked for (``with_claims``) and read with the status.
+    claim_values: ClaimValues | None = None
 
 
 class TokenService:
@@ -125,8 +218,24 @@ class TokenService:
         keys: KeyService,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
+        reader: Callable[[], Connection] | None = None,
+        *,
+        one_statement_grants: bool = False,
     ) -> None:
+        """``reader`` gives the connection the read-only checks run on (default: the
+        session's); the request passes an autocommit one (:func:`idp.runtime.request_reader`).
+
+        ``one_statement_grants`` (PostgreSQL, with an autocommit ``reader``): a
+        client-credentials grant's rows are not written by :meth:`issue` but kept in
+        :attr:`pending_grant` until :meth:`write_grant` writes them with the grant's event in
+        one statement (see :func:`_one_statement_grant`)."""
         self.db = db
+        self.reader = reader or db.connection
+        self.one_statement_grants = one_statement_grants and reader is not None
+        # The family and access-token rows an unwritten client-credentials grant needs.
+        self.pending_grant: dict[str, Any] | None = None
+        # Status rows this request already read, by (kid, jti) (see prefetch_introspection).
+        self._statuses: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.keys = keys
         self.issuer = settings.issuer
         self.access_lifetime = timedelta(minutes=settings.access_token_minutes)
@@ -169,8 +278,13 @@ class TokenService:
         grant_type: str,
         include_refresh_token: bool,
     ) -> dict[str, Any]:
-        """The token response (RFC 6749 §5.1). The caller commits."""
-        family_id = self._family(client.client_id, principal, scope)
+        """The token response (RFC 6749 §5.1). The caller commits (or, for a pending
+        client-credentials grant, calls :meth:`write_grant`)."""
+        deferred = principal is None and self.one_statement_grants
+        if deferred:
+            family_id = str(uuid.uuid4())
+        else:
+            family_id = self._family(client.client_id, principal, scope)
         now = self.clock()
         expires = now + self.access_lifetime
         jti = uuid.uuid4().hex
@@ -193,10 +307,14 @@ class TokenService:
         access_token = jwt.encode(
             {"alg": SIGNING_ALG, "typ": ACCESS_TOKEN_TYPE, "kid": key.kid}, claims, key
         )
-        self.db.connection().execute(
-            _INSERT_ACCESS_TOKEN,
-            {"jti": jti, "family_id": family_id, "expires_at": expires, "revoked_at": None},
-        )
+        token_row = {"jti": jti, "family_id": family_id, "expires_at": expires, "revoked_at": None}
+        if deferred:
+            self.pending_grant = {
+                "family": _client_family_row(family_id, client.client_id, scope, now),
+                "token": token_row,
+            }
+        else:
+            self.db.connection().execute(_INSERT_ACCESS_TOKEN, token_row)
         response: dict[str, Any] = {
             "token_type": "Bearer",
             "access_token": access_token,
@@ -216,6 +334,25 @@ class TokenService:
             )
             response["refresh_token"] = refresh
         return response
+
+    def write_grant(self, event: dict[str, Any]) -> None:
+        """Write the pending client-credentials grant: its family, its access token and
+        ``event`` (:func:`idp.events.event_values`). On PostgreSQL with nothing else pending
+        in the session, one autocommit statement; otherwise INSERTs in the session's
+        transaction, committed here."""
+        pending, self.pending_grant = self.pending_grant, None
+        assert pending is not None
+        if not self.db.in_transaction():
+            params = {"e_occurred_at": self.clock(), **_prefixed("e_", event)}
+            params.update(_prefixed("f_", pending["family"]))
+            params.update(_prefixed("a_", pending["token"]))
+            self.reader().execute(_GRANT_IN_ONE_STATEMENT, params)
+            return
+        connection = self.db.connection()
+        connection.execute(_INSERT_FAMILY, pending["family"])
+        connection.execute(_INSERT_ACCESS_TOKEN, pending["token"])
+        connection.execute(_INSERT_EVENT, {"occurred_at": self.clock(), **event})
+        self.db.commit()
 
     # Refresh tokens ------------------------------------------------------------------------
     def claim_refresh_token(self, token: str, client_id: str) -> RefreshToken | None:
@@ -315,21 +452,28 @@ class TokenService:
         claims: dict[str, Any] = dict(decoded.claims)
         return claims
 
-    def live_access_token(self, token: str) -> LiveToken | None:
+    def live_access_token(self, token: str, *, with_claims: bool = False) -> LiveToken | None:
         """The token if it is valid and still active (not revoked, family and session live).
 
         One query reads the published key named by the token's ``kid`` together with the live
         status of its ``jti`` (both read unverified, only to look them up); the signature and
         claims are then checked exactly as :meth:`_decode` does with all published keys (joserfc
-        picks the key by ``kid`` anyway), and the status counts only for a token that passed."""
+        picks the key by ``kid`` anyway), and the status counts only for a token that passed.
+        ``with_claims`` (userinfo) reads the user's claim values in that same query: one round
+        trip for the whole answer. The query runs on :attr:`reader` (autocommit in requests)."""
         peeked = _peek(token)
         if peeked is None:  # no kid or jti to look up: the general path decides
             return self._live_access_token(token)
         kid, jti = peeked
-        row = self.db.execute(
-            _KEY_AND_LIVE_STATUS,
-            {"kid": kid, "jti": jti, "cutoff": self.keys.published_cutoff()},
-        ).one()
+        prefetched = None if with_claims else self._statuses.pop((kid, jti), None)
+        row: tuple[Any, ...] = prefetched or tuple(
+            self.reader()
+            .execute(
+                _KEY_LIVE_STATUS_AND_CLAIMS if with_claims else _KEY_AND_LIVE_STATUS,
+                {"kid": kid, "jti": jti, "cutoff": self.keys.published_cutoff()},
+            )
+            .one()
+        )
         alg, public_jwk = row[0], row[1]
 
         def published() -> KeySet:
@@ -343,7 +487,56 @@ class TokenService:
         # Ending a session revokes its families, so the family's state is the live status.
         if row[2] is None or row[3] is not None or row[4] is not None:
             return None
-        return LiveToken(claims=claims, user_id=row[5], client_id=row[6])
+        values = _claim_values(row) if with_claims else None
+        return LiveToken(claims=claims, user_id=row[5], client_id=row[6], claim_values=values)
+
+    def prefetch_introspection(self, token: str, client_id: str, clients: ClientService) -> None:
+        """Read, in one query, what an introspection by ``client_id`` will need: the token's
+        key and live status, and the client's row for its authentication (handed to
+        ``clients``). Without it the request makes two round trips (client, then token).
+
+        Nothing is decided here: authlib authenticates the client with the row afterwards, and
+        :meth:`live_access_token` verifies the token before its status counts, as always. Both
+        were read from the database by this request: nothing is cached beyond it."""
+        if len(client_id) > 64:
+            return
+        peeked = _peek(token)
+        if peeked is None:
+            return
+        kid, jti = peeked
+        row = tuple(
+            self.reader()
+            .execute(
+                _KEY_LIVE_STATUS_AND_CLIENT,
+                {
+                    "kid": kid,
+                    "jti": jti,
+                    "cutoff": self.keys.published_cutoff(),
+                    "client_id": client_id,
+                },
+            )
+            .one()
+        )
+        self._statuses[(kid, jti)] = row
+        columns = dict(zip(CLIENTS.c.keys(), row[7:], strict=True))
+        clients.remember(client_id, Client(**columns) if columns["id"] is not None else None)
+
+    def prefetch_grant(self, client_id: str, clients: ClientService) -> None:
+        """Read, in one query, what a client-credentials grant by ``client_id`` will need: the
+        client's row for its authentication (handed to ``clients``) and the kid that signs
+        access tokens now (handed to :attr:`keys`). Without it those are two round trips.
+        Nothing is decided here and nothing outlives the request (see
+        :meth:`prefetch_introspection`)."""
+        if len(client_id) > 64:
+            return
+        row = tuple(
+            self.reader()
+            .execute(_CLIENT_AND_CURRENT_KID, {"client_id": client_id, "alg": SIGNING_ALG})
+            .one()
+        )
+        columns = dict(zip(CLIENTS.c.keys(), row[:-1], strict=True))
+        clients.remember(client_id, Client(**columns) if columns["id"] is not None else None)
+        self.keys.remember_current_kid(SIGNING_ALG, row[-1])
 
     def _live_access_token(self, token: str) -> LiveToken | None:
         """:meth:`live_access_token` in two steps: verify with every published key, then read
@@ -351,7 +544,7 @@ class TokenService:
         claims = self._decode(token)
         if claims is None:
             return None
-        row = self.db.execute(_LIVE_STATUS, {"jti": str(claims["jti"])}).one_or_none()
+        row = self.reader().execute(_LIVE_STATUS, {"jti": str(claims["jti"])}).one_or_none()
         # Ending a session revokes its families, so the family's state is the live status.
         if row is None or row[0] is not None or row[1] is not None:
             return None
