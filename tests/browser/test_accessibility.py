@@ -30,7 +30,11 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import create_engine, select
 
 from idp.db import normalize_url
+from idp.events import Actor
 from idp.models import OutboxItem
+from idp.runtime import Runtime
+from idp.security.password_reset import ResetLinkIssuer
+from idp.settings import load_settings
 from tests import services
 from tests.browser.conftest import LiveServer, _delete_redis_prefix, _start_gunicorn
 from tests.helpers import PASSWORD
@@ -152,6 +156,7 @@ def site(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> I
     env.update(
         IDP_SIGNUP_ENABLED="true",
         IDP_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE="10000",
+        IDP_EMAIL_REQUESTS_PER_IP_PER_HOUR="10000",
         IDP_REDIS_PREFIX=prefix,
         IDP_ISSUER=f"http://127.0.0.1:{port}",
     )
@@ -186,20 +191,34 @@ def _sign_in(page: Page, email: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def _invitation_link(env: dict[str, str], email: str) -> str:
+def _mailed_link(env: dict[str, str], template: str, email: str) -> str:
+    """The link in the newest mail of ``template`` queued for ``email`` (no worker runs here)."""
     engine = create_engine(normalize_url(env["IDP_DATABASE_URL"]))
     try:
         with engine.connect() as conn:
             payloads = conn.execute(select(OutboxItem.payload).order_by(OutboxItem.id)).scalars()
             links = [p["context"]["link"] for p in payloads
-                     if p.get("template") == "invitation" and p["to"] == email]
+                     if p.get("template") == template and p["to"] == email]
     finally:
         engine.dispose()
-    assert links, f"no invitation mailed to {email}"
+    assert links, f"no {template} mail queued for {email}"
     return str(links[-1])
 
 
-def _anonymous_pages(page: Page, audit: Audit, site: Site) -> None:
+def _reset_token(env: dict[str, str], email: str) -> str:
+    """A reset link's token, issued the way the outbox worker does (no worker runs here)."""
+    runtime = Runtime(load_settings(environ=env))
+    try:
+        issuer = ResetLinkIssuer(runtime.session_factory, runtime.settings, runtime.passwords)
+        with runtime.session_factory() as db:
+            token = issuer.issue(db, email, Actor(ip="127.0.0.1", user_agent="a11y test"))
+    finally:
+        runtime.close()
+    assert token, f"no account {email}"
+    return token
+
+
+def _anonymous_pages(page: Page, audit: Audit, site: Site, email: str) -> None:
     page.goto("/login")
     audit.check(page, "login")
     page.get_by_label("Email address", exact=True).fill("nobody.a11y@example.com")
@@ -213,8 +232,24 @@ def _anonymous_pages(page: Page, audit: Audit, site: Site) -> None:
     audit.check(page, "unlock")
     page.goto("/password/forgot")
     audit.check(page, "password-forgot")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_role("button", name="Send the reset link").click()
+    expect(page.get_by_role("status")).to_be_visible()
+    audit.check(page, "password-forgot-sent")
+    page.goto(f"/password/reset/{_reset_token(site.env, email)}")
+    audit.check(page, "password-reset")
+    page.get_by_label("New password", exact=True).fill(PASSWORD)
+    page.get_by_role("button").last.click()
+    audit.check(page, "password-reset-error")
     page.goto("/signup")
     audit.check(page, "signup")
+    page.get_by_label("Email address").fill("x" + email)
+    page.get_by_label("First name").fill("Sam")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again").fill(PASSWORD + "-not-the-same")
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    audit.check(page, "signup-error")
     page.goto("/no-such-page")
     audit.check(page, "error-404")
     page.goto("/authorize?client_id=nobody&response_type=code")
@@ -231,7 +266,9 @@ def _account_pages(page: Page, audit: Audit) -> None:
     for path, name in [
         ("/account", "account"),
         ("/account/profile", "account-profile"),
+        ("/account/profile?edit=1", "account-profile-edit"),
         ("/account/sessions", "account-sessions"),
+        ("/account/sessions/end-others", "account-sessions-end-others"),
         ("/account/activity", "account-activity"),
         ("/account/alerts", "account-alerts"),
         ("/account/lockout", "account-lockout"),
@@ -255,12 +292,16 @@ def _organization_pages(page: Page, audit: Audit, site: Site, invitee: str) -> N
     page.get_by_role("button", name="Send invitation").click()
     expect(page.get_by_test_id("members-notice")).to_be_visible()
     audit.check(page, "organization-members")
+    page.get_by_test_id("invitation").first.get_by_role("link", name="Withdraw…").click()
+    audit.check(page, "organization-invitation-withdraw")
     page.goto(f"{org}/activity")
     audit.check(page, "organization-activity")
     page.goto(f"{org}/sso")
     audit.check(page, "organization-sso")
     page.goto(f"{org}/delete")
     audit.check(page, "organization-delete")
+    page.goto(f"{org}/leave")
+    audit.check(page, "organization-leave")
 
 
 def _relying_party_pages(page: Page, audit: Audit, site: Site) -> None:
@@ -319,10 +360,12 @@ def test_every_page_passes_axe_and_fits(
     # A long address: it must wrap on the members and invitation pages, not widen them.
     invitee = f"invitee.with.a.rather.long.address.{tag}@mail.subsidiary.example.com"
 
+    email = f"totp.{tag}@example.com"
+    _user(site.env, email, "Tess")
     ctx = _context(browser, site, combo)
     try:
         page = ctx.new_page()
-        _anonymous_pages(page, audit, site)
+        _anonymous_pages(page, audit, site, email)
         _sign_in(page, OWNER)
         expect(page).to_have_url(ON_ACCOUNT)
         _account_pages(page, audit)
@@ -334,14 +377,12 @@ def test_every_page_passes_axe_and_fits(
     ctx = _context(browser, site, combo)
     try:
         page = ctx.new_page()
-        page.goto(_invitation_link(site.env, invitee))
+        page.goto(_mailed_link(site.env, "invitation", invitee))
         expect(page.get_by_test_id("invited-email")).to_have_text(invitee)
         audit.check(page, "invitation")
     finally:
         ctx.close()
 
-    email = f"totp.{tag}@example.com"
-    _user(site.env, email, "Tess")
     ctx = _context(browser, site, combo)
     try:
         page = ctx.new_page()
