@@ -45,7 +45,7 @@ AXE = Axe()
 BLOCKING = ("serious", "critical")
 ON_ACCOUNT = re.compile(r"/account$")
 OWNER = "owner.a11y@example.com"
-ORG = "A11y Org"
+ORG = "Accessibility Review Organisation of Northern Testing"  # long: must wrap at 360 px
 REDIRECT_URI = "http://127.0.0.1:9/callback"
 
 
