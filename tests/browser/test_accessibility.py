@@ -1,0 +1,439 @@
+"""Accessibility (WCAG 2.1 AA) and small screens, in a real browser.
+
+Every page a person can reach is checked with axe-core (axe-playwright-python bundles it; no
+network): no violation of impact "serious" or "critical" is allowed. Each page is visited at
+1280x800 and at 360x740, in light and dark mode; at 360 px the page must not scroll sideways.
+Screenshots of every page at both widths go to artifacts/screenshots/<page>-1280.png and
+<page>-360.png (dark mode: <page>-1280-dark.png, <page>-360-dark.png), the CI artifact folder.
+
+The pages are served by a second gunicorn on the browser tests' database, with sign-up on and a
+roomy sign-in rate limit (this test signs in many times), under its own Redis prefix.
+Keyboard-only sign-in and the announcement of a wrong password are tested at the end.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pyotp
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+from sqlalchemy import create_engine, select
+
+from idp.db import normalize_url
+from idp.events import Actor
+from idp.models import OutboxItem
+from idp.runtime import Runtime
+from idp.security.password_reset import ResetLinkIssuer
+from idp.settings import load_settings
+from tests import services
+from tests.browser.conftest import LiveServer, _delete_redis_prefix, _start_gunicorn
+from tests.helpers import PASSWORD
+
+pytestmark = pytest.mark.browser
+
+AXE = Axe()
+BLOCKING = ("serious", "critical")
+ON_ACCOUNT = re.compile(r"/account$")
+OWNER = "owner.a11y@example.com"
+ORG = "Accessibility Review Organisation of Northern Testing"  # long: must wrap at 360 px
+REDIRECT_URI = "http://127.0.0.1:9/callback"
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One way of looking at the pages: a viewport and a colour scheme."""
+
+    width: int
+    height: int
+    scheme: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.width}-{self.scheme}"
+
+    @property
+    def suffix(self) -> str:
+        return f"{self.width}" if self.scheme == "light" else f"{self.width}-dark"
+
+
+COMBOS = [
+    Combo(1280, 800, "light"),
+    Combo(360, 740, "light"),
+    Combo(1280, 800, "dark"),
+    Combo(360, 740, "dark"),
+]
+
+
+@dataclass(frozen=True)
+class Site:
+    """The second server and what was made in it for the pages to show."""
+
+    base_url: str
+    env: dict[str, str]
+    org_id: str
+    client_id: str
+
+
+@dataclass
+class Audit:
+    """Runs axe on pages and gathers what it finds, to fail once with the whole list."""
+
+    combo: Combo
+    screenshots: Path
+    problems: list[str] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+
+    def check(self, page: Page, name: str) -> None:
+        page.wait_for_load_state("load")
+        self.seen.append(name)
+        results = AXE.run(page)
+        for violation in results.response["violations"]:
+            if violation["impact"] not in BLOCKING:
+                continue
+            targets = [", ".join(map(str, node["target"])) for node in violation["nodes"]]
+            self.problems.append(
+                f"{name} ({page.url}): {violation['id']} [{violation['impact']}] "
+                f"{violation['help']}: {'; '.join(targets[:6])}"
+            )
+        if self.combo.width < 400:
+            widths = page.evaluate(
+                "() => [document.documentElement.scrollWidth, window.innerWidth]"
+            )
+            if widths[0] > widths[1] + 1:
+                wide = page.evaluate(WIDEST_ELEMENTS)
+                self.problems.append(
+                    f"{name} ({page.url}): scrolls sideways at {self.combo.width} px "
+                    f"(scrollWidth {widths[0]}): {wide}"
+                )
+        page.screenshot(
+            path=str(self.screenshots / f"{name}-{self.combo.suffix}.png"), full_page=True
+        )
+
+
+# The elements sticking out to the right, to name them in the failure.
+WIDEST_ELEMENTS = """() => {
+  const limit = window.innerWidth + 1;
+  const out = [];
+  for (const el of document.body.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if (r.right > limit) {
+      out.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+               (el.className && typeof el.className === 'string' ? '.' + el.className : '') +
+               ' right=' + Math.round(r.right));
+    }
+  }
+  return out.slice(0, 8).join('; ');
+}"""
+
+
+def _idp(env: dict[str, str], *args: str, stdin: str = "") -> str:
+    result = services.run_idp(*args, env=env, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def _user(env: dict[str, str], email: str, first: str, *extra: str) -> None:
+    _idp(env, "user", "create", email, "--password-stdin", "--first-name", first,
+         "--last-name", "Tester", *extra, stdin=PASSWORD + "\n")
+
+
+@pytest.fixture(scope="module")
+def site(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """gunicorn with sign-up on, an organization with an owner, and a client that asks consent."""
+    port = services.free_port()
+    prefix = f"idpa11y:{services.RUN_ID}:"
+    env = dict(live_server.env)
+    env.update(
+        IDP_SIGNUP_ENABLED="true",
+        IDP_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE="10000",
+        IDP_EMAIL_REQUESTS_PER_IP_PER_HOUR="10000",
+        IDP_REDIS_PREFIX=prefix,
+        IDP_ISSUER=f"http://127.0.0.1:{port}",
+    )
+    org_id = _idp(env, "org", "create", ORG).split()[-1]
+    _user(env, OWNER, "Olive", "--org", ORG, "--role", "owner")
+    created = _idp(env, "client", "create", "Reader App", "--redirect-uri", REDIRECT_URI,
+                   "--post-logout-redirect-uri", REDIRECT_URI)
+    client_id = created.split()[0]
+    log = tmp_path_factory.mktemp("idp_a11y") / "gunicorn.log"
+    try:
+        with _start_gunicorn(env, port, log) as base_url:
+            yield Site(base_url, env, org_id, client_id)
+    finally:
+        _delete_redis_prefix(prefix)
+
+
+def _context(browser: Browser, site: Site, combo: Combo) -> BrowserContext:
+    ctx = browser.new_context(
+        base_url=site.base_url,
+        locale="en-GB",
+        viewport={"width": combo.width, "height": combo.height},
+        color_scheme="dark" if combo.scheme == "dark" else "light",
+    )
+    ctx.set_default_timeout(10_000)
+    return ctx
+
+
+def _sign_in(page: Page, email: str) -> None:
+    page.goto("/login")
+    page.get_by_label("Email address", exact=True).fill(email)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def _mailed_link(env: dict[str, str], template: str, email: str) -> str:
+    """The link in the newest mail of ``template`` queued for ``email`` (no worker runs here)."""
+    engine = create_engine(normalize_url(env["IDP_DATABASE_URL"]))
+    try:
+        with engine.connect() as conn:
+            payloads = conn.execute(select(OutboxItem.payload).order_by(OutboxItem.id)).scalars()
+            links = [p["context"]["link"] for p in payloads
+                     if p.get("template") == template and p["to"] == email]
+    finally:
+        engine.dispose()
+    assert links, f"no {template} mail queued for {email}"
+    return str(links[-1])
+
+
+def _reset_token(env: dict[str, str], email: str) -> str:
+    """A reset link's token, issued the way the outbox worker does (no worker runs here)."""
+    runtime = Runtime(load_settings(environ=env))
+    try:
+        issuer = ResetLinkIssuer(runtime.session_factory, runtime.settings, runtime.passwords)
+        with runtime.session_factory() as db:
+            token = issuer.issue(db, email, Actor(ip="127.0.0.1", user_agent="a11y test"))
+    finally:
+        runtime.close()
+    assert token, f"no account {email}"
+    return token
+
+
+def _anonymous_pages(page: Page, audit: Audit, site: Site, email: str) -> None:
+    page.goto("/login")
+    audit.check(page, "login")
+    page.get_by_label("Email address", exact=True).fill("nobody.a11y@example.com")
+    page.get_by_label("Password", exact=True).fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    audit.check(page, "login-error")
+    page.goto("/login/sso")
+    audit.check(page, "login-sso")
+    page.goto("/unlock")
+    audit.check(page, "unlock")
+    page.goto("/password/forgot")
+    audit.check(page, "password-forgot")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_role("button", name="Send the reset link").click()
+    expect(page.get_by_role("status")).to_be_visible()
+    audit.check(page, "password-forgot-sent")
+    page.goto(f"/password/reset/{_reset_token(site.env, email)}")
+    audit.check(page, "password-reset")
+    page.get_by_label("New password", exact=True).fill(PASSWORD)
+    page.get_by_role("button").last.click()
+    audit.check(page, "password-reset-error")
+    page.goto("/signup")
+    audit.check(page, "signup")
+    page.get_by_label("Email address").fill("x" + email)
+    page.get_by_label("First name").fill("Sam")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again").fill(PASSWORD + "-not-the-same")
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    audit.check(page, "signup-error")
+    page.goto("/no-such-page")
+    audit.check(page, "error-404")
+    page.goto("/authorize?client_id=nobody&response_type=code")
+    audit.check(page, "oidc-error")
+    # A form whose CSRF token no longer matches: the 400 page.
+    page.goto("/unlock")
+    page.locator("input[name=csrf_token]").evaluate("el => el.value = 'stale'")
+    page.get_by_label("Email address").fill("nobody.a11y@example.com")
+    page.locator("main form button[type=submit]").first.click()
+    audit.check(page, "error-400-csrf")
+
+
+def _account_pages(page: Page, audit: Audit) -> None:
+    for path, name in [
+        ("/account", "account"),
+        ("/account/profile", "account-profile"),
+        ("/account/profile?edit=1", "account-profile-edit"),
+        ("/account/sessions", "account-sessions"),
+        ("/account/sessions/end-others", "account-sessions-end-others"),
+        ("/account/activity", "account-activity"),
+        ("/account/alerts", "account-alerts"),
+        ("/account/lockout", "account-lockout"),
+        ("/account/password", "account-password"),
+        ("/account/two-factor", "account-two-factor"),
+        ("/account/email", "account-email"),
+        ("/account/delete", "account-delete"),
+    ]:
+        page.goto(path)
+        audit.check(page, name)
+
+
+def _organization_pages(page: Page, audit: Audit, site: Site, invitee: str) -> None:
+    org = f"/organizations/{site.org_id}"
+    page.goto("/organizations")
+    audit.check(page, "organizations")
+    page.goto(f"{org}/settings")
+    audit.check(page, "organization-settings")
+    page.goto(f"{org}/members")
+    page.get_by_label("Email address").fill(invitee)
+    page.get_by_role("button", name="Send invitation").click()
+    expect(page.get_by_test_id("members-notice")).to_be_visible()
+    audit.check(page, "organization-members")
+    page.get_by_test_id("invitation").first.get_by_role("link", name="Withdraw…").click()
+    audit.check(page, "organization-invitation-withdraw")
+    page.goto(f"{org}/activity")
+    audit.check(page, "organization-activity")
+    page.goto(f"{org}/sso")
+    audit.check(page, "organization-sso")
+    page.goto(f"{org}/delete")
+    audit.check(page, "organization-delete")
+    page.goto(f"{org}/leave")
+    audit.check(page, "organization-leave")
+
+
+def _relying_party_pages(page: Page, audit: Audit, site: Site) -> None:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    query = urlencode({
+        "client_id": site.client_id,
+        "response_type": "code",
+        "scope": "openid profile email",
+        "redirect_uri": REDIRECT_URI,
+        "state": "a11y",
+        "nonce": "a11y",
+        "code_challenge": challenge.rstrip(b"=").decode(),
+        "code_challenge_method": "S256",
+    })
+    page.goto(f"/authorize?{query}")
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    audit.check(page, "consent")
+    page.goto("/end-session?" + urlencode({"client_id": site.client_id}))
+    audit.check(page, "logout-confirm")
+
+
+def _two_factor_pages(page: Page, audit: Audit, email: str) -> None:
+    page.goto("/account/two-factor")
+    page.get_by_role("button", name="Set up two-factor authentication").click()
+    expect(page.locator("[data-testid=totp-qr]")).to_be_visible()
+    audit.check(page, "two-factor-enroll")
+    secret = page.locator("[data-testid=totp-secret]").inner_text().replace(" ", "")
+    totp = pyotp.TOTP(secret)
+    page.get_by_label("6-digit code").fill(totp.now())
+    page.get_by_role("button", name="Turn on").click()
+    expect(page.locator("[data-testid=recovery-codes] li")).to_have_count(10)
+    audit.check(page, "two-factor-recovery-codes")
+    page.goto("/account/two-factor")
+    audit.check(page, "account-two-factor-on")
+    page.goto("/account")
+    page.get_by_role("button", name="Sign out").click()
+    _sign_in(page, email)
+    expect(page).to_have_url(re.compile(r"/login/code"))
+    audit.check(page, "login-code")
+    page.get_by_label("Authentication code").fill("000000")
+    page.get_by_role("button", name="Verify").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    audit.check(page, "login-code-error")
+    page.get_by_label("Authentication code").fill(totp.at(time.time() + 30))
+    page.get_by_role("button", name="Verify").click()
+    expect(page).to_have_url(ON_ACCOUNT)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=lambda c: c.label)
+def test_every_page_passes_axe_and_fits(
+    combo: Combo, browser: Browser, site: Site, screenshots: Path
+) -> None:
+    audit = Audit(combo, screenshots)
+    tag = f"{combo.width}{combo.scheme}"
+    # A long address: it must wrap on the members and invitation pages, not widen them.
+    invitee = f"invitee.with.a.rather.long.address.{tag}@mail.subsidiary.example.com"
+
+    email = f"totp.{tag}@example.com"
+    _user(site.env, email, "Tess")
+    ctx = _context(browser, site, combo)
+    try:
+        page = ctx.new_page()
+        _anonymous_pages(page, audit, site, email)
+        _sign_in(page, OWNER)
+        expect(page).to_have_url(ON_ACCOUNT)
+        _account_pages(page, audit)
+        _organization_pages(page, audit, site, invitee)
+        _relying_party_pages(page, audit, site)
+    finally:
+        ctx.close()
+
+    ctx = _context(browser, site, combo)
+    try:
+        page = ctx.new_page()
+        page.goto(_mailed_link(site.env, "invitation", invitee))
+        expect(page.get_by_test_id("invited-email")).to_have_text(invitee)
+        audit.check(page, "invitation")
+    finally:
+        ctx.close()
+
+    ctx = _context(browser, site, combo)
+    try:
+        page = ctx.new_page()
+        _sign_in(page, email)
+        expect(page).to_have_url(ON_ACCOUNT)
+        _two_factor_pages(page, audit, email)
+    finally:
+        ctx.close()
+
+    assert not audit.problems, (
+        f"{len(audit.problems)} problem(s) at {combo.label} on {len(audit.seen)} pages:\n"
+        + "\n".join(audit.problems)
+    )
+
+
+def test_keyboard_only_sign_in(page: Page, live_server: LiveServer) -> None:
+    """Tab to each field, type, and press Enter: no mouse needed to sign in."""
+    page.goto("/login")
+    page.locator("body").focus()
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement && document.activeElement.id") == "email":
+            break
+    assert page.evaluate("() => document.activeElement.id") == "email"
+    page.keyboard.type(live_server.account.email)
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.id") == "password"
+    page.keyboard.type(live_server.account.password)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(ON_ACCOUNT)
+    expect(page.get_by_test_id("email")).to_have_text(live_server.account.email)
+
+
+def test_wrong_password_is_announced_and_tied_to_the_fields(page: Page) -> None:
+    page.goto("/login")
+    email = page.get_by_label("Email address", exact=True)
+    password = page.get_by_label("Password", exact=True)
+    email.fill("nobody.announced@example.com")
+    password.fill("not the password")
+    password.press("Enter")
+    alert = page.get_by_role("alert")
+    expect(alert).to_have_text("Incorrect email or password.")
+    error_id = alert.get_attribute("id")
+    assert error_id
+    for field_ in (email, password):
+        expect(field_).to_have_attribute("aria-invalid", "true")
+        described = (field_.get_attribute("aria-describedby") or "").split()
+        assert error_id in described
+    # The error's text is what a screen reader reads as the fields' description.
+    expect(email).to_have_accessible_description(re.compile("Incorrect email or password"))
+    # Focus goes to a field again, so a keyboard user can retype at once.
+    focused = page.evaluate("() => document.activeElement && document.activeElement.id")
+    assert focused in ("email", "password")
