@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     runtime.init_app(app)
     _ensure_signing_keys(runtime)
 
+    from idp import i18n
     from idp.flows import register_flows
     from idp.observability import web as observability
     from idp.provider import endpoints
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     csrf.init_app(app, secure=settings.secure_cookies)
     headers.init_app(app, https=settings.secure_cookies)
     app.extensions["idp_oauth"] = IdpAuthorizationServer(provider_services)
+    i18n.init_app(app)
     register_flows(app)
     app.register_blueprint(endpoints.bp)
     observability.init_app(app)

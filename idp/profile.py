@@ -7,6 +7,7 @@ a new picture gets a new id, so its URL changes and caches never show the old on
 
 from __future__ import annotations
 
+from flask_babel import gettext
 from sqlalchemy.orm import Session
 
 from idp.events import Actor, EventTag, record_event
@@ -23,7 +24,11 @@ class ProfileError(ValueError):
 def _clean(label: str, value: str) -> str:
     value = " ".join(value.split())
     if len(value) > MAX_NAME or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise ProfileError(f"The {label} must be at most {MAX_NAME} characters.")
+        raise ProfileError(
+            gettext("The first name must be at most %(n)s characters.", n=MAX_NAME)
+            if label == "first name"
+            else gettext("The last name must be at most %(n)s characters.", n=MAX_NAME)
+        )
     return value
 
 
@@ -37,7 +42,7 @@ class ProfileService:
         """Set the user's name; raises :class:`ProfileError`. Commits."""
         first, last = _clean("first name", first_name), _clean("last name", last_name)
         if not first and not last:
-            raise ProfileError("Enter a first or a last name.")
+            raise ProfileError(gettext("Enter a first or a last name."))
         changed = [
             field
             for field, old, new in (

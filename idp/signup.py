@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from flask_babel import gettext
 from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -85,9 +86,17 @@ class SignupForm:
 def _name(label: str, value: str, *, required: bool) -> str:
     value = value.strip()
     if required and not value:
-        raise SignupError(f"Enter your {label}.")
+        raise SignupError(
+            gettext("Enter your first name.")
+            if label == "first name"
+            else gettext("Enter your last name.")
+        )
     if len(value) > NAME_MAX or any(ord(c) < 0x20 for c in value):
-        raise SignupError(f"Your {label} must be at most {NAME_MAX} printable characters.")
+        raise SignupError(
+            gettext("Your first name must be at most %(n)s printable characters.", n=NAME_MAX)
+            if label == "first name"
+            else gettext("Your last name must be at most %(n)s printable characters.", n=NAME_MAX)
+        )
     return value
 
 
@@ -110,13 +119,15 @@ class SignupService:
         try:
             email = validate_email(form.email)
         except AccountError:
-            raise SignupError("Enter a valid email address.") from None
+            raise SignupError(gettext("Enter a valid email address.")) from None
         first = _name("first name", form.first_name, required=True)
         last = _name("last name", form.last_name, required=False)
         if not form.password or not form.confirmation:
-            raise SignupError("Type your password twice.")
+            raise SignupError(gettext("Type your password twice."))
         if not hmac.compare_digest(form.password.encode(), form.confirmation.encode()):
-            raise SignupError("The two passwords are not the same. Type the password twice.")
+            raise SignupError(
+                gettext("The two passwords are not the same. Type the password twice.")
+            )
         try:
             self.passwords.check_policy(form.password, email=email)
         except PasswordPolicyError as exc:

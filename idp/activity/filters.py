@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
+from flask_babel import gettext, lazy_gettext
+
 from idp.activity.sentences import ActionGroup
 
 MAX_TEXT = 200
@@ -63,7 +65,11 @@ def parse_time_zone(value: str | None) -> zoneinfo.ZoneInfo:
     name = (value or "").strip() or "UTC"
     if name not in time_zones():
         raise ActivityFilterError(
-            "tz", f"Unknown time zone {name[:60]!r}: choose one such as Europe/Zurich or UTC."
+            "tz",
+            gettext(
+                "Unknown time zone %(zone)s: choose one such as Europe/Zurich or UTC.",
+                zone=repr(name[:60]),
+            ),
         )
     return zoneinfo.ZoneInfo(name)
 
@@ -78,16 +84,25 @@ def parse_day(param: str, value: str | None) -> date | None:
         day = date.fromisoformat(text)
     except ValueError:
         raise ActivityFilterError(
-            param, f"Enter the {_DAY_NAMES[param]} date as YYYY-MM-DD, for example 2026-03-01."
+            param,
+            str(_BAD_DATE[param]),
         ) from None
     if not _FIRST_YEAR <= day.year <= _LAST_YEAR:
         raise ActivityFilterError(
-            param, f"The {_DAY_NAMES[param]} date must lie between {_FIRST_YEAR} and {_LAST_YEAR}."
+            param,
+            str(_DATE_OUT_OF_RANGE[param]) % {"first": _FIRST_YEAR, "last": _LAST_YEAR},
         )
     return day
 
 
-_DAY_NAMES = {"from": "start", "to": "end"}
+_BAD_DATE = {
+    "from": lazy_gettext("Enter the start date as YYYY-MM-DD, for example 2026-03-01."),
+    "to": lazy_gettext("Enter the end date as YYYY-MM-DD, for example 2026-03-01."),
+}
+_DATE_OUT_OF_RANGE = {
+    "from": lazy_gettext("The start date must lie between %(first)s and %(last)s."),
+    "to": lazy_gettext("The end date must lie between %(first)s and %(last)s."),
+}
 
 
 def day_start(day: date, zone: zoneinfo.ZoneInfo) -> datetime:
@@ -122,7 +137,9 @@ class Cursor:
     def decode(cls, value: str) -> Cursor:
         problem = ActivityFilterError(
             "cursor",
-            "This page link is not valid (or too old): start again from the newest activity.",
+            gettext(
+                "This page link is not valid (or too old): start again from the newest activity."
+            ),
         )
         if not value or len(value) > 64:
             raise problem
@@ -184,11 +201,11 @@ def parse_filters(args: Mapping[str, str], *, with_member: bool = False) -> Acti
     start = parse_day("from", args.get("from"))
     end = parse_day("to", args.get("to"))
     if start and end and start > end:
-        raise ActivityFilterError("from", "The start date is after the end date.")
+        raise ActivityFilterError("from", gettext("The start date is after the end date."))
 
     product = (args.get("product") or "").strip() or None
     if product is not None and not _PRODUCT.fullmatch(product):
-        raise ActivityFilterError("product", "Unknown product: choose one from the list.")
+        raise ActivityFilterError("product", gettext("Unknown product: choose one from the list."))
 
     group_name = (args.get("type") or "").strip()
     group = None
@@ -198,18 +215,23 @@ def parse_filters(args: Mapping[str, str], *, with_member: bool = False) -> Acti
         except ValueError:
             choices = ", ".join(g.value for g in ActionGroup)
             raise ActivityFilterError(
-                "type", f"Unknown type of action {group_name[:40]!r}: choose one of {choices}."
+                "type",
+                gettext(
+                    "Unknown type of action %(type)s: choose one of %(choices)s.",
+                    type=repr(group_name[:40]),
+                    choices=choices,
+                ),
             ) from None
 
     text = " ".join((args.get("q") or "").split())
     if len(text) > MAX_TEXT:
-        raise ActivityFilterError("q", f"Search at most {MAX_TEXT} characters.")
+        raise ActivityFilterError("q", gettext("Search at most %(n)s characters.", n=MAX_TEXT))
 
     member = (args.get("member") or "").strip() or None
     if not with_member:
         member = None
     elif member is not None and not _MEMBER.fullmatch(member):
-        raise ActivityFilterError("member", "Unknown member: choose one from the list.")
+        raise ActivityFilterError("member", gettext("Unknown member: choose one from the list."))
 
     raw_cursor = (args.get("cursor") or "").strip()
     cursor = Cursor.decode(raw_cursor) if raw_cursor else None

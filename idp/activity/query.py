@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from flask_babel import gettext
 from sqlalchemy import (
     ColumnElement,
     Select,
@@ -184,7 +185,7 @@ class ActivityService:
                     occurred_at=e.occurred_at,
                     local_time=e.occurred_at.astimezone(filters.tz),
                     action=e.action,
-                    action_label=entry.label if entry is not GENERIC else e.action,
+                    action_label=gettext(entry.label) if entry is not GENERIC else e.action,
                     sentence=entry.wording_for(e.details).text(perspective, who),
                     product=e.product,
                     product_label=product_label(e.product, names.get(e.product), perspective),

@@ -17,7 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask_babel import gettext
+
 from idp.events import ACCOUNT_PRODUCT, EventTag
+from idp.i18n import N_
 
 WHO = "{who}"
 
@@ -41,16 +44,16 @@ class ActionGroup(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return _GROUP_LABELS[self]
+        return str(gettext(_GROUP_LABELS[self]))
 
 
 _GROUP_LABELS = {
-    ActionGroup.SIGN_INS: "Sign-ins",
-    ActionGroup.SESSIONS: "Sign-outs and sessions",
-    ActionGroup.LOCKOUTS: "Lockouts",
-    ActionGroup.SECURITY: "Password, two-factor and profile",
-    ActionGroup.APPLICATIONS: "Consents and tokens",
-    ActionGroup.SETTINGS: "Settings",
+    ActionGroup.SIGN_INS: N_("Sign-ins"),
+    ActionGroup.SESSIONS: N_("Sign-outs and sessions"),
+    ActionGroup.LOCKOUTS: N_("Lockouts"),
+    ActionGroup.SECURITY: N_("Password, two-factor and profile"),
+    ActionGroup.APPLICATIONS: N_("Consents and tokens"),
+    ActionGroup.SETTINGS: N_("Settings"),
 }
 
 
@@ -63,8 +66,8 @@ class Wording:
 
     def text(self, perspective: Perspective, who: str = "") -> str:
         if perspective is Perspective.SELF:
-            return self.self_
-        return self.admin.replace(WHO, who)
+            return str(gettext(self.self_))
+        return str(gettext(self.admin)).replace(WHO, who)
 
     def searchable(self, perspective: Perspective) -> str:
         """The sentence as the search sees it: the member's name is matched separately."""
@@ -94,325 +97,325 @@ def _w(self_: str, admin: str) -> Wording:
 
 CATALOG: dict[str, Entry] = {
     EventTag.LOGIN_SUCCESS: Entry(
-        "Sign-in", ActionGroup.SIGN_INS, _w("You signed in", "{who} signed in")
+        N_("Sign-in"), ActionGroup.SIGN_INS, _w(N_("You signed in"), N_("{who} signed in"))
     ),
     EventTag.LOGIN_SSO: Entry(
-        "Sign-in with SSO",
+        N_("Sign-in with SSO"),
         ActionGroup.SIGN_INS,
-        _w("You signed in with your organization's SSO", "{who} signed in with SSO"),
+        _w(N_("You signed in with your organization's SSO"), N_("{who} signed in with SSO")),
     ),
     EventTag.SSO_LINKED: Entry(
-        "SSO linked",
+        N_("SSO linked"),
         ActionGroup.SECURITY,
         _w(
-            "You linked your organization's sign-in to your account",
-            "{who} linked their organization's sign-in to their account",
+            N_("You linked your organization's sign-in to your account"),
+            N_("{who} linked their organization's sign-in to their account"),
         ),
     ),
     EventTag.LOGIN_FAILURE: Entry(
-        "Failed sign-in",
+        N_("Failed sign-in"),
         ActionGroup.SIGN_INS,
         _w(
-            "Someone tried to sign in with a wrong password",
-            "Someone tried to sign in to {who}'s account with a wrong password",
+            N_("Someone tried to sign in with a wrong password"),
+            N_("Someone tried to sign in to {who}'s account with a wrong password"),
         ),
         by_reason={
             "locked": _w(
-                "Someone tried to sign in while your account was locked",
-                "Someone tried to sign in to {who}'s account while it was locked",
+                N_("Someone tried to sign in while your account was locked"),
+                N_("Someone tried to sign in to {who}'s account while it was locked"),
             ),
             "email_unverified": _w(
-                "Someone entered your password before your email address was verified",
-                "Someone entered {who}'s password before their email address was verified",
+                N_("Someone entered your password before your email address was verified"),
+                N_("Someone entered {who}'s password before their email address was verified"),
             ),
         },
     ),
     EventTag.SECOND_FACTOR_FAILURE: Entry(
-        "Wrong two-factor code",
+        N_("Wrong two-factor code"),
         ActionGroup.SIGN_INS,
         _w(
-            "Someone entered your password but a wrong two-factor code",
-            "Someone entered {who}'s password but a wrong two-factor code",
+            N_("Someone entered your password but a wrong two-factor code"),
+            N_("Someone entered {who}'s password but a wrong two-factor code"),
         ),
     ),
     EventTag.LOGOUT: Entry(
-        "Sign-out", ActionGroup.SESSIONS, _w("You signed out", "{who} signed out")
+        N_("Sign-out"), ActionGroup.SESSIONS, _w(N_("You signed out"), N_("{who} signed out"))
     ),
     EventTag.SESSION_ENDED: Entry(
-        "Session ended",
+        N_("Session ended"),
         ActionGroup.SESSIONS,
-        _w("One of your sessions was ended", "One of {who}'s sessions was ended"),
+        _w(N_("One of your sessions was ended"), N_("One of {who}'s sessions was ended")),
         by_reason={
             "ended_by_user": _w(
-                "You ended one of your sessions", "{who} ended one of their sessions"
+                N_("You ended one of your sessions"), N_("{who} ended one of their sessions")
             ),
             "password_changed": _w(
-                "One of your sessions was signed out because your password was changed",
-                "One of {who}'s sessions was signed out because their password was changed",
+                N_("One of your sessions was signed out because your password was changed"),
+                N_("One of {who}'s sessions was signed out because their password was changed"),
             ),
             "password_reset": _w(
-                "One of your sessions was signed out because your password was reset",
-                "One of {who}'s sessions was signed out because their password was reset",
+                N_("One of your sessions was signed out because your password was reset"),
+                N_("One of {who}'s sessions was signed out because their password was reset"),
             ),
         },
     ),
     EventTag.PASSWORD_CHANGED: Entry(
-        "Password changed",
+        N_("Password changed"),
         ActionGroup.SECURITY,
-        _w("You changed your password", "{who} changed their password"),
+        _w(N_("You changed your password"), N_("{who} changed their password")),
     ),
     EventTag.PASSWORD_RESET_REQUESTED: Entry(
-        "Password reset requested",
+        N_("Password reset requested"),
         ActionGroup.SECURITY,
         _w(
-            "Someone asked for a link to reset your password",
-            "Someone asked for a link to reset {who}'s password",
+            N_("Someone asked for a link to reset your password"),
+            N_("Someone asked for a link to reset {who}'s password"),
         ),
     ),
     EventTag.PASSWORD_RESET: Entry(
-        "Password reset",
+        N_("Password reset"),
         ActionGroup.SECURITY,
         _w(
-            "Your password was reset with a link sent to your email address",
-            "{who}'s password was reset with a link sent to their email address",
+            N_("Your password was reset with a link sent to your email address"),
+            N_("{who}'s password was reset with a link sent to their email address"),
         ),
     ),
     EventTag.EMAIL_VERIFIED: Entry(
-        "Email verified",
+        N_("Email verified"),
         ActionGroup.SECURITY,
-        _w("You verified your email address", "{who} verified their email address"),
+        _w(N_("You verified your email address"), N_("{who} verified their email address")),
     ),
     EventTag.SIGNUP_EXISTING_ADDRESS: Entry(
-        "Sign-up with your address",
+        N_("Sign-up with your address"),
         ActionGroup.SECURITY,
         _w(
-            "Someone tried to create a new account with your email address",
-            "Someone tried to create a new account with {who}'s email address",
+            N_("Someone tried to create a new account with your email address"),
+            N_("Someone tried to create a new account with {who}'s email address"),
         ),
     ),
     EventTag.ACCOUNT_LOCKED: Entry(
-        "Account locked",
+        N_("Account locked"),
         ActionGroup.LOCKOUTS,
         _w(
-            "Your account was locked after too many failed attempts",
-            "{who}'s account was locked after too many failed attempts",
+            N_("Your account was locked after too many failed attempts"),
+            N_("{who}'s account was locked after too many failed attempts"),
         ),
     ),
     EventTag.ACCOUNT_UNLOCKED: Entry(
-        "Account unlocked",
+        N_("Account unlocked"),
         ActionGroup.LOCKOUTS,
-        _w("Your account was unlocked", "{who}'s account was unlocked"),
+        _w(N_("Your account was unlocked"), N_("{who}'s account was unlocked")),
     ),
     EventTag.LOCKOUT_THRESHOLD_CHANGED: Entry(
-        "Lockout setting",
+        N_("Lockout setting"),
         ActionGroup.SETTINGS,
         _w(
-            "You changed after how many failed attempts accounts lock",
-            "{who} changed after how many failed attempts accounts lock",
+            N_("You changed after how many failed attempts accounts lock"),
+            N_("{who} changed after how many failed attempts accounts lock"),
         ),
     ),
     EventTag.ALERTS_CHANGED: Entry(
-        "Login alerts",
+        N_("Login alerts"),
         ActionGroup.SETTINGS,
-        _w("You changed your login alerts", "{who} changed their login alerts"),
+        _w(N_("You changed your login alerts"), N_("{who} changed their login alerts")),
     ),
     EventTag.TWO_FACTOR_ENABLED: Entry(
-        "Two-factor on",
+        N_("Two-factor on"),
         ActionGroup.SECURITY,
         _w(
-            "You turned on two-factor authentication",
-            "{who} turned on two-factor authentication",
+            N_("You turned on two-factor authentication"),
+            N_("{who} turned on two-factor authentication"),
         ),
     ),
     EventTag.TWO_FACTOR_DISABLED: Entry(
-        "Two-factor off",
+        N_("Two-factor off"),
         ActionGroup.SECURITY,
         _w(
-            "You turned off two-factor authentication",
-            "{who} turned off two-factor authentication",
+            N_("You turned off two-factor authentication"),
+            N_("{who} turned off two-factor authentication"),
         ),
     ),
     EventTag.RECOVERY_CODES_REGENERATED: Entry(
-        "New recovery codes",
+        N_("New recovery codes"),
         ActionGroup.SECURITY,
-        _w("You made new recovery codes", "{who} made new recovery codes"),
+        _w(N_("You made new recovery codes"), N_("{who} made new recovery codes")),
     ),
     EventTag.RECOVERY_CODE_USED: Entry(
-        "Recovery code used",
+        N_("Recovery code used"),
         ActionGroup.SECURITY,
         _w(
-            "A recovery code was used to sign in to your account",
-            "A recovery code was used to sign in to {who}'s account",
+            N_("A recovery code was used to sign in to your account"),
+            N_("A recovery code was used to sign in to {who}'s account"),
         ),
     ),
     EventTag.TOKEN_GRANTED: Entry(
-        "Token granted",
+        N_("Token granted"),
         ActionGroup.APPLICATIONS,
         _w(
-            "An application received access to your account",
-            "An application received access to {who}'s account",
+            N_("An application received access to your account"),
+            N_("An application received access to {who}'s account"),
         ),
     ),
     EventTag.TOKEN_REVOKED: Entry(
-        "Token revoked",
+        N_("Token revoked"),
         ActionGroup.APPLICATIONS,
         _w(
-            "An application's access to your account was revoked",
-            "An application's access to {who}'s account was revoked",
+            N_("An application's access to your account was revoked"),
+            N_("An application's access to {who}'s account was revoked"),
         ),
     ),
     EventTag.CONSENT_GRANTED: Entry(
-        "Consent given",
+        N_("Consent given"),
         ActionGroup.APPLICATIONS,
         _w(
-            "You allowed an application to use your account",
-            "{who} allowed an application to use their account",
+            N_("You allowed an application to use your account"),
+            N_("{who} allowed an application to use their account"),
         ),
     ),
     EventTag.CONSENT_REVOKED: Entry(
-        "Consent withdrawn",
+        N_("Consent withdrawn"),
         ActionGroup.APPLICATIONS,
         _w(
-            "You removed an application's access to your account",
-            "{who} removed an application's access to their account",
+            N_("You removed an application's access to your account"),
+            N_("{who} removed an application's access to their account"),
         ),
     ),
     EventTag.ORGANIZATION_CREATED: Entry(
-        "Organization created",
+        N_("Organization created"),
         ActionGroup.SETTINGS,
-        _w("An organization was created", "An organization was created"),
+        _w(N_("An organization was created"), N_("An organization was created")),
     ),
     EventTag.SSO_CONNECTION_SAVED: Entry(
-        "SSO connection saved",
+        N_("SSO connection saved"),
         ActionGroup.SETTINGS,
         _w(
-            "You linked your organization to its Entra ID tenant (connection tested)",
-            "{who} linked the organization to its Entra ID tenant (connection tested)",
+            N_("You linked your organization to its Entra ID tenant (connection tested)"),
+            N_("{who} linked the organization to its Entra ID tenant (connection tested)"),
         ),
     ),
     EventTag.SSO_CONNECTION_REMOVED: Entry(
-        "SSO connection removed",
+        N_("SSO connection removed"),
         ActionGroup.SETTINGS,
         _w(
-            "You removed your organization's Entra ID connection",
-            "{who} removed the organization's Entra ID connection",
+            N_("You removed your organization's Entra ID connection"),
+            N_("{who} removed the organization's Entra ID connection"),
         ),
     ),
     EventTag.USER_CREATED: Entry(
-        "Account created",
+        N_("Account created"),
         ActionGroup.SECURITY,
-        _w("Your account was created", "{who}'s account was created"),
+        _w(N_("Your account was created"), N_("{who}'s account was created")),
     ),
     EventTag.USER_DELETED: Entry(
-        "Account deleted",
+        N_("Account deleted"),
         ActionGroup.SECURITY,
-        _w("The account was deleted", "A member's account was deleted"),
+        _w(N_("The account was deleted"), N_("A member's account was deleted")),
         by_reason={
             "unverified": _w(
-                "An account was deleted because its email address was never verified",
-                "An account was deleted because its email address was never verified",
+                N_("An account was deleted because its email address was never verified"),
+                N_("An account was deleted because its email address was never verified"),
             ),
         },
     ),
     EventTag.PROFILE_UPDATED: Entry(
-        "Name changed",
+        N_("Name changed"),
         ActionGroup.SECURITY,
-        _w("You changed your name", "{who} changed their name"),
+        _w(N_("You changed your name"), N_("{who} changed their name")),
     ),
     EventTag.PICTURE_CHANGED: Entry(
-        "Profile picture",
+        N_("Profile picture"),
         ActionGroup.SECURITY,
-        _w("You changed your profile picture", "{who} changed their profile picture"),
+        _w(N_("You changed your profile picture"), N_("{who} changed their profile picture")),
         by_reason={
             "removed": _w(
-                "You removed your profile picture", "{who} removed their profile picture"
+                N_("You removed your profile picture"), N_("{who} removed their profile picture")
             ),
         },
     ),
     EventTag.EMAIL_CHANGE_REQUESTED: Entry(
-        "Email change requested",
+        N_("Email change requested"),
         ActionGroup.SECURITY,
         _w(
-            "You asked to change your email address",
-            "{who} asked to change their email address",
+            N_("You asked to change your email address"),
+            N_("{who} asked to change their email address"),
         ),
     ),
     EventTag.EMAIL_CHANGED: Entry(
-        "Email changed",
+        N_("Email changed"),
         ActionGroup.SECURITY,
-        _w("Your email address was changed", "{who}'s email address was changed"),
+        _w(N_("Your email address was changed"), N_("{who}'s email address was changed")),
     ),
     EventTag.ORGANIZATION_RENAMED: Entry(
-        "Organization renamed",
+        N_("Organization renamed"),
         ActionGroup.SETTINGS,
-        _w("You renamed an organization", "{who} renamed the organization"),
+        _w(N_("You renamed an organization"), N_("{who} renamed the organization")),
     ),
     EventTag.ORGANIZATION_DELETED: Entry(
-        "Organization deleted",
+        N_("Organization deleted"),
         ActionGroup.SETTINGS,
-        _w("You deleted an organization", "{who} deleted the organization"),
+        _w(N_("You deleted an organization"), N_("{who} deleted the organization")),
     ),
     EventTag.ORGANIZATION_BRANDING: Entry(
-        "Branding changed",
+        N_("Branding changed"),
         ActionGroup.SETTINGS,
         _w(
-            "You changed an organization's logo",
-            "{who} changed the organization's logo",
+            N_("You changed an organization's logo"),
+            N_("{who} changed the organization's logo"),
         ),
     ),
     EventTag.ORGANIZATION_SWITCHED: Entry(
-        "Organization switched",
+        N_("Organization switched"),
         ActionGroup.SETTINGS,
         _w(
-            "You switched to another organization",
-            "{who} switched to this organization",
+            N_("You switched to another organization"),
+            N_("{who} switched to this organization"),
         ),
     ),
     EventTag.MEMBER_INVITED: Entry(
-        "Member invited",
+        N_("Member invited"),
         ActionGroup.SETTINGS,
         _w(
-            "You invited someone to an organization",
-            "{who} invited someone to the organization",
+            N_("You invited someone to an organization"),
+            N_("{who} invited someone to the organization"),
         ),
     ),
     EventTag.INVITATION_REVOKED: Entry(
-        "Invitation withdrawn",
+        N_("Invitation withdrawn"),
         ActionGroup.SETTINGS,
-        _w("You withdrew an invitation", "{who} withdrew an invitation"),
+        _w(N_("You withdrew an invitation"), N_("{who} withdrew an invitation")),
     ),
     EventTag.MEMBER_JOINED: Entry(
-        "Joined an organization",
+        N_("Joined an organization"),
         ActionGroup.SETTINGS,
-        _w("You joined an organization", "{who} joined the organization"),
+        _w(N_("You joined an organization"), N_("{who} joined the organization")),
     ),
     EventTag.MEMBER_ROLE_CHANGED: Entry(
-        "Role changed",
+        N_("Role changed"),
         ActionGroup.SETTINGS,
         _w(
-            "You changed a member's role in an organization",
-            "{who} changed a member's role",
+            N_("You changed a member's role in an organization"),
+            N_("{who} changed a member's role"),
         ),
     ),
     EventTag.MEMBER_REMOVED: Entry(
-        "Member removed",
+        N_("Member removed"),
         ActionGroup.SETTINGS,
         _w(
-            "You removed a member from an organization",
-            "{who} removed a member from the organization",
+            N_("You removed a member from an organization"),
+            N_("{who} removed a member from the organization"),
         ),
     ),
     EventTag.MEMBER_LEFT: Entry(
-        "Left an organization",
+        N_("Left an organization"),
         ActionGroup.SETTINGS,
-        _w("You left an organization", "{who} left the organization"),
+        _w(N_("You left an organization"), N_("{who} left the organization")),
     ),
 }
 
 GENERIC = Entry(
-    "Other",
+    N_("Other"),
     ActionGroup.SETTINGS,  # not used for filtering: unknown tags belong to no group
-    _w("Something happened on your account", "Something happened on {who}'s account"),
+    _w(N_("Something happened on your account"), N_("Something happened on {who}'s account")),
 )
 
 # Tags without an entry (added after this catalog) still land in a group by their prefix.
@@ -463,5 +466,7 @@ def sentence(
 def product_label(product: str, name: str | None, perspective: Perspective) -> str:
     """What the Product column shows: the application's name, or the account itself."""
     if product == ACCOUNT_PRODUCT:
-        return "Your account" if perspective is Perspective.SELF else "Account"
+        return str(
+            gettext("Your account") if perspective is Perspective.SELF else gettext("Account")
+        )
     return name or product

@@ -8,7 +8,10 @@ from flask import Flask
 
 
 def _timestamp_utc(value: float) -> str:
-    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    """A moment as pages show it, in the page's language, in UTC (``26 nov. 2026 14:05 UTC``)."""
+    from idp.i18n import localized_utc
+
+    return localized_utc(datetime.fromtimestamp(value, UTC))
 
 
 def register_flows(app: Flask) -> None:
@@ -20,6 +23,7 @@ def register_flows(app: Flask) -> None:
         alerts,
         email_change,
         errors,
+        language,
         login,
         media,
         ops,
@@ -57,6 +61,7 @@ def register_flows(app: Flask) -> None:
     app.register_blueprint(account_deletion.bp)
     app.register_blueprint(profile.bp)
     app.register_blueprint(email_change.bp)
+    app.register_blueprint(language.bp)
     app.jinja_env.globals["current_organization"] = organizations.current_organization
     reauth.init_app(app)
     errors.init_app(app)

@@ -4,6 +4,7 @@ must be done first, then the password once more. See :mod:`idp.security.account_
 from __future__ import annotations
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from flask_babel import lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.flows.cookies import clear_session_cookie
@@ -16,7 +17,7 @@ from idp.services import account_deletion_service, signed_in_user
 
 bp = Blueprint("account_deletion", __name__)
 
-TOO_MANY = "Too many attempts. Wait a few minutes and try again."
+TOO_MANY = lazy_gettext("Too many attempts. Wait a few minutes and try again.")
 
 
 def _page(user: User, *, error: str | None = None, status: int = 200) -> Response:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import gettext
 from werkzeug.wrappers import Response
 
 from idp.activity import (
@@ -89,7 +90,7 @@ def _filters(service: ActivityService, scope: Scope) -> ActivityFilters:
         and filters.member_id is not None
         and not service.is_member(scope.organization_id, filters.member_id)
     ):
-        raise ActivityFilterError("member", "Unknown member: choose one from the list.")
+        raise ActivityFilterError("member", gettext("Unknown member: choose one from the list."))
     return filters
 
 

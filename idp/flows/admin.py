@@ -9,6 +9,7 @@ organization and that the target is a member of it; anything else is 403 / 404.
 from __future__ import annotations
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask_babel import gettext, lazy_gettext
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
@@ -88,10 +89,10 @@ def members(org_id: str) -> tuple[str, int] | Response:
 
 _DONE = {
     "unlocked": "Unlocked.",
-    "invited": "Invitation sent.",
-    "withdrawn": "Invitation withdrawn.",
-    "changed": "Role changed.",
-    "removed": "Member removed.",
+    "invited": lazy_gettext("Invitation sent."),
+    "withdrawn": lazy_gettext("Invitation withdrawn."),
+    "changed": lazy_gettext("Role changed."),
+    "removed": lazy_gettext("Member removed."),
 }
 
 
@@ -129,8 +130,11 @@ def lockout_floor(org_id: str) -> Response | tuple[str, int]:
             org,
             status=400,
             error=(
-                f"Choose a number from {settings.lockout_min_threshold} to "
-                f"{settings.lockout_max_threshold}."
+                gettext(
+                    "Choose a number from %(lockout_min_threshold)s to %(lockout_max_threshold)s.",
+                    lockout_min_threshold=settings.lockout_min_threshold,
+                    lockout_max_threshold=settings.lockout_max_threshold,
+                )
             ),
         )
     db = request_db()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.models import User
@@ -14,7 +15,7 @@ bp = Blueprint("alerts", __name__)
 
 PATH = "/account/alerts"
 FAILURE_CHECKBOX_ON = "on"  # what a browser sends for a checked checkbox without a value
-BAD_FAILURE_VALUE = (
+BAD_FAILURE_VALUE = lazy_gettext(
     "The choice about failed sign-in alerts is not valid. Reload the page and try again."
 )
 

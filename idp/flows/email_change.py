@@ -5,6 +5,7 @@ change happens on the button). See :mod:`idp.security.email_change`."""
 from __future__ import annotations
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from flask_babel import lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.models import User
@@ -15,7 +16,7 @@ from idp.services import email_change_service, signed_in_user
 
 bp = Blueprint("email_change", __name__, url_prefix="/account/email")
 
-TOO_MANY = "Too many attempts. Wait a few minutes and try again."
+TOO_MANY = lazy_gettext("Too many attempts. Wait a few minutes and try again.")
 
 
 def _form(

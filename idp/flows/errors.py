@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify, make_response, render_template, request, url_for
+from flask_babel import gettext, lazy_gettext
 from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import TimeoutError as StoreTimeoutError
 from sqlalchemy.exc import OperationalError
@@ -19,17 +20,29 @@ from werkzeug.routing import BuildError
 log = logging.getLogger("idp.errors")
 
 MESSAGES = {
-    400: ("Bad request", "The request could not be understood."),
-    401: ("Sign in required", "Sign in to continue."),
-    403: ("Forbidden", "You are not allowed to do this."),
-    404: ("Page not found", "There is nothing at this address."),
-    405: ("Method not allowed", "This address does not accept that kind of request."),
-    413: ("Too large", "What you sent is too large."),
-    429: ("Too many requests", "Too many attempts. Wait a moment and try again."),
-    500: ("Something went wrong", "An unexpected error occurred. Please try again."),
-    503: ("Temporarily unavailable", "The service is temporarily unavailable. Try again soon."),
+    400: (lazy_gettext("Bad request"), lazy_gettext("The request could not be understood.")),
+    401: (lazy_gettext("Sign in required"), lazy_gettext("Sign in to continue.")),
+    403: (lazy_gettext("Forbidden"), lazy_gettext("You are not allowed to do this.")),
+    404: (lazy_gettext("Page not found"), lazy_gettext("There is nothing at this address.")),
+    405: (
+        lazy_gettext("Method not allowed"),
+        lazy_gettext("This address does not accept that kind of request."),
+    ),
+    413: (lazy_gettext("Too large"), lazy_gettext("What you sent is too large.")),
+    429: (
+        lazy_gettext("Too many requests"),
+        lazy_gettext("Too many attempts. Wait a moment and try again."),
+    ),
+    500: (
+        lazy_gettext("Something went wrong"),
+        lazy_gettext("An unexpected error occurred. Please try again."),
+    ),
+    503: (
+        lazy_gettext("Temporarily unavailable"),
+        lazy_gettext("The service is temporarily unavailable. Try again soon."),
+    ),
 }
-CSRF_MESSAGE = (
+CSRF_MESSAGE = lazy_gettext(
     "This form has expired or was not sent from this site. Reload the page and try again."
 )
 
@@ -60,7 +73,9 @@ def _json_error(code: int, message: str) -> tuple[Response, int]:
 
 
 def _page(code: int, message: str | None = None) -> tuple[str | Response, int]:
-    title, default = MESSAGES.get(code, (f"Error {code}", "The request failed."))
+    title, default = MESSAGES.get(
+        code, (gettext("Error %(code)s", code=code), gettext("The request failed."))
+    )
     if _on_json_endpoint():
         return _json_error(code, message or default)
     return render_template(

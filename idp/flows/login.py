@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext, lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.flows.cookies import (
@@ -34,7 +35,7 @@ from idp.services import (
 )
 
 bp = Blueprint("login", __name__)
-WRONG_CODE = "That code is not valid. Try again with a new code."
+WRONG_CODE = lazy_gettext("That code is not valid. Try again with a new code.")
 
 
 def _form(error: str | None = None, email: str = "", status: int = 200) -> tuple[str, int]:
@@ -128,7 +129,7 @@ def login_submit() -> Response | tuple[str, int]:
         if enforced is not None:
             return enforced
     if not email or not password:
-        return _form("Enter your email address and your password.", email, 400)
+        return _form(gettext("Enter your email address and your password."), email, 400)
     try:
         outcome = authentication_service().sign_in(
             email, password, client_info(), request.cookies.get(TRUST_COOKIE)

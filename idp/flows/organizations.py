@@ -10,6 +10,7 @@ actions have a confirmation page (GET) before the action (POST).
 from __future__ import annotations
 
 from flask import Blueprint, g, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext, lazy_gettext
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
@@ -36,8 +37,12 @@ from idp.services import (
 
 bp = Blueprint("organizations", __name__)
 
-TOO_MANY = "Too many attempts. Wait a few minutes and try again."
-ROLE_LABELS = {Role.OWNER: "Owner", Role.ADMIN: "Admin", Role.MEMBER: "Member"}
+TOO_MANY = lazy_gettext("Too many attempts. Wait a few minutes and try again.")
+ROLE_LABELS = {
+    Role.OWNER: lazy_gettext("Owner"),
+    Role.ADMIN: lazy_gettext("Admin"),
+    Role.MEMBER: lazy_gettext("Member"),
+}
 
 
 def _to_login(path: str | None = None) -> Response:
@@ -235,7 +240,7 @@ def upload_logo(org_id: str) -> Response | tuple[str, int]:
     try:
         service.set_logo(user, org_id, request.form.get("which", ""), uploaded_bytes("logo"))
     except KeyError:
-        return _refused(OrganizationError("Choose the square or the wide logo."))
+        return _refused(OrganizationError(gettext("Choose the square or the wide logo.")))
     except ImageRefused as exc:
         org, role = service.organizations.authorize(user, org_id, Action.RENAME)
         request_db().refresh(org)
@@ -258,11 +263,17 @@ def confirm_remove_logo(org_id: str) -> Response | str:
     label = "square" if which == "square" else "wide"
     return render_template(
         "confirm.html",
-        title=f"Remove the {label} logo of {org.name}?",
-        text="Its initials are shown instead of a square logo; applications get no wide logo.",
+        title=(
+            gettext("Remove the square logo of %(name)s?", name=org.name)
+            if label == "square"
+            else gettext("Remove the wide logo of %(name)s?", name=org.name)
+        ),
+        text=gettext(
+            "Its initials are shown instead of a square logo; applications get no wide logo."
+        ),
         action=url_for("organizations.remove_logo", org_id=org.id),
         fields={"which": label},
-        button="Remove logo",
+        button=gettext("Remove logo"),
         cancel=url_for("organizations.settings", org_id=org.id),
     )
 
@@ -275,7 +286,7 @@ def remove_logo(org_id: str) -> Response:
     try:
         branding_service().remove_logo(user, org_id, request.form.get("which", ""))
     except KeyError:
-        return _refused(OrganizationError("Choose the square or the wide logo."))
+        return _refused(OrganizationError(gettext("Choose the square or the wide logo.")))
     except OrganizationError as exc:
         return _refused(exc, url_for("organizations.index"))
     return redirect(url_for("organizations.settings", org_id=org_id, renamed=1), 303)
@@ -295,7 +306,7 @@ def change_role(org_id: str, member_id: str) -> Response:
     back = url_for("admin.members", org_id=org_id)
     role = _role(request.form.get("role", ""))
     if role is None:
-        return _refused(OrganizationError("Choose owner, admin or member."), back)
+        return _refused(OrganizationError(gettext("Choose owner, admin or member.")), back)
     try:
         organization_service().change_role(user, org_id, member_id, role)
     except OrganizationError as exc:
@@ -315,7 +326,7 @@ def confirm_remove(org_id: str, member_id: str) -> Response | str:
         return _refused(exc, url_for("organizations.index"))
     member = next((m for m in service.members(org.id) if m.user.id == member_id), None)
     if member is None:
-        return _refused(OrganizationError("There is no such member."), None)
+        return _refused(OrganizationError(gettext("There is no such member.")), None)
     return render_template("organizations/remove.html", org=org, member=member)
 
 
@@ -365,7 +376,7 @@ def invite(org_id: str) -> Response:
     back = url_for("admin.members", org_id=org_id)
     role = _role(request.form.get("role", "member"))
     if role is None:
-        return _refused(OrganizationError("Choose owner, admin or member."), back)
+        return _refused(OrganizationError(gettext("Choose owner, admin or member.")), back)
     try:
         invitation_service().invite(user, org_id, request.form.get("email", ""), role)
     except OrganizationError as exc:
@@ -381,15 +392,15 @@ def confirm_revoke_invitation(org_id: str, invitation_id: str) -> Response | str
     _, org, _ = allowed
     pending = {i.id: i for i in invitation_service().pending(org.id)}
     if invitation_id not in pending:
-        return _refused(OrganizationError("There is no such pending invitation."))
+        return _refused(OrganizationError(gettext("There is no such pending invitation.")))
     return render_template(
         "confirm.html",
-        title=f"Withdraw the invitation to {pending[invitation_id].email}?",
-        text="The link in the invitation stops working. You can invite them again later.",
+        title=gettext("Withdraw the invitation to %(email)s?", email=pending[invitation_id].email),
+        text=gettext("The link in the invitation stops working. You can invite them again later."),
         action=url_for(
             "organizations.revoke_invitation", org_id=org.id, invitation_id=invitation_id
         ),
-        button="Withdraw invitation",
+        button=gettext("Withdraw invitation"),
         cancel=url_for("admin.members", org_id=org.id),
     )
 
@@ -454,7 +465,7 @@ def register(token: str) -> Response | tuple[str, int]:
     """Create the invited account, join, and sign in."""
     if current_session() is not None:
         return _invitation_page(
-            token, error="Sign out first to create another account.", status=400
+            token, error=gettext("Sign out first to create another account."), status=400
         )
     form = {
         "first_name": request.form.get("first_name", ""),

@@ -9,6 +9,7 @@ keeps this browser signed in.
 from __future__ import annotations
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from flask_babel import lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.models import User
@@ -21,7 +22,7 @@ from idp.services import current_session, password_change_service
 
 bp = Blueprint("password", __name__, url_prefix="/account/password")
 
-TOO_MANY = "Too many attempts. Wait a few minutes and try again."
+TOO_MANY = lazy_gettext("Too many attempts. Wait a few minutes and try again.")
 
 
 def _signed_in() -> tuple[ActiveSession, User] | None:

@@ -13,6 +13,7 @@ is kept with the reset link, server-side, and after the reset the sign-in page r
 from __future__ import annotations
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext, lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.flows.login import _enforced_sso
@@ -23,8 +24,10 @@ from idp.security.redirects import safe_next
 from idp.services import mail_request_limits, password_reset_service
 
 bp = Blueprint("password_reset", __name__)
-INVALID_LINK = "This password reset link is invalid, has already been used, or has expired."
-TOO_MANY = "Too many attempts. Wait a minute and try again."
+INVALID_LINK = lazy_gettext(
+    "This password reset link is invalid, has already been used, or has expired."
+)
+TOO_MANY = lazy_gettext("Too many attempts. Wait a minute and try again.")
 
 
 def _next() -> str:
@@ -53,7 +56,7 @@ def request_form() -> Response:
 def request_submit() -> Response:
     email = request.form.get("email", "").strip()[:320]
     if not email or "@" not in email:
-        return _request_page(sent=False, error="Enter your email address.", status=400)
+        return _request_page(sent=False, error=gettext("Enter your email address."), status=400)
     enforced = _enforced_sso(email, _next())
     if enforced is not None:
         return enforced

@@ -5,6 +5,8 @@ picture (upload, remove) and the email address (a link to change it). Thin views
 from __future__ import annotations
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from werkzeug.wrappers import Response
 
 from idp.flows.uploads import allow_uploads, uploaded_bytes
@@ -16,9 +18,10 @@ from idp.services import profile_service, signed_in_user
 bp = Blueprint("profile", __name__, url_prefix="/account/profile")
 
 _DONE = {
-    "saved": "Your name was saved.",
-    "picture": "Your picture was saved.",
-    "removed": "Your picture was removed.",
+    "saved": _l("Your name was saved."),
+    "picture": _l("Your picture was saved."),
+    "removed": _l("Your picture was removed."),
+    "language": _l("Your language was saved."),
 }
 
 
@@ -40,7 +43,7 @@ def _page(
     status: int = 200,
     form: dict[str, str] | None = None,
 ) -> Response:
-    notice = next((text for key, text in _DONE.items() if key in request.args), None)
+    notice = next((str(text) for key, text in _DONE.items() if key in request.args), None)
     return make_response(
         render_template(
             "account/profile.html",
@@ -99,10 +102,10 @@ def confirm_remove_picture() -> Response | str:
         return _to_login()
     return render_template(
         "confirm.html",
-        title="Remove your picture?",
-        text="Your initials are shown instead, here and in the applications you use.",
+        title=_("Remove your picture?"),
+        text=_("Your initials are shown instead, here and in the applications you use."),
         action=url_for("profile.remove_picture"),
-        button="Remove picture",
+        button=_("Remove picture"),
         cancel=url_for("profile.page"),
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import gettext
 from werkzeug.wrappers import Response
 
 from idp.models import User
@@ -48,7 +49,7 @@ def lockout_save() -> Response | tuple[str, int]:
     try:
         lockout_service().choose_threshold(user, int(raw), client_actor())
     except ValueError as exc:
-        message = str(exc) if raw.isdigit() else "Enter a whole number."
+        message = str(exc) if raw.isdigit() else gettext("Enter a whole number.")
         request_db().rollback()
         return _page(user, error=message, status=400)
     return redirect(url_for("security.lockout_page", saved=1), 303)

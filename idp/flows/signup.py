@@ -17,6 +17,7 @@ there to the sign-in page, which returns to it after signing in.
 from __future__ import annotations
 
 from flask import Blueprint, abort, make_response, redirect, render_template, request, url_for
+from flask_babel import lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.flows.login import _enforced_sso
@@ -33,7 +34,9 @@ from idp.services import (
 from idp.signup import SignupError, SignupForm
 
 bp = Blueprint("signup", __name__)
-INVALID_LINK = "This verification link is invalid, has already been used, or has expired."
+INVALID_LINK = lazy_gettext(
+    "This verification link is invalid, has already been used, or has expired."
+)
 
 
 def _next() -> str:

@@ -12,6 +12,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext, lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.flows.login import _signed_in
@@ -36,8 +37,10 @@ log = logging.getLogger("idp.federation")
 
 LINK_COOKIE = "idp_sso_link"
 FLOW_COOKIE = "__Host-idp_sso_flow"
-NO_CONNECTION = "Your organization does not sign in with SSO here. Use your email and password."
-CODE_EXHAUSTED = (
+NO_CONNECTION = lazy_gettext(
+    "Your organization does not sign in with SSO here. Use your email and password."
+)
+CODE_EXHAUSTED = lazy_gettext(
     "This confirmation has expired or had too many wrong codes. Start the sign-in with your "
     "organization again."
 )
@@ -45,32 +48,40 @@ CODE_EXHAUSTED = (
 # Pages by failure kind: (title, message). Details are in the log only.
 PAGES = {
     "generic": (
-        "Sign-in with your organization failed",
-        "Signing in with your organization did not work. Start again; if it keeps failing, "
-        "contact your administrator.",
+        lazy_gettext("Sign-in with your organization failed"),
+        lazy_gettext(
+            "Signing in with your organization did not work. Start again; if it keeps failing, "
+            "contact your administrator."
+        ),
     ),
     "link_required": (
-        "Account not linked",
-        "An account with your email address already exists here, but it is not linked to "
-        "your organization's sign-in. Your administrator must link it before you can sign in "
-        "with SSO; until then, sign in with your password.",
+        lazy_gettext("Account not linked"),
+        lazy_gettext(
+            "An account with your email address already exists here, but it is not linked to "
+            "your organization's sign-in. Your administrator must link it before you can sign in "
+            "with SSO; until then, sign in with your password."
+        ),
     ),
     "not_provisioned": (
-        "No account here",
-        "Your organization signed you in, but there is no account for you here and none can "
-        "be created automatically. Ask your administrator for access.",
+        lazy_gettext("No account here"),
+        lazy_gettext(
+            "Your organization signed you in, but there is no account for you here and none can "
+            "be created automatically. Ask your administrator for access."
+        ),
     ),
     "guest": (
-        "Guest accounts cannot sign in",
-        "You are a guest in this organization's directory. Sign in with your own "
-        "organization's account, or ask the administrator for access.",
+        lazy_gettext("Guest accounts cannot sign in"),
+        lazy_gettext(
+            "You are a guest in this organization's directory. Sign in with your own "
+            "organization's account, or ask the administrator for access."
+        ),
     ),
 }
 ENTRA_ERRORS = {
-    "access_denied": "Sign-in was cancelled, or your organization did not allow it.",
-    "interaction_required": "Your organization needs you to complete sign-in again.",
-    "login_required": "Your organization needs you to sign in again.",
-    "consent_required": "Your administrator has not yet approved this application.",
+    "access_denied": lazy_gettext("Sign-in was cancelled, or your organization did not allow it."),
+    "interaction_required": lazy_gettext("Your organization needs you to complete sign-in again."),
+    "login_required": lazy_gettext("Your organization needs you to sign in again."),
+    "consent_required": lazy_gettext("Your administrator has not yet approved this application."),
 }
 
 
@@ -97,7 +108,7 @@ def sso_start() -> Response | tuple[str, int]:
 
     email = request.form.get("email", "").strip()[:320]
     if not email:
-        return _form("Enter your work email address.", email, 400)
+        return _form(gettext("Enter your work email address."), email, 400)
     try:
         return redirect_to_entra(
             email,
@@ -302,7 +313,9 @@ def code_submit() -> Response | tuple[str, int]:
         return _failure_page("generic")
     if outcome is CodeCheck.WRONG:
         page = render_template(
-            "login/sso_code.html", address=address, error="That code is not right. Try again."
+            "login/sso_code.html",
+            address=address,
+            error=gettext("That code is not right. Try again."),
         )
         return page, 400
     if isinstance(outcome, CodeCheck):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import gettext
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
@@ -66,7 +67,10 @@ def settings_page(org_id: str) -> tuple[str, int] | Response:
     if current_session() is None:
         return redirect(url_for("login.login_form", next=request.path), 303)
     org, _ = managed_org(org_id)
-    notices = {"saved": "Connection tested and saved.", "removed": "Connection removed."}
+    notices = {
+        "saved": gettext("Connection tested and saved."),
+        "removed": gettext("Connection removed."),
+    }
     return _page(org, message=next((v for k, v in notices.items() if k in request.args), None))
 
 
@@ -144,16 +148,17 @@ def test(org_id: str) -> tuple[str, int] | Response:
     service = connection_service()
     connection = service.for_organization(org.id)
     if connection is None:
-        return _page(org, error="There is no connection to test yet.", status=400)
+        return _page(org, error=gettext("There is no connection to test yet."), status=400)
     try:
         verified = service.test(connection)
     except SsoConnectionError as exc:
-        return _page(org, error=f"Test failed: {exc}", status=400)
+        return _page(org, error=gettext("Test failed: %(exc)s", exc=exc), status=400)
     return _page(
         org,
-        message="Test passed: idp signed in to the tenant and read its verified domains ("
-        + ", ".join(sorted(verified))
-        + ").",
+        message=gettext(
+            "Test passed: idp signed in to the tenant and read its verified domains (%(domains)s).",
+            domains=", ".join(sorted(verified)),
+        ),
     )
 
 

@@ -8,6 +8,7 @@ response to the POST that made them and nowhere else, so they are shown exactly 
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import gettext, lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.models import User
@@ -39,7 +40,7 @@ def _password_attempts_left(user: User) -> bool:
     return True
 
 
-TOO_MANY = "Too many attempts. Wait a few minutes and try again."
+TOO_MANY = lazy_gettext("Too many attempts. Wait a few minutes and try again.")
 
 
 def _pending() -> PendingEnrollments:
@@ -90,7 +91,9 @@ def status() -> Response | Page:
     signed_in = signed_in_user()
     if signed_in is None:
         return _to_login(request.full_path.rstrip("?"))
-    notice = "Two-factor authentication is now off." if "disabled" in request.args else None
+    notice = (
+        gettext("Two-factor authentication is now off.") if "disabled" in request.args else None
+    )
     return _status_page(signed_in[1], notice=notice)
 
 
@@ -131,7 +134,7 @@ def confirm() -> Response | Page:
     secret = pending.get(active.session_id, user.id)
     if secret is None:
         return _status_page(
-            user, error="The setup expired. Start again.", error_form="enroll", status=400
+            user, error=gettext("The setup expired. Start again."), error_form="enroll", status=400
         )
     code = request.form.get("code", "")
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext, lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.security.lockout import UnlockError
@@ -21,7 +22,7 @@ from idp.services import (
 )
 
 bp = Blueprint("unlock", __name__)
-INVALID_LINK = "This unlock link is invalid, has already been used, or has expired."
+INVALID_LINK = lazy_gettext("This unlock link is invalid, has already been used, or has expired.")
 
 
 @bp.get("/unlock")
@@ -34,7 +35,7 @@ def request_submit() -> Response | tuple[str, int]:
     email = request.form.get("email", "").strip().lower()[:320]
     if not email:
         return render_template(
-            "unlock/request.html", sent=False, error="Enter your email address."
+            "unlock/request.html", sent=False, error=gettext("Enter your email address.")
         ), 400
     store = runtime_store()
     limiter = rate_limiter()
@@ -86,11 +87,14 @@ def link_submit(token: str) -> Response | tuple[str, int]:
                 "unlock/link.html",
                 token=token,
                 needs_code=True,
-                error="Too many attempts. Wait a minute.",
+                error=gettext("Too many attempts. Wait a minute."),
             ), 429
         if two_factor.verify_second_factor(user, request.form.get("code", "")) is None:
             return render_template(
-                "unlock/link.html", token=token, needs_code=True, error="That code is not valid."
+                "unlock/link.html",
+                token=token,
+                needs_code=True,
+                error=gettext("That code is not valid."),
             ), 400
     try:
         unlocked = lockout.redeem_unlock(token, client_actor())

@@ -21,8 +21,10 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlsplit
 
+from babel.support import Translations
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from idp.i18n import DEFAULT, TRANSLATIONS, mail_time, supported
 from idp.mail.messages import Message
 from idp.settings import PROJECT_ROOT, Settings
 
@@ -55,11 +57,25 @@ class MailComposer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.env = Environment(
-            loader=FileSystemLoader(str(EMAIL_TEMPLATES)),
-            autoescape=select_autoescape(enabled_extensions=("html",), default=False),
-            undefined=StrictUndefined,
-        )
+        self.envs: dict[str, Environment] = {}
+
+    def env(self, language: str | None) -> Environment:
+        """The template environment of ``language`` (English when unsupported)."""
+        lang = supported(language) or DEFAULT
+        if lang not in self.envs:
+            env = Environment(
+                loader=FileSystemLoader(str(EMAIL_TEMPLATES)),
+                autoescape=select_autoescape(enabled_extensions=("html",), default=False),
+                undefined=StrictUndefined,
+                extensions=["jinja2.ext.i18n"],
+            )
+            env.install_gettext_translations(  # type: ignore[attr-defined]
+                Translations.load(str(TRANSLATIONS), [lang]), newstyle=True
+            )
+            env.filters["localtime"] = functools.partial(mail_time, language=lang)
+            env.globals["language"] = lang
+            self.envs[lang] = env
+        return self.envs[lang]
 
     def render(self, message: Message) -> tuple[str, str, str]:
         """(subject, text, html) of ``message``."""
@@ -70,8 +86,9 @@ class MailComposer:
             "issuer": self.settings.issuer,
             "account_url": f"{self.settings.issuer}/account",
         }
+        env = self.env(message.language)
         subject, text, html = (
-            self.env.get_template(f"{message.template}/{part}").render(context) for part in PARTS
+            env.get_template(f"{message.template}/{part}").render(context) for part in PARTS
         )
         return " ".join(subject.split()), text, html
 

@@ -115,7 +115,7 @@ class Postman:
         self.transport.send(self.composer.compose(to, message, item_id), self.sender, to)
 
     def __call__(self, payload: dict[str, Any]) -> None:
-        message = Message(payload["template"], payload["context"])
+        message = Message(payload["template"], payload["context"], payload.get("language"))
         try:
             self.deliver(payload["to"], message, payload[ITEM_ID])
         except Exception:

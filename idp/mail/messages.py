@@ -30,6 +30,8 @@ class Message:
 
     template: str
     context: Context = field(default_factory=dict)
+    # The language to render in; None: the recipient account's language (English otherwise).
+    language: str | None = None
 
 
 def format_time(when: datetime) -> str:
@@ -192,6 +194,7 @@ def email_change_confirm(user: User, new_email: str, link: str, expires_at: date
             "link": link,
             "expires_at": format_time(expires_at),
         },
+        language=user.locale,
     )
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import logging
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from idp.i18n import supported
 from idp.mail.compose import template_exists
 from idp.mail.messages import Message
-from idp.models import OutboxItem
+from idp.models import OutboxItem, User
 from idp.observability.metrics import mail_outcome
 from idp.outbox import enqueue
 
@@ -23,6 +25,12 @@ log = logging.getLogger("idp.mail")
 
 MAIL = "mail"
 LANGUAGE = "en"
+
+
+def recipient_language(db: Session, to: str) -> str:
+    """The language of the account with address ``to``, English for anyone else."""
+    locale = db.scalar(select(User.locale).where(User.email_normalized == to.strip().lower()))
+    return supported(locale) or LANGUAGE
 
 
 def queue_mail(db: Session, to: str, message: Message) -> OutboxItem:
@@ -39,10 +47,11 @@ def queue_mail(db: Session, to: str, message: Message) -> OutboxItem:
         context = json.loads(json.dumps(message.context))
     except (TypeError, ValueError):
         raise ValueError(f"the context of mail {message.template!r} is not JSON-safe") from None
+    language = message.language or recipient_language(db, to)
     item = enqueue(
         db,
         MAIL,
-        {"to": to, "template": message.template, "context": context, "language": LANGUAGE},
+        {"to": to, "template": message.template, "context": context, "language": language},
     )
     log.info("mail %s to %s queued", message.template, to)
     mail_outcome(message.template, "queued")

@@ -15,6 +15,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+from flask_babel import gettext
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from idp.models import ImageKind
@@ -43,21 +44,27 @@ class ProcessedImage:
 
 def _open(data: bytes) -> Image.Image:
     if not data:
-        raise ImageRefused("Choose a picture to upload.")
+        raise ImageRefused(gettext("Choose a picture to upload."))
     if len(data) > MAX_BYTES:
-        raise ImageRefused("This file is larger than 5 MB. Choose a smaller picture.")
-    not_image = ImageRefused("This file is not a picture. Upload a PNG, JPEG, GIF or WebP image.")
+        raise ImageRefused(gettext("This file is larger than 5 MB. Choose a smaller picture."))
+    not_image = ImageRefused(
+        gettext("This file is not a picture. Upload a PNG, JPEG, GIF or WebP image.")
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=FORMATS) as probe:
                 if probe.width * probe.height > MAX_PIXELS:
-                    raise ImageRefused("This picture has too many pixels. Upload a smaller one.")
+                    raise ImageRefused(
+                        gettext("This picture has too many pixels. Upload a smaller one.")
+                    )
                 probe.verify()
             image = Image.open(io.BytesIO(data), formats=FORMATS)
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageRefused("This picture has too many pixels. Upload a smaller one.") from None
+        raise ImageRefused(
+            gettext("This picture has too many pixels. Upload a smaller one.")
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
         raise not_image from None
     return image
@@ -84,15 +91,26 @@ def process(data: bytes, kind: ImageKind) -> ProcessedImage:
         min_w, min_h = MIN_WIDE
         if image.width < min_w or image.height < min_h:
             raise ImageRefused(
-                f"This logo is {image.width} x {image.height} pixels; it must be at least "
-                f"{min_w} x {min_h}."
+                gettext(
+                    "This logo is %(width)s x %(height)s pixels; "
+                    "it must be at least %(min_w)s x %(min_h)s.",
+                    width=image.width,
+                    height=image.height,
+                    min_w=min_w,
+                    min_h=min_h,
+                )
             )
         image.thumbnail(WIDE_BOX, Image.Resampling.LANCZOS)
         return _encode(image)
     if image.width < MIN_SQUARE_SIDE or image.height < MIN_SQUARE_SIDE:
         raise ImageRefused(
-            f"This picture is {image.width} x {image.height} pixels; it must be at least "
-            f"{MIN_SQUARE_SIDE} x {MIN_SQUARE_SIDE}. Upload a larger one."
+            gettext(
+                "This picture is %(width)s x %(height)s pixels; "
+                "it must be at least %(side)s x %(side)s. Upload a larger one.",
+                width=image.width,
+                height=image.height,
+                side=MIN_SQUARE_SIDE,
+            )
         )
     square = ImageOps.fit(image, (SQUARE_SIZE, SQUARE_SIZE), Image.Resampling.LANCZOS)
     return _encode(square)

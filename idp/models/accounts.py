@@ -81,6 +81,9 @@ class User(Base):
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     lock_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
+    # The language the account chose (en, fr, de, it; None: from the browser), see idp.i18n.
+    locale: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
     # Login alerts: on successful sign-ins "always", "new_device" or "never"; on failures.
     alert_on_success: Mapped[str] = mapped_column(
         String(16), default="new_device", server_default="new_device"

@@ -19,6 +19,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from flask_babel import gettext, lazy_gettext
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -36,7 +37,7 @@ class InvitationError(OrganizationError):
 
 
 class InvitationInvalid(InvitationError):
-    message = (
+    message = lazy_gettext(
         "This invitation link is not valid: it was already used, withdrawn, or it expired. "
         "Ask for a new invitation."
     )
@@ -50,7 +51,9 @@ class WrongAccount(InvitationError):
 
 
 class AccountExists(InvitationError):
-    message = "There is already an account with this email address: sign in to accept."
+    message = lazy_gettext(
+        "There is already an account with this email address: sign in to accept."
+    )
     status = 409
 
 
@@ -92,11 +95,13 @@ class InvitationService:
         """Mail an invitation; an earlier pending one to the same address is replaced."""
         org, my_role = self.organizations.authorize(user, org_id, Action.INVITE)
         if role is Role.OWNER and not allows(my_role, Action.MANAGE_OWNERS):
-            raise NotAllowed("Only an owner can invite someone as an owner.")
+            raise NotAllowed(gettext("Only an owner can invite someone as an owner."))
         try:
             email = validate_email(email)
         except AccountError:
-            raise InvitationError("Enter the email address of the person to invite.") from None
+            raise InvitationError(
+                gettext("Enter the email address of the person to invite.")
+            ) from None
         normalized = normalize_email(email)
         existing = self.accounts.find_user_by_email(email)
         if existing is not None and self.organizations.role_of(existing.id, org.id) is not None:
@@ -167,7 +172,7 @@ class InvitationService:
         org, _ = self.organizations.authorize(user, org_id, Action.INVITE)
         invitation = self.db.get(Invitation, invitation_id)
         if invitation is None or invitation.organization_id != org.id or not invitation.pending:
-            raise InvitationInvalid("There is no such pending invitation.")
+            raise InvitationInvalid(gettext("There is no such pending invitation."))
         invitation.revoked_at = utcnow()
         record_event(
             self.db,
@@ -199,9 +204,13 @@ class InvitationService:
         invitation, org = self.find(token)
         if user.email_normalized != invitation.email_normalized:
             raise WrongAccount(
-                f"This invitation is for {invitation.email}, but you are signed in as "
-                f"{user.email}. Sign out, then open the link again and sign in (or create an "
-                f"account) with {invitation.email}."
+                gettext(
+                    "This invitation is for %(email)s, but you are signed in as %(email2)s. "
+                    "Sign out, then open the link again and sign in (or create an account) "
+                    "with %(email)s.",
+                    email=invitation.email,
+                    email2=user.email,
+                )
             )
         self._claim(invitation, user)
         if self.organizations.role_of(user.id, org.id) is None:
@@ -221,7 +230,7 @@ class InvitationService:
         if self.accounts.find_user_by_email(invitation.email) is not None:
             raise AccountExists
         if not password or password != again:
-            raise InvitationError("Type the same password twice.")
+            raise InvitationError(gettext("Type the same password twice."))
         try:
             self.passwords.check_policy(password, email=invitation.email)
         except PasswordPolicyError as exc:

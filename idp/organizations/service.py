@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flask_babel import gettext, lazy_gettext
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -33,7 +34,7 @@ MAX_NAME = 200
 class OrganizationError(Exception):
     """A refused request; ``message`` is for the person who made it, ``status`` its HTTP code."""
 
-    message = "That cannot be done."
+    message = lazy_gettext("That cannot be done.")
     status = 400
 
     def __init__(self, message: str | None = None) -> None:
@@ -43,17 +44,17 @@ class OrganizationError(Exception):
 
 
 class NotAllowed(OrganizationError):
-    message = "Your role in this organization does not allow that."
+    message = lazy_gettext("Your role in this organization does not allow that.")
     status = 403
 
 
 class NotFound(OrganizationError):
-    message = "There is no such member in this organization."
+    message = lazy_gettext("There is no such member in this organization.")
     status = 404
 
 
 class LastOwner(OrganizationError):
-    message = (
+    message = lazy_gettext(
         "An organization needs an owner: appoint another owner first, or delete the organization."
     )
 
@@ -74,7 +75,11 @@ def clean_name(name: str) -> str:
     """The organization name as stored; :class:`NameRefused` when unusable."""
     name = " ".join(name.split())
     if not name or len(name) > MAX_NAME or any(ord(c) < 0x20 for c in name):
-        raise NameRefused(f"Give the organization a name of 1 to {MAX_NAME} characters.")
+        raise NameRefused(
+            gettext(
+                "Give the organization a name of 1 to %(MAX_NAME)s characters.", MAX_NAME=MAX_NAME
+            )
+        )
     return name
 
 
@@ -152,14 +157,16 @@ class OrganizationService:
         """A new organization with ``user`` as its owner, and the one the user now works in."""
         name = clean_name(name)
         if self.accounts.find_organization(name) is not None:
-            raise NameRefused("An organization with that name already exists. Choose another.")
+            raise NameRefused(
+                gettext("An organization with that name already exists. Choose another.")
+            )
         org = Organization(name=name)
         self.db.add(org)
         self.db.flush()
         self.db.add(Membership(user_id=user.id, organization_id=org.id, role=Role.OWNER))
         user.current_organization_id = org.id
         self._event(EventTag.ORGANIZATION_CREATED, user, org.id, {"name": name})
-        self._commit("An organization with that name already exists. Choose another.")
+        self._commit(gettext("An organization with that name already exists. Choose another."))
         return org
 
     def rename(self, user: User, org_id: str, name: str) -> Organization:
@@ -169,10 +176,12 @@ class OrganizationService:
             return org
         other = self.accounts.find_organization(name)
         if other is not None and other.id != org.id:
-            raise NameRefused("An organization with that name already exists. Choose another.")
+            raise NameRefused(
+                gettext("An organization with that name already exists. Choose another.")
+            )
         previous, org.name = org.name, name
         self._event(EventTag.ORGANIZATION_RENAMED, user, org.id, {"from": previous, "to": name})
-        self._commit("An organization with that name already exists. Choose another.")
+        self._commit(gettext("An organization with that name already exists. Choose another."))
         return org
 
     def delete(self, user: User, org_id: str, password: str) -> str:
@@ -220,9 +229,11 @@ class OrganizationService:
         if current == new_role:
             return
         if needs_owner(current, new_role) and not allows(my_role, Action.MANAGE_OWNERS):
-            raise NotAllowed("Only an owner can grant or take away the owner role.")
+            raise NotAllowed(gettext("Only an owner can grant or take away the owner role."))
         if current is Role.OWNER and self._owners(org_id) <= 1:
-            raise LastOwner("This is the organization's only owner: appoint another owner first.")
+            raise LastOwner(
+                gettext("This is the organization's only owner: appoint another owner first.")
+            )
         membership.role = new_role
         self._event(
             EventTag.MEMBER_ROLE_CHANGED,
@@ -241,7 +252,7 @@ class OrganizationService:
         _, my_role = self.authorize(user, org_id, Action.REMOVE_MEMBER)
         membership = self._membership(org_id, member_id)
         if needs_owner(membership.role, None) and not allows(my_role, Action.MANAGE_OWNERS):
-            raise NotAllowed("Only an owner can remove an owner.")
+            raise NotAllowed(gettext("Only an owner can remove an owner."))
         if membership.role is Role.OWNER and self._owners(org_id) <= 1:
             raise LastOwner  # unreachable while the remover is another owner; kept as a guard
         self._drop(membership)
@@ -260,8 +271,10 @@ class OrganizationService:
         membership = self._membership(org_id, user.id)
         if membership.role is Role.OWNER and self._owners(org_id) <= 1:
             raise LastOwner(
-                "You are this organization's only owner: appoint another owner first, "
-                "or delete the organization."
+                gettext(
+                    "You are this organization's only owner: appoint another owner first, "
+                    "or delete the organization."
+                )
             )
         self._drop(membership)
         self._event(EventTag.MEMBER_LEFT, user, org_id, {"role": membership.role.value})

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flask_babel import gettext
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -48,11 +49,19 @@ class Blocker:
     @property
     def message(self) -> str:
         if self.reason == "only_member":
-            return (
-                f"You are the only member of {self.organization}: delete the organization "
-                f"or appoint someone else first."
+            return str(
+                gettext(
+                    "You are the only member of %(organization)s: "
+                    "delete the organization or appoint someone else first.",
+                    organization=self.organization,
+                )
             )
-        return f"You are the only owner of {self.organization}: appoint another owner first."
+        return str(
+            gettext(
+                "You are the only owner of %(organization)s: appoint another owner first.",
+                organization=self.organization,
+            )
+        )
 
 
 class DeletionBlocked(Exception):

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from flask_babel import gettext
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -128,8 +129,10 @@ class AlertService:
         """Save the user's choices and record them; True when something changed. Commits."""
         if on_success not in SUCCESS_CHOICES:
             raise InvalidAlertPreference(
-                "Choose when to be alerted about successful sign-ins: always, from a new "
-                "device only, or never."
+                gettext(
+                    "Choose when to be alerted about successful sign-ins: always, from a new "
+                    "device only, or never."
+                )
             )
         if (user.alert_on_success, user.alert_on_failure) == (on_success, on_failure):
             return False

@@ -24,6 +24,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
+from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
@@ -38,7 +39,7 @@ from idp.security.sessions import SessionService, StartedSession
 from idp.settings import Settings
 from idp.store import Store
 
-GENERIC_FAILURE = "Incorrect email or password."
+GENERIC_FAILURE = lazy_gettext("Incorrect email or password.")
 PENDING_SECONDS = 300
 UNVERIFIED_SECONDS = 900
 

@@ -20,6 +20,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from flask_babel import gettext, lazy_gettext
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -34,7 +35,7 @@ from idp.security.reauth import PasswordConfirmation
 class EmailChangeError(Exception):
     """The change was refused; ``message`` is for the account's owner."""
 
-    message = "Your email address could not be changed."
+    message = lazy_gettext("Your email address could not be changed.")
 
     def __init__(self, message: str | None = None) -> None:
         if message is not None:
@@ -43,7 +44,7 @@ class EmailChangeError(Exception):
 
 
 class LinkInvalid(EmailChangeError):
-    message = (
+    message = lazy_gettext(
         "This confirmation link is not valid: it was already used, replaced by a newer one, "
         "or it expired. Ask for the change again."
     )
@@ -78,12 +79,12 @@ class EmailChangeService:
         try:
             new_email = validate_email(new_email)
         except AccountError:
-            raise EmailChangeError("Enter a valid email address.") from None
+            raise EmailChangeError(gettext("Enter a valid email address.")) from None
         if normalize_email(new_email) == user.email_normalized:
-            raise EmailChangeError("This is already your email address.")
+            raise EmailChangeError(gettext("This is already your email address."))
         self.confirmation.check(user, password)
         if self.accounts.find_user_by_email(new_email) is not None:
-            raise EmailChangeError("This address belongs to another account.")
+            raise EmailChangeError(gettext("This address belongs to another account."))
         now = utcnow()
         self.db.execute(
             delete(EmailChange).where(EmailChange.user_id == user.id, EmailChange.used_at.is_(None))
@@ -136,7 +137,7 @@ class EmailChangeService:
         other = self.accounts.find_user_by_email(change.new_email)
         if other is not None and other.id != user.id:
             self.db.rollback()
-            raise EmailChangeError("This address now belongs to another account.")
+            raise EmailChangeError(gettext("This address now belongs to another account."))
         user.email = change.new_email
         user.email_normalized = normalize_email(change.new_email)
         user.email_verified = True  # the link was opened from that mailbox
@@ -145,5 +146,7 @@ class EmailChangeService:
             self.db.commit()
         except IntegrityError:  # taken at the same moment by another account
             self.db.rollback()
-            raise EmailChangeError("This address now belongs to another account.") from None
+            raise EmailChangeError(
+                gettext("This address now belongs to another account.")
+            ) from None
         return user

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from flask_babel import gettext
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -81,7 +82,9 @@ class LockoutService:
     def choose_threshold(self, user: User, value: int, actor: Actor) -> None:
         low, high = self.floor(user), self.settings.lockout_max_threshold
         if not low <= value <= high:
-            raise ValueError(f"Choose a number from {low} to {high}.")
+            raise ValueError(
+                gettext("Choose a number from %(low)s to %(high)s.", low=low, high=high)
+            )
         previous = self.threshold(user)
         user.lockout_threshold = value
         record_event(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
+from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
@@ -39,7 +40,7 @@ REAUTH_WINDOW_SECONDS = 300
 class PasswordChangeError(Exception):
     """The change was refused; ``message`` is for the account's owner."""
 
-    message = "Your password could not be changed."
+    message = lazy_gettext("Your password could not be changed.")
 
     def __init__(self, message: str | None = None) -> None:
         if message is not None:
@@ -48,11 +49,11 @@ class PasswordChangeError(Exception):
 
 
 class MissingField(PasswordChangeError):
-    message = "Enter your current password and your new password twice."
+    message = lazy_gettext("Enter your current password and your new password twice.")
 
 
 class NewPasswordsDiffer(PasswordChangeError):
-    message = "The two new passwords are not the same. Type the new password twice."
+    message = lazy_gettext("The two new passwords are not the same. Type the new password twice.")
 
 
 class PolicyRefused(PasswordChangeError):
@@ -60,11 +61,11 @@ class PolicyRefused(PasswordChangeError):
 
 
 class WrongCurrentPassword(PasswordChangeError):
-    message = "That is not your current password."
+    message = lazy_gettext("That is not your current password.")
 
 
 class SameAsCurrent(PasswordChangeError):
-    message = "The new password is your current password. Choose a different one."
+    message = lazy_gettext("The new password is your current password. Choose a different one.")
 
 
 @dataclass(frozen=True)

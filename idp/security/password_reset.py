@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from flask_babel import lazy_gettext
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -82,7 +83,7 @@ class ResetRefused(Exception):
     """The new password (or the code) was refused; ``message`` is for the account's owner.
     Nothing was changed and the link still works."""
 
-    message = "Your password could not be reset."
+    message = lazy_gettext("Your password could not be reset.")
 
     def __init__(self, message: str | None = None) -> None:
         if message is not None:
@@ -91,11 +92,11 @@ class ResetRefused(Exception):
 
 
 class MissingPassword(ResetRefused):
-    message = "Type your new password twice."
+    message = lazy_gettext("Type your new password twice.")
 
 
 class PasswordsDiffer(ResetRefused):
-    message = "The two passwords are not the same. Type the new password twice."
+    message = lazy_gettext("The two passwords are not the same. Type the new password twice.")
 
 
 class PolicyRefused(ResetRefused):
@@ -103,7 +104,9 @@ class PolicyRefused(ResetRefused):
 
 
 class WrongCode(ResetRefused):
-    message = "That code is not valid. Use a new code from your app or a recovery code."
+    message = lazy_gettext(
+        "That code is not valid. Use a new code from your app or a recovery code."
+    )
 
 
 class SecondFactor(Protocol):

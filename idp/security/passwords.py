@@ -16,6 +16,7 @@ from importlib import resources
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from flask_babel import gettext
 
 from idp.settings import Settings
 
@@ -70,14 +71,18 @@ class PasswordService:
     def check_policy(self, password: str, *, email: str = "") -> None:
         """Raise :class:`PasswordPolicyError` with the reason when ``password`` is refused."""
         if len(password) < self.min_length:
-            raise PasswordPolicyError(f"Use at least {self.min_length} characters.")
+            raise PasswordPolicyError(
+                gettext("Use at least %(min_length)s characters.", min_length=self.min_length)
+            )
         if len(password) > self.max_length:
-            raise PasswordPolicyError(f"Use at most {self.max_length} characters.")
+            raise PasswordPolicyError(
+                gettext("Use at most %(max_length)s characters.", max_length=self.max_length)
+            )
         lowered = password.lower()
         common = common_passwords()
         stripped = _TRAILING_DECORATION.sub("", lowered)
         if lowered in common or stripped in common or len(set(lowered)) < 4:
-            raise PasswordPolicyError("This password is too common. Choose another one.")
+            raise PasswordPolicyError(gettext("This password is too common. Choose another one."))
         local_part = email.split("@", 1)[0].lower()
         if len(local_part) >= 4 and local_part in lowered:
-            raise PasswordPolicyError("The password must not contain your email address.")
+            raise PasswordPolicyError(gettext("The password must not contain your email address."))

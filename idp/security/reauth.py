@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from flask_babel import lazy_gettext
+
 from idp.models import User
 from idp.security.password_change import REAUTH_ATTEMPTS, REAUTH_WINDOW_SECONDS, reauth_key
 from idp.security.passwords import PasswordService
@@ -28,13 +30,15 @@ RECENT_SIGN_IN_SECONDS = 300
 class WrongPassword(Exception):
     """The password given to confirm a change is not the account's."""
 
-    message = "That is not your password."
+    message = lazy_gettext("That is not your password.")
 
 
 class SignInAgain(WrongPassword):
     """An account without a password, signed in too long ago to confirm a change."""
 
-    message = "To confirm, sign in again with your organization, then repeat this within 5 minutes."
+    message = lazy_gettext(
+        "To confirm, sign in again with your organization, then repeat this within 5 minutes."
+    )
 
 
 class PasswordConfirmation:

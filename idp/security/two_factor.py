@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from flask_babel import lazy_gettext
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -55,7 +56,7 @@ Notification = Literal["two_factor_disabled", "recovery_codes_regenerated"]
 class TwoFactorError(Exception):
     """A two-factor change that cannot be made; ``message`` is for the account's owner."""
 
-    message = "This change could not be made."
+    message = lazy_gettext("This change could not be made.")
 
     def __init__(self, message: str | None = None) -> None:
         if message is not None:
@@ -64,19 +65,21 @@ class TwoFactorError(Exception):
 
 
 class WrongPassword(TwoFactorError):
-    message = "That is not your current password."
+    message = lazy_gettext("That is not your current password.")
 
 
 class InvalidCode(TwoFactorError):
-    message = "That code is not right. Enter the 6-digit code your authenticator app shows now."
+    message = lazy_gettext(
+        "That code is not right. Enter the 6-digit code your authenticator app shows now."
+    )
 
 
 class AlreadyEnabled(TwoFactorError):
-    message = "Two-factor authentication is already on."
+    message = lazy_gettext("Two-factor authentication is already on.")
 
 
 class NotEnabled(TwoFactorError):
-    message = "Two-factor authentication is off."
+    message = lazy_gettext("Two-factor authentication is off.")
 
 
 # Recovery codes (pure) -----------------------------------------------------------------------

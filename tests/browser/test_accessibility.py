@@ -2,9 +2,12 @@
 
 Every page a person can reach is checked with axe-core (axe-playwright-python bundles it; no
 network): no violation of impact "serious" or "critical" is allowed. Each page is visited at
-1280x800 and at 360x740, in light and dark mode; at 360 px the page must not scroll sideways.
+1280x800 and at 360x740 in English, French, German and Italian (light mode; dark mode, which
+changes only colours, in English); every page must be in the language the browser asks for;
+at 360 px the page must not scroll sideways.
 Screenshots of every page at both widths go to artifacts/screenshots/<page>-1280.png and
-<page>-360.png (dark mode: <page>-1280-dark.png, <page>-360-dark.png), the CI artifact folder.
+<page>-360.png (dark mode: <page>-1280-dark.png, <page>-360-dark.png; other languages:
+<page>-1280-fr.png...), the CI artifact folder.
 
 The pages are served by a second gunicorn on the browser tests' database, with sign-up on and a
 roomy sign-in rate limit (this test signs in many times), under its own Redis prefix.
@@ -18,7 +21,7 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
@@ -26,11 +29,13 @@ from urllib.parse import urlencode
 import pyotp
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from babel.support import Translations
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import create_engine, select
 
 from idp.db import normalize_url
 from idp.events import Actor
+from idp.i18n import TRANSLATIONS
 from idp.models import OutboxItem
 from idp.runtime import Runtime
 from idp.security.password_reset import ResetLinkIssuer
@@ -56,22 +61,46 @@ class Combo:
     width: int
     height: int
     scheme: str
+    lang: str = "en"
 
     @property
     def label(self) -> str:
-        return f"{self.width}-{self.scheme}"
+        return f"{self.width}-{self.scheme}-{self.lang}"
 
     @property
     def suffix(self) -> str:
-        return f"{self.width}" if self.scheme == "light" else f"{self.width}-dark"
+        base = f"{self.width}" if self.scheme == "light" else f"{self.width}-dark"
+        return base if self.lang == "en" else f"{base}-{self.lang}"
+
+    @property
+    def browser_locale(self) -> str:
+        return BROWSER_LOCALES[self.lang]
 
 
+# Every page in every language, light at both widths; dark mode (colours only) in English.
+BROWSER_LOCALES = {"en": "en-GB", "fr": "fr-FR", "de": "de-DE", "it": "it-IT"}
 COMBOS = [
     Combo(1280, 800, "light"),
     Combo(360, 740, "light"),
     Combo(1280, 800, "dark"),
     Combo(360, 740, "dark"),
+] + [
+    Combo(w, h, "light", lang) for lang in ("fr", "de", "it") for w, h in ((1280, 800), (360, 740))
 ]
+
+Translate = Callable[[str], str]
+
+
+def _english(text: str) -> str:
+    return text
+
+
+def translator(lang: str) -> Translate:
+    """The pages' own catalog: the test finds labels and buttons by their text in ``lang``."""
+    if lang == "en":
+        return _english
+    catalog = Translations.load(str(TRANSLATIONS), [lang])
+    return catalog.gettext
 
 
 @dataclass(frozen=True)
@@ -93,9 +122,16 @@ class Audit:
     problems: list[str] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)
 
+    @property
+    def t(self) -> Translate:
+        return translator(self.combo.lang)
+
     def check(self, page: Page, name: str) -> None:
         page.wait_for_load_state("load")
         self.seen.append(name)
+        lang = page.evaluate("() => document.documentElement.lang")
+        if lang != self.combo.lang:
+            self.problems.append(f"{name} ({page.url}): in {lang!r}, not {self.combo.lang!r}")
         results = AXE.run(page)
         for violation in results.response["violations"]:
             if violation["impact"] not in BLOCKING:
@@ -176,7 +212,7 @@ def site(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> I
 def _context(browser: Browser, site: Site, combo: Combo) -> BrowserContext:
     ctx = browser.new_context(
         base_url=site.base_url,
-        locale="en-GB",
+        locale=combo.browser_locale,
         viewport={"width": combo.width, "height": combo.height},
         color_scheme="dark" if combo.scheme == "dark" else "light",
     )
@@ -184,11 +220,11 @@ def _context(browser: Browser, site: Site, combo: Combo) -> BrowserContext:
     return ctx
 
 
-def _sign_in(page: Page, email: str) -> None:
+def _sign_in(page: Page, email: str, t: Translate = _english) -> None:
     page.goto("/login")
-    page.get_by_label("Email address", exact=True).fill(email)
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label(t("Email address"), exact=True).fill(email)
+    page.get_by_label(t("Password"), exact=True).fill(PASSWORD)
+    page.get_by_role("button", name=t("Sign in")).click()
 
 
 def _mailed_link(env: dict[str, str], template: str, email: str) -> str:
@@ -219,11 +255,12 @@ def _reset_token(env: dict[str, str], email: str) -> str:
 
 
 def _anonymous_pages(page: Page, audit: Audit, site: Site, email: str) -> None:
+    t = audit.t
     page.goto("/login")
     audit.check(page, "login")
-    page.get_by_label("Email address", exact=True).fill("nobody.a11y@example.com")
-    page.get_by_label("Password", exact=True).fill("not the password")
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label(t("Email address"), exact=True).fill("nobody.a11y@example.com")
+    page.get_by_label(t("Password"), exact=True).fill("not the password")
+    page.get_by_role("button", name=t("Sign in")).click()
     expect(page.get_by_role("alert")).to_be_visible()
     audit.check(page, "login-error")
     page.goto("/login/sso")
@@ -232,22 +269,22 @@ def _anonymous_pages(page: Page, audit: Audit, site: Site, email: str) -> None:
     audit.check(page, "unlock")
     page.goto("/password/forgot")
     audit.check(page, "password-forgot")
-    page.get_by_label("Email address").fill(email)
-    page.get_by_role("button", name="Send the reset link").click()
+    page.get_by_label(t("Email address")).fill(email)
+    page.get_by_role("button", name=t("Send the reset link")).click()
     expect(page.get_by_role("status")).to_be_visible()
     audit.check(page, "password-forgot-sent")
     page.goto(f"/password/reset/{_reset_token(site.env, email)}")
     audit.check(page, "password-reset")
-    page.get_by_label("New password", exact=True).fill(PASSWORD)
+    page.get_by_label(t("New password"), exact=True).fill(PASSWORD)
     page.get_by_role("button").last.click()
     audit.check(page, "password-reset-error")
     page.goto("/signup")
     audit.check(page, "signup")
-    page.get_by_label("Email address").fill("x" + email)
-    page.get_by_label("First name").fill("Sam")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_label("Password again").fill(PASSWORD + "-not-the-same")
-    page.get_by_role("button", name="Create account").click()
+    page.get_by_label(t("Email address")).fill("x" + email)
+    page.get_by_label(t("First name")).fill("Sam")
+    page.get_by_label(t("Password"), exact=True).fill(PASSWORD)
+    page.get_by_label(t("Password again")).fill(PASSWORD + "-not-the-same")
+    page.get_by_role("button", name=t("Create account")).click()
     expect(page.get_by_role("alert")).to_be_visible()
     audit.check(page, "signup-error")
     page.goto("/no-such-page")
@@ -257,7 +294,7 @@ def _anonymous_pages(page: Page, audit: Audit, site: Site, email: str) -> None:
     # A form whose CSRF token no longer matches: the 400 page.
     page.goto("/unlock")
     page.locator("input[name=csrf_token]").evaluate("el => el.value = 'stale'")
-    page.get_by_label("Email address").fill("nobody.a11y@example.com")
+    page.get_by_label(t("Email address")).fill("nobody.a11y@example.com")
     page.locator("main form button[type=submit]").first.click()
     audit.check(page, "error-400-csrf")
 
@@ -282,17 +319,18 @@ def _account_pages(page: Page, audit: Audit) -> None:
 
 
 def _organization_pages(page: Page, audit: Audit, site: Site, invitee: str) -> None:
+    t = audit.t
     org = f"/organizations/{site.org_id}"
     page.goto("/organizations")
     audit.check(page, "organizations")
     page.goto(f"{org}/settings")
     audit.check(page, "organization-settings")
     page.goto(f"{org}/members")
-    page.get_by_label("Email address").fill(invitee)
-    page.get_by_role("button", name="Send invitation").click()
+    page.get_by_label(t("Email address")).fill(invitee)
+    page.get_by_role("button", name=t("Send invitation")).click()
     expect(page.get_by_test_id("members-notice")).to_be_visible()
     audit.check(page, "organization-members")
-    page.get_by_test_id("invitation").first.get_by_role("link", name="Withdraw…").click()
+    page.get_by_test_id("invitation").first.get_by_role("link").click()
     audit.check(page, "organization-invitation-withdraw")
     page.goto(f"{org}/activity")
     audit.check(page, "organization-activity")
@@ -325,29 +363,30 @@ def _relying_party_pages(page: Page, audit: Audit, site: Site) -> None:
 
 
 def _two_factor_pages(page: Page, audit: Audit, email: str) -> None:
+    t = audit.t
     page.goto("/account/two-factor")
-    page.get_by_role("button", name="Set up two-factor authentication").click()
+    page.get_by_role("button", name=t("Set up two-factor authentication")).click()
     expect(page.locator("[data-testid=totp-qr]")).to_be_visible()
     audit.check(page, "two-factor-enroll")
     secret = page.locator("[data-testid=totp-secret]").inner_text().replace(" ", "")
     totp = pyotp.TOTP(secret)
-    page.get_by_label("6-digit code").fill(totp.now())
-    page.get_by_role("button", name="Turn on").click()
+    page.get_by_label(t("6-digit code")).fill(totp.now())
+    page.get_by_role("button", name=t("Turn on")).click()
     expect(page.locator("[data-testid=recovery-codes] li")).to_have_count(10)
     audit.check(page, "two-factor-recovery-codes")
     page.goto("/account/two-factor")
     audit.check(page, "account-two-factor-on")
     page.goto("/account")
-    page.get_by_role("button", name="Sign out").click()
-    _sign_in(page, email)
+    page.get_by_role("button", name=t("Sign out")).click()
+    _sign_in(page, email, t)
     expect(page).to_have_url(re.compile(r"/login/code"))
     audit.check(page, "login-code")
-    page.get_by_label("Authentication code").fill("000000")
-    page.get_by_role("button", name="Verify").click()
+    page.get_by_label(t("Authentication code")).fill("000000")
+    page.get_by_role("button", name=t("Verify")).click()
     expect(page.get_by_role("alert")).to_be_visible()
     audit.check(page, "login-code-error")
-    page.get_by_label("Authentication code").fill(totp.at(time.time() + 30))
-    page.get_by_role("button", name="Verify").click()
+    page.get_by_label(t("Authentication code")).fill(totp.at(time.time() + 30))
+    page.get_by_role("button", name=t("Verify")).click()
     expect(page).to_have_url(ON_ACCOUNT)
 
 
@@ -356,7 +395,8 @@ def test_every_page_passes_axe_and_fits(
     combo: Combo, browser: Browser, site: Site, screenshots: Path
 ) -> None:
     audit = Audit(combo, screenshots)
-    tag = f"{combo.width}{combo.scheme}"
+    t = audit.t
+    tag = f"{combo.width}{combo.scheme}{combo.lang}"
     # A long address: it must wrap on the members and invitation pages, not widen them.
     invitee = f"invitee.with.a.rather.long.address.{tag}@mail.subsidiary.example.com"
 
@@ -366,7 +406,7 @@ def test_every_page_passes_axe_and_fits(
     try:
         page = ctx.new_page()
         _anonymous_pages(page, audit, site, email)
-        _sign_in(page, OWNER)
+        _sign_in(page, OWNER, t)
         expect(page).to_have_url(ON_ACCOUNT)
         _account_pages(page, audit)
         _organization_pages(page, audit, site, invitee)
@@ -386,7 +426,7 @@ def test_every_page_passes_axe_and_fits(
     ctx = _context(browser, site, combo)
     try:
         page = ctx.new_page()
-        _sign_in(page, email)
+        _sign_in(page, email, t)
         expect(page).to_have_url(ON_ACCOUNT)
         _two_factor_pages(page, audit, email)
     finally:

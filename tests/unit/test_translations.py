@@ -1,0 +1,161 @@
+"""Every user-visible string is translated (issue 8, item 1): templates have no text outside
+``{% trans %}`` / ``_()``, every extracted message has a French, German and Italian
+translation (non-empty, not fuzzy), and the committed ``.mo`` files match the ``.po`` files."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from babel.messages.catalog import Catalog
+from babel.messages.extract import extract_from_dir
+from babel.messages.mofile import read_mo, write_mo
+from babel.messages.pofile import read_po
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES = ROOT / "templates"
+TRANSLATIONS = ROOT / "idp" / "translations"
+LANGUAGES = ("fr", "de", "it")
+KEYWORDS = {
+    "_": None,
+    "gettext": None,
+    "ngettext": (1, 2),
+    "lazy_gettext": None,
+    "N_": None,
+}
+JINJA_OPTIONS = {"extensions": "jinja2.ext.i18n", "trimmed": "true"}
+METHODS = [
+    ("idp/**.py", "python"),
+    ("templates/**.html", "jinja2"),
+    ("templates/**.txt", "jinja2"),
+]
+
+# Not text: the product's name, and a boolean HTML attribute written by a macro.
+NOT_WORDS = {"idp", "checked"}
+_ATTRIBUTE_TEXT = re.compile(r'\b(?:aria-label|title|alt|placeholder)="([^"]*)"')
+
+
+def untranslated_text(source: str) -> list[str]:
+    """The pieces of a template's visible text that are outside the translation tags."""
+    text = re.sub(r"\{#.*?#\}", " ", source, flags=re.S)
+    text = re.sub(r"\{%-?\s*trans\b.*?\{%-?\s*endtrans\s*-?%\}", " ", text, flags=re.S)
+    text = re.sub(
+        r"\{%-?\s*block main_class\s*-?%\}.*?\{%-?\s*endblock\s*-?%\}", " ", text, flags=re.S
+    )
+    found: list[str] = []
+    for value in _ATTRIBUTE_TEXT.findall(text):
+        plain = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", " ", value)
+        if re.search(r"[A-Za-z]{2,}", plain):
+            found.append(value)
+    text = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", " ", text, flags=re.S)
+    text = re.sub(r"<(style|script)\b.*?</\1>", " ", text, flags=re.S)
+    text = re.sub(r"<[^>]*>", " ", text, flags=re.S)
+    for line in text.splitlines():
+        words = [w for w in re.findall(r"[A-Za-z][A-Za-z'\u2019-]*", line) if w not in NOT_WORDS]
+        if words:
+            found.append(line.strip())
+    return found
+
+
+def _templates() -> list[Path]:
+    return sorted(p for p in TEMPLATES.rglob("*") if p.suffix in (".html", ".txt"))
+
+
+@pytest.mark.parametrize("path", _templates(), ids=lambda p: str(p.relative_to(TEMPLATES)))
+def test_templates_have_no_text_outside_translation_tags(path: Path) -> None:
+    assert untranslated_text(path.read_text()) == []
+
+
+def test_the_check_catches_a_forgotten_string(tmp_path: Path) -> None:
+    template = tmp_path / "forgotten.html"
+    template.write_text(
+        '{% extends "base.html" %}\n{% block content %}\n'
+        "<h1>{% trans %}Sign in{% endtrans %}</h1>\n"
+        "<p>Welcome back, {{ name }}.</p>\n"
+        '<a href="/x" aria-label="{{ _("Close") }}">&#215;</a>\n'
+        '<img src="/y" alt="Company logo">\n'
+        "{% endblock %}\n"
+    )
+    assert untranslated_text(template.read_text()) == [
+        "Company logo",
+        "Welcome back,  .",
+    ]
+
+
+def _extracted() -> set[str | tuple[str, ...]]:
+    ids: set[str | tuple[str, ...]] = set()
+    for found in extract_from_dir(
+        str(ROOT),
+        method_map=METHODS,
+        options_map={"templates/**.html": JINJA_OPTIONS, "templates/**.txt": JINJA_OPTIONS},
+        keywords=KEYWORDS,
+    ):
+        message = found[2]  # (filename, lineno, message, comments, context)
+        ids.add(message if isinstance(message, str) else tuple(message))
+    return ids
+
+
+@pytest.fixture(scope="module")
+def extracted() -> set[str | tuple[str, ...]]:
+    found = _extracted()
+    assert len(found) > 500  # the extraction itself works
+    return found
+
+
+def _catalog(lang: str) -> Catalog:
+    with (TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po").open("rb") as f:
+        return read_po(f, locale=lang)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_every_message_is_translated(
+    lang: str, extracted: set[str | tuple[str, ...]]
+) -> None:
+    catalog = _catalog(lang)
+    missing, empty, fuzzy = [], [], []
+    for msgid in extracted:
+        key = msgid[0] if isinstance(msgid, tuple) else msgid
+        message = catalog.get(key)
+        if message is None:
+            missing.append(msgid)
+            continue
+        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        if not all(strings):
+            empty.append(msgid)
+        if message.fuzzy:
+            fuzzy.append(msgid)
+    assert missing == [], f"not in {lang}/messages.po: run pybabel update (see README)"
+    assert empty == []
+    assert fuzzy == []
+    assert not catalog.fuzzy
+
+
+def _key(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_compiled_catalogs_match_the_po_files(lang: str) -> None:
+    mo = TRANSLATIONS / lang / "LC_MESSAGES" / "messages.mo"
+    with mo.open("rb") as f:
+        committed = {_key(m.id): _key(m.string) for m in read_mo(f) if m.id}
+    buffer = io.BytesIO()
+    write_mo(buffer, _catalog(lang))
+    buffer.seek(0)
+    fresh = {_key(m.id): _key(m.string) for m in read_mo(buffer) if m.id}
+    assert committed == fresh, f"run: pybabel compile -d idp/translations ({lang} is stale)"
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_translations_keep_the_placeholders(lang: str) -> None:
+    placeholder = re.compile(r"%\(\w+\)s|\{who\}")
+    for message in _catalog(lang):
+        if not message.id:
+            continue
+        ids = message.id if isinstance(message.id, tuple) else (message.id,)
+        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        expected = set(placeholder.findall(ids[-1]))
+        for string in strings:
+            assert set(placeholder.findall(string)) == expected, (lang, message.id)
