@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from babel import dates as babel_dates
 from flask import Flask, g, request
-from flask_babel import Babel, format_date, format_datetime, format_time, get_locale
+from flask_babel import Babel, format_date, format_datetime, format_time, get_locale, gettext
 from werkzeug.wrappers import Response
 
 from idp.settings import PROJECT_ROOT
@@ -131,6 +131,7 @@ def init_app(app: Flask) -> None:
     globals_: dict[str, Any] = {
         "current_language": current_language,
         "local_datetime": localized_local,
+        "role_name": role_name,
         "languages": LANGUAGES,
     }
     app.jinja_env.globals.update(globals_)
@@ -170,3 +171,13 @@ def localized_local(value: datetime) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%S")
     date = format_date(value, "medium", rebase=False)
     return f"{date} {format_time(value, 'HH:mm:ss', rebase=False)}"
+
+
+# The organization roles as shown in sentences and tags (the stored values are English).
+ROLE_NAMES = {"owner": N_("owner"), "admin": N_("admin"), "member": N_("member")}
+
+
+def role_name(role: object) -> str:
+    """A role (``Role`` or its value) in the page's language."""
+    value = str(getattr(role, "value", role))
+    return str(gettext(ROLE_NAMES[value])) if value in ROLE_NAMES else value

@@ -21,10 +21,10 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import urlsplit
 
-from babel.support import Translations
+from babel.support import NullTranslations, Translations
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from idp.i18n import DEFAULT, TRANSLATIONS, mail_time, supported
+from idp.i18n import DEFAULT, ROLE_NAMES, TRANSLATIONS, mail_time, supported
 from idp.mail.messages import Message
 from idp.settings import PROJECT_ROOT, Settings
 
@@ -52,6 +52,11 @@ def message_id(item_id: int, settings: Settings) -> str:
     return f"<outbox-{item_id}.{install}@{host}>"
 
 
+def _role_name(translations: NullTranslations, role: str) -> str:
+    """An organization role in the mail's language."""
+    return translations.gettext(ROLE_NAMES[role]) if role in ROLE_NAMES else role
+
+
 class MailComposer:
     """Turns a :class:`Message` into a complete mail, From ``IDP_MAIL_FROM``."""
 
@@ -69,11 +74,13 @@ class MailComposer:
                 undefined=StrictUndefined,
                 extensions=["jinja2.ext.i18n"],
             )
+            translations = Translations.load(str(TRANSLATIONS), [lang])
             env.install_gettext_translations(  # type: ignore[attr-defined]
-                Translations.load(str(TRANSLATIONS), [lang]), newstyle=True
+                translations, newstyle=True
             )
             env.filters["localtime"] = functools.partial(mail_time, language=lang)
             env.globals["language"] = lang
+            env.globals["role_name"] = functools.partial(_role_name, translations)
             self.envs[lang] = env
         return self.envs[lang]
 
