@@ -281,7 +281,7 @@ def _anonymous_pages(page: Page, audit: Audit, site: Site, email: str) -> None:
     page.goto("/signup")
     audit.check(page, "signup")
     page.get_by_label(t("Email address")).fill("x" + email)
-    page.get_by_label(t("First name")).fill("Sam")
+    page.get_by_label(t("First name"), exact=True).fill("Sam")
     page.get_by_label(t("Password"), exact=True).fill(PASSWORD)
     page.get_by_label(t("Password again")).fill(PASSWORD + "-not-the-same")
     page.get_by_role("button", name=t("Create account")).click()
