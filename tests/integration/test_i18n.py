@@ -232,3 +232,64 @@ def test_a_mail_to_an_account_without_a_language_is_in_english(
     [mail] = smtp.to(ALICE)
     assert mail["Subject"] == "New device signed in to your account"
     assert '<html lang="en">' in _html(mail)
+
+
+# No English left on the pages of a French browser -------------------------------------------
+
+ENGLISH_WORDS = re.compile(
+    r"\b(the|your|you|and|with|sign|password|account|this|that|not|enter|choose)\b", re.I
+)
+
+
+def _visible_lines(html: str) -> list[str]:
+    html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S)
+    html = re.sub(r"<[^>]+>", "\n", html)
+    return [line.strip() for line in html.splitlines() if line.strip()]
+
+
+def _english_lines(client: FlaskClient, path: str) -> list[str]:
+    response = client.get(path, headers={"Accept-Language": "fr"})
+    assert response.status_code in (200, 404), path
+    return [
+        f"{path}: {line}"
+        for line in _visible_lines(response.get_data(as_text=True))
+        if ENGLISH_WORDS.search(line)
+    ]
+
+
+def test_the_pages_of_a_french_browser_show_no_english(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    from idp.models import Organization, Role
+
+    found: list[str] = []
+    for path in ["/login", "/login/sso", "/unlock", "/password/forgot", "/signup", "/nowhere"]:
+        found += _english_lines(client, path)
+    create_user(runtime, organization="Acme", role=Role.OWNER)
+    sign_in(client)
+    with runtime.session_factory() as db:
+        org = db.query(Organization).one()
+    for path in [
+        "/account",
+        "/account/profile",
+        "/account/sessions",
+        "/account/sessions/end-others",
+        "/account/activity",
+        "/account/alerts",
+        "/account/lockout",
+        "/account/password",
+        "/account/two-factor",
+        "/account/email",
+        "/account/delete",
+        "/organizations",
+        f"/organizations/{org.id}/settings",
+        f"/organizations/{org.id}/members",
+        f"/organizations/{org.id}/activity",
+        f"/organizations/{org.id}/sso",
+        f"/organizations/{org.id}/delete",
+    ]:
+        found += _english_lines(client, path)
+    assert found == []
+    # and the check does find English: the same page for an English browser
+    english = client.get("/account", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert any(ENGLISH_WORDS.search(line) for line in _visible_lines(english))
