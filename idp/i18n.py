@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from babel import dates as babel_dates
 from flask import Flask, g, request
 from flask_babel import Babel, format_date, format_datetime, format_time, get_locale, gettext
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from idp.settings import PROJECT_ROOT
@@ -58,11 +59,23 @@ def from_ui_locales(value: str | None) -> str | None:
     return None
 
 
+def _param(name: str) -> str:
+    """A query or form field; never fails: this runs while error pages render, also for a
+    request whose body could not be read (too large), which then counts as having none."""
+    value = request.args.get(name)
+    if value is None and request.method == "POST":
+        try:
+            value = request.form.get(name)
+        except HTTPException:
+            return ""
+    return value or ""
+
+
 def _ui_locales() -> str | None:
-    found = from_ui_locales(request.values.get("ui_locales"))
+    found = from_ui_locales(_param("ui_locales"))
     if found:
         return found
-    nxt = request.values.get("next") or ""
+    nxt = _param("next")
     if nxt.startswith("/") and "ui_locales" in nxt:
         values = parse_qs(urlsplit(nxt).query).get("ui_locales", [])
         return from_ui_locales(values[0] if values else None)
