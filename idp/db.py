@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Connection, Dialect, Engine, Select, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,3 +80,136 @@ def make_engine(database_url: str) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+class HotSelect:
+    """A single-row ``SELECT`` that hot endpoints run on every request (introspection,
+    userinfo, client authentication), with as little work around the round trip as possible.
+
+    On PostgreSQL the statement is compiled once and run on the psycopg cursor of the given
+    SQLAlchemy connection, with the columns' bind and result processors applied here: what
+    SQLAlchemy's execution context and ``CursorResult`` would do, without their per-call cost
+    (half of an introspection's CPU). psycopg prepares the statement server-side after a few
+    runs (``prepare_threshold``). Any driver error makes the same statement run again the usual
+    way, so a broken connection is invalidated and reported (``OperationalError``) exactly as
+    for every other query. On other databases it is the usual ``execute``."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _CompiledSelect] = {}
+
+    def one(self, connection: Connection, params: dict[str, Any]) -> tuple[Any, ...]:
+        """The statement's one row as a tuple (the statement must always return one row)."""
+        dialect = connection.dialect
+        if dialect.name != "postgresql":
+            return tuple(connection.execute(self.statement, params).one())
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = _CompiledSelect(self.statement, dialect)
+        driver_connection = connection.connection.driver_connection
+        if driver_connection is None:  # invalidated: let SQLAlchemy reconnect or say why
+            return tuple(connection.execute(self.statement, params).one())
+        try:
+            with driver_connection.cursor() as cursor:
+                cursor.execute(compiled.sql, compiled.bind(params))
+                row = cursor.fetchone()
+        except dialect.loaded_dbapi.Error:
+            return tuple(connection.execute(self.statement, params).one())
+        if row is None:  # the statement is written to return one row: let SQLAlchemy say so
+            return tuple(connection.execute(self.statement, params).one())
+        return compiled.result(row)
+
+
+class _CompiledSelect:
+    """A statement's SQL for one dialect and its columns' bind/result processors."""
+
+    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.defaults = dict(compiled.params)
+        self.binders = {
+            name: processor
+            for name, bind in compiled.binds.items()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        }
+        self.readers = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in statement.selected_columns
+        ]
+
+    def bind(self, params: dict[str, Any]) -> dict[str, Any]:
+        values = {**self.defaults, **params}
+        for name, processor in self.binders.items():
+            if name in values:
+                values[name] = processor(values[name])
+        return values
+
+    def result(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(
+            value if reader is None else reader(value)
+            for value, reader in zip(row, self.readers, strict=True)
+        )
+
+
+class ReaderPool:
+    """Autocommit connections for single-statement reads, kept between requests.
+
+    Why: introspection, userinfo and client authentication each run one ``SELECT``; checking
+    a connection out of the engine's pool, switching it to autocommit and back and checking it
+    in cost about as much CPU as the query. Connections released here stay in autocommit, up
+    to ``size`` of them, and the next request takes the most recently used one.
+
+    One that waited here longer than :data:`IDLE_PING_SECONDS` goes back to the engine's pool
+    marked as idle since its last use, so the pool pings it on checkout exactly as it does
+    every other idle connection (:func:`_ping_if_idle`: a PostgreSQL restart or a pooler
+    closing idle connections is noticed there). A connection SQLAlchemy invalidated (a
+    disconnect during a query) or one of a parent process (after a fork) is never kept."""
+
+    def __init__(self, engine: Engine, size: int = 4) -> None:
+        self.engine = engine
+        self.size = size
+        self._free: list[tuple[Connection, float]] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def acquire(self) -> Connection:
+        now = time.monotonic()
+        stale: list[tuple[Connection, float]] = []
+        found: Connection | None = None
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's connections are not ours
+                self._free, self._pid = [], os.getpid()
+            while self._free:
+                connection, used_at = self._free.pop()
+                if now - used_at <= IDLE_PING_SECONDS:
+                    found = connection
+                    break
+                stale.append((connection, used_at))
+        for connection, used_at in stale:
+            self._check_in_idle_since(connection, used_at)
+        if found is not None:
+            return found
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    def release(self, connection: Connection) -> None:
+        if connection.closed or connection.invalidated or self._pid != os.getpid():
+            connection.close()
+            return
+        with self._lock:
+            if len(self._free) < self.size:
+                self._free.append((connection, time.monotonic()))
+                return
+        connection.close()
+
+    def close(self) -> None:
+        with self._lock:
+            free, self._free = self._free, []
+        for connection, _ in free:
+            connection.close()
+
+    @staticmethod
+    def _check_in_idle_since(connection: Connection, used_at: float) -> None:
+        """Return ``connection`` to the engine's pool as idle since ``used_at``."""
+        info = connection.info
+        connection.close()  # the checkin listener records "now"...
+        info[_CHECKED_IN_AT] = used_at  # ...but it has been idle since its last use

@@ -9,7 +9,7 @@ from flask import Flask, current_app, g
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from idp.db import make_engine, make_session_factory
+from idp.db import ReaderPool, make_engine, make_session_factory
 from idp.security.passwords import PasswordService
 from idp.settings import Settings
 from idp.store import Store, connect_redis
@@ -22,12 +22,14 @@ class Runtime:
         self.session_factory = make_session_factory(self.engine)
         self.store = Store(connect_redis(settings), settings.redis_prefix)
         self.passwords = PasswordService(settings)
+        self.readers = ReaderPool(self.engine)
 
     def init_app(self, app: Flask) -> None:
         app.extensions["idp"] = self
         app.teardown_appcontext(_close_db)
 
     def close(self) -> None:
+        self.readers.close()
         self.engine.dispose()
         self.store.client.close()
 
@@ -53,10 +55,12 @@ def request_reader() -> Connection:
     authentication) only read. On the ORM :func:`request_db` each of them paid ``BEGIN`` and
     ``ROLLBACK`` round trips (psycopg sends ``BEGIN`` on its own) and the Session's bookkeeping
     around one or two ``SELECT``s; in autocommit each statement is its own snapshot, exactly
-    what those single-statement reads need, and nothing is left to roll back. Never write on
-    it: writes belong to :func:`request_db`'s transaction."""
+    what those single-statement reads need, and nothing is left to roll back. The connection
+    comes from :class:`idp.db.ReaderPool` (kept in autocommit between requests). Never write
+    on it: writes belong to :func:`request_db`'s transaction (the one exception is the
+    single-statement client-credentials grant, ``TokenService.write_grant``)."""
     if "db_reader" not in g:
-        g.db_reader = runtime().engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        g.db_reader = runtime().readers.acquire()
     reader: Connection = g.db_reader
     return reader
 
@@ -64,7 +68,7 @@ def request_reader() -> Connection:
 def _close_db(_exc: BaseException | None) -> None:
     reader: Connection | None = g.pop("db_reader", None)
     if reader is not None:
-        reader.close()
+        runtime().readers.release(reader)
     db: Session | None = g.pop("db", None)
     if db is not None:
         db.close()  # rolls back whatever a failed request left uncommitted

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import secrets
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,17 +24,17 @@ from typing import Any, cast
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
 from sqlalchemy import Connection, Table, and_, bindparam, insert, literal, select, update
 from sqlalchemy.orm import Session
 
+from idp.db import HotSelect
 from idp.models import Event, User, utcnow
 from idp.models.clients import Client
 from idp.models.keys import SigningKey
 from idp.models.tokens import AccessToken, RefreshToken, TokenFamily
 from idp.provider.claims import ClaimValues, logo_organization_id_column
 from idp.provider.clients import CLIENTS, ClientService
-from idp.provider.keys import CURRENT_KID, PUBLISHED_AT_CUTOFF, KeyService
+from idp.provider.keys import CURRENT_KID, PUBLISHED_AT_CUTOFF, KeyService, SigningJWK
 from idp.settings import Settings
 
 ACCESS_TOKEN_TYPE = "at+jwt"
@@ -128,7 +129,56 @@ _CLIENT_AND_CURRENT_KID = (
     .select_from(select(literal(1)).subquery())
     .outerjoin(CLIENTS, CLIENTS.c.client_id == bindparam("client_id"))
 )
+_HOT_KEY_AND_LIVE_STATUS = HotSelect(_KEY_AND_LIVE_STATUS)
+_HOT_KEY_LIVE_STATUS_AND_CLAIMS = HotSelect(_KEY_LIVE_STATUS_AND_CLAIMS)
+_HOT_KEY_LIVE_STATUS_AND_CLIENT = HotSelect(_KEY_LIVE_STATUS_AND_CLIENT)
+_HOT_CLIENT_AND_CURRENT_KID = HotSelect(_CLIENT_AND_CURRENT_KID)
 MAX_TOKEN_LENGTH = 8192
+
+
+ACCESS_TOKEN_ALGS = [SIGNING_ALG, "ES256"]
+
+
+class _VerifiedTokens:
+    """The header and claims of tokens whose signature a published key verified (RFC 7515
+    §5.2), remembered per process for the last :attr:`size` tokens.
+
+    Relying services present the same access token again and again (introspection, userinfo);
+    its signature under one key is a fixed fact, so it is checked once (and its kid and jti
+    are not decoded again, see :func:`_peek`). Keyed by the token; the entry holds the ``kid``
+    of the key that verified it (a kid never names other key material). Only successes are
+    remembered: a failure raises, and nothing is stored. Everything that changes with time
+    (expiry, the key still published, revocation) is checked by the caller on every request.
+    Callers must not modify the returned dicts. At most ``size`` tokens of at most
+    :data:`MAX_TOKEN_LENGTH`: a few MiB per process."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._entries: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, token: str, kid: str, key: SigningJWK
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        found = self._entries.get(token)
+        if found is not None and found[0] == kid:
+            return found[1], found[2]
+        decoded = jwt.decode(token, key, algorithms=ACCESS_TOKEN_ALGS)  # raises when invalid
+        with self._lock:
+            while len(self._entries) >= self.size:
+                del self._entries[next(iter(self._entries))]  # the oldest (insertion order)
+            self._entries[token] = (kid, decoded.header, decoded.claims)
+        return decoded.header, decoded.claims
+
+    def kid_and_jti(self, token: str) -> tuple[str, str] | None:
+        """The kid and jti of a token verified before, else None."""
+        found = self._entries.get(token)
+        if found is None or not isinstance(jti := found[2].get("jti"), str):
+            return None
+        return found[0], jti
+
+
+_verified = _VerifiedTokens()
 
 
 def _claim_values(row: tuple[Any, ...]) -> ClaimValues | None:
@@ -177,6 +227,9 @@ def _peek(token: str) -> tuple[str, str] | None:
     anything, or None when they are not both strings. Only to look them up; never trusted."""
     if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         return None
+    known = _verified.kid_and_jti(token)
+    if known is not None:
+        return known
     header, payload, _ = token.split(".")
     try:
         kid = _b64url_json(header).get("kid")
@@ -426,30 +479,34 @@ class TokenService:
 
     # Checking ------------------------------------------------------------------------------
     def _decode(
-        self, token: str, keyset: Callable[[], KeySet] | None = None
+        self, token: str, key: tuple[str, SigningJWK] | None = None
     ) -> dict[str, Any] | None:
         """Claims of an access token we signed and that has not expired, else None.
 
-        ``keyset`` gives the published keys to verify with (default: all of them)."""
+        ``key`` is the ``(kid, key)`` of the published key the token names (its signature
+        checks are remembered, see :class:`_VerifiedTokens`); without it every published key
+        is tried."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return None
         try:
-            keys = keyset() if keyset is not None else self.keys.verification_keyset()
-            decoded = jwt.decode(token, keys, algorithms=[SIGNING_ALG, "ES256"])
-            if decoded.header.get("typ", "").lower() not in (
-                ACCESS_TOKEN_TYPE,
-                "application/at+jwt",
-            ):
+            if key is not None:
+                header, verified = _verified(token, *key)
+            else:
+                decoded = jwt.decode(
+                    token, self.keys.verification_keyset(), algorithms=ACCESS_TOKEN_ALGS
+                )
+                header, verified = decoded.header, decoded.claims
+            if header.get("typ", "").lower() not in (ACCESS_TOKEN_TYPE, "application/at+jwt"):
                 return None
             jwt.JWTClaimsRegistry(
                 now=int(self.clock().timestamp()),
                 iss={"essential": True, "value": self.issuer},
                 exp={"essential": True},
                 jti={"essential": True},
-            ).validate(decoded.claims)
+            ).validate(verified)
         except (JoseError, ValueError, TypeError):
             return None
-        claims: dict[str, Any] = dict(decoded.claims)
+        claims: dict[str, Any] = dict(verified)
         return claims
 
     def live_access_token(self, token: str, *, with_claims: bool = False) -> LiveToken | None:
@@ -466,20 +523,13 @@ class TokenService:
             return self._live_access_token(token)
         kid, jti = peeked
         prefetched = None if with_claims else self._statuses.pop((kid, jti), None)
-        row: tuple[Any, ...] = prefetched or tuple(
-            self.reader()
-            .execute(
-                _KEY_LIVE_STATUS_AND_CLAIMS if with_claims else _KEY_AND_LIVE_STATUS,
-                {"kid": kid, "jti": jti, "cutoff": self.keys.published_cutoff()},
-            )
-            .one()
-        )
+        row: tuple[Any, ...] = prefetched or (
+            _HOT_KEY_LIVE_STATUS_AND_CLAIMS if with_claims else _HOT_KEY_AND_LIVE_STATUS
+        ).one(self.reader(), {"kid": kid, "jti": jti, "cutoff": self.keys.published_cutoff()})
         alg, public_jwk = row[0], row[1]
-
-        def published() -> KeySet:
-            return KeySet([] if alg is None else [self.keys.public_key(kid, alg, public_jwk)])
-
-        claims = self._decode(token, published)
+        if alg is None:  # no published key of that kid: nothing can verify the token
+            return None
+        claims = self._decode(token, (kid, self.keys.public_key(kid, alg, public_jwk)))
         if claims is None:
             return None
         if str(claims["jti"]) != jti:  # cannot happen: the payload verified is the one peeked
@@ -504,18 +554,14 @@ class TokenService:
         if peeked is None:
             return
         kid, jti = peeked
-        row = tuple(
-            self.reader()
-            .execute(
-                _KEY_LIVE_STATUS_AND_CLIENT,
-                {
-                    "kid": kid,
-                    "jti": jti,
-                    "cutoff": self.keys.published_cutoff(),
-                    "client_id": client_id,
-                },
-            )
-            .one()
+        row = _HOT_KEY_LIVE_STATUS_AND_CLIENT.one(
+            self.reader(),
+            {
+                "kid": kid,
+                "jti": jti,
+                "cutoff": self.keys.published_cutoff(),
+                "client_id": client_id,
+            },
         )
         self._statuses[(kid, jti)] = row
         columns = dict(zip(CLIENTS.c.keys(), row[7:], strict=True))
@@ -529,10 +575,8 @@ class TokenService:
         :meth:`prefetch_introspection`)."""
         if len(client_id) > 64:
             return
-        row = tuple(
-            self.reader()
-            .execute(_CLIENT_AND_CURRENT_KID, {"client_id": client_id, "alg": SIGNING_ALG})
-            .one()
+        row = _HOT_CLIENT_AND_CURRENT_KID.one(
+            self.reader(), {"client_id": client_id, "alg": SIGNING_ALG}
         )
         columns = dict(zip(CLIENTS.c.keys(), row[:-1], strict=True))
         clients.remember(client_id, Client(**columns) if columns["id"] is not None else None)

@@ -1,0 +1,201 @@
+"""The hot read path of introspection, userinfo and client authentication: single-row
+``SELECT``s on the driver (``HotSelect``), autocommit connections kept between requests
+(``ReaderPool``) and remembered signature checks of access tokens.
+
+Each is a shortcut around work SQLAlchemy or joserfc would do; these tests pin down that the
+answers are the same and that nothing a shortcut skips (type conversion, disconnect handling,
+the idle ping, expiry, tampering) is lost."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from joserfc import jwt
+from sqlalchemy import exc, text
+
+from idp import db as idp_db
+from idp.db import HotSelect, ReaderPool
+from idp.provider import tokens as token_module
+from idp.provider.clients import ClientService
+from idp.provider.keys import KeyService
+from idp.provider.tokens import Principal, TokenService
+from idp.runtime import Runtime
+from tests.helpers import create_user
+from tests.oidc import register_client
+
+POSTGRESQL_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+def _issue(rt: Runtime, clock: Callable[[], datetime] | None = None) -> str:
+    """A user access token issued by the real TokenService (as the code flow would)."""
+    user = create_user(rt, "hot@example.com")
+    registered = register_client(rt)
+    with rt.session_factory() as db:
+        keys = KeyService.from_settings(db, rt.settings)
+        keys.ensure_keys()
+        service = TokenService(db, keys, rt.settings, **({"clock": clock} if clock else {}))
+        issued = service.issue(
+            ClientService(db).require(registered.client_id),
+            Principal(user=user, session_id=None, auth_time=int(time.time())),
+            "openid profile email",
+            grant_type="authorization_code",
+            include_refresh_token=False,
+        )
+        db.commit()
+    token: str = issued["access_token"]
+    return token
+
+
+def _params(rt: Runtime, token: str) -> dict[str, Any]:
+    peeked = token_module._peek(token)
+    assert peeked is not None
+    kid, jti = peeked
+    with rt.session_factory() as db:
+        cutoff = KeyService.from_settings(db, rt.settings).published_cutoff()
+    return {"kid": kid, "jti": jti, "cutoff": cutoff}
+
+
+def test_a_hot_select_returns_exactly_what_sqlalchemy_returns(runtime: Runtime) -> None:
+    token = _issue(runtime)
+    params = _params(runtime, token)
+    statement = token_module._KEY_LIVE_STATUS_AND_CLAIMS
+    with runtime.engine.connect() as conn:
+        reader = conn.execution_options(isolation_level="AUTOCOMMIT")
+        expected = tuple(reader.execute(statement, params).one())
+        got = HotSelect(statement).one(reader, params)
+    assert got == expected
+    assert [type(v) for v in got] == [type(v) for v in expected]
+    assert isinstance(got[1], dict) and got[1]["kid"] == params["kid"]  # the JSON column
+    assert got[10] == "hot@example.com" and got[11] is True  # the user's email, verified
+    # A row of NULLs (nothing matches) converts as well.
+    missing = {**params, "kid": "no-such-kid", "jti": "no-such-jti"}
+    with runtime.engine.connect() as conn:
+        reader = conn.execution_options(isolation_level="AUTOCOMMIT")
+        assert HotSelect(statement).one(reader, missing) == tuple(
+            reader.execute(statement, missing).one()
+        )
+
+
+@POSTGRESQL_ONLY
+def test_a_hot_select_on_a_dead_connection_fails_like_any_query_and_the_next_one_works(
+    runtime: Runtime,
+) -> None:
+    """PostgreSQL ends the backend under the request (a restart, a failover): the request
+    gets SQLAlchemy's OperationalError (a clean 503 in the app), the connection is
+    invalidated and never reused, and the next request reads normally."""
+    token = _issue(runtime)
+    params = _params(runtime, token)
+    hot = HotSelect(token_module._KEY_AND_LIVE_STATUS)
+    pool = ReaderPool(runtime.engine)
+    reader = pool.acquire()
+    assert hot.one(reader, params)[0] == "RS256"
+    pid = reader.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with runtime.engine.connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        admin.commit()
+    with pytest.raises(exc.OperationalError):
+        hot.one(reader, params)
+    assert reader.invalidated
+    pool.release(reader)
+    fresh = pool.acquire()
+    assert fresh is not reader
+    assert hot.one(fresh, params)[0] == "RS256"
+    pool.release(fresh)
+    pool.close()
+
+
+def test_the_reader_pool_keeps_connections_in_autocommit_between_requests(
+    runtime: Runtime,
+) -> None:
+    pool = ReaderPool(runtime.engine, size=1)
+    first = pool.acquire()
+    second = pool.acquire()  # two requests at once: two connections
+    assert first is not second
+    pool.release(first)
+    pool.release(second)  # beyond ``size``: back to the engine's pool
+    assert second.closed and not first.closed
+    again = pool.acquire()
+    assert again is first  # the next request reuses it, already in autocommit
+    assert again.get_execution_options()["isolation_level"] == "AUTOCOMMIT"
+    pool.release(again)
+    pool.close()
+    assert first.closed
+
+
+@POSTGRESQL_ONLY
+def test_a_reader_killed_while_idle_is_pinged_and_replaced_without_failing_a_request(
+    runtime: Runtime,
+) -> None:
+    """A kept connection idle for more than a second goes back to the engine's pool as idle
+    since its last use, so the pool's checkout ping notices that PostgreSQL closed it."""
+    pool = ReaderPool(runtime.engine)
+    reader = pool.acquire()
+    pid = reader.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    pool.release(reader)
+    with runtime.engine.connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        admin.commit()
+    time.sleep(idp_db.IDLE_PING_SECONDS + 0.1)
+    fresh = pool.acquire()
+    assert fresh is not reader and reader.closed
+    assert fresh.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
+    pool.release(fresh)
+    pool.close()
+
+
+def test_a_remembered_signature_check_never_outlives_the_tokens_expiry(
+    runtime: Runtime,
+) -> None:
+    now = datetime.now(UTC)
+    token = _issue(runtime)
+    clock = {"now": now}
+    with runtime.session_factory() as db:
+        service = TokenService(
+            db,
+            KeyService.from_settings(db, runtime.settings),
+            runtime.settings,
+            clock=lambda: clock["now"],
+        )
+        assert service.live_access_token(token) is not None  # verified, and remembered
+        assert token_module._verified.kid_and_jti(token) is not None
+        clock["now"] = now + timedelta(minutes=runtime.settings.access_token_minutes, seconds=1)
+        assert service.live_access_token(token) is None  # expired, remembered or not
+
+
+def test_a_tampered_copy_of_a_remembered_token_is_refused(runtime: Runtime) -> None:
+    token = _issue(runtime)
+    header, payload, signature = token.split(".")
+    with runtime.session_factory() as db:
+        service = TokenService(db, KeyService.from_settings(db, runtime.settings), runtime.settings)
+        assert service.live_access_token(token) is not None
+        claims = token_module._b64url_json(payload)
+        forged = json.dumps({**claims, "scope": "openid profile email admin"}).encode()
+        forged_payload = base64.urlsafe_b64encode(forged).decode().rstrip("=")
+        assert service.live_access_token(f"{header}.{forged_payload}.{signature}") is None
+        assert service.live_access_token(f"{header}.{payload}.{signature[:-4]}AAAA") is None
+        assert service.live_access_token(token) is not None
+
+
+def test_the_remembered_checks_are_bounded(runtime: Runtime) -> None:
+    remembered = token_module._VerifiedTokens(size=2)
+    with runtime.session_factory() as db:
+        keys = KeyService.from_settings(db, runtime.settings)
+        keys.ensure_keys()
+        signing = keys.signing_key("RS256")
+
+    def make(n: int) -> str:
+        return jwt.encode(
+            {"alg": "RS256", "typ": "at+jwt", "kid": signing.kid}, {"jti": f"t{n}"}, signing
+        )
+
+    tokens = [make(n) for n in range(3)]
+    for token in tokens:
+        remembered(token, signing.kid, signing)
+    assert remembered.kid_and_jti(tokens[0]) is None  # the oldest went first
+    assert remembered.kid_and_jti(tokens[2]) == (signing.kid, "t2")
