@@ -210,6 +210,7 @@ def _runtime(settings: Settings) -> Iterator[Runtime]:
 def user_unlock(email: str) -> None:
     """Unlock a locked account (and mail its owner)."""
     from idp.events import Actor
+    from idp.mail.messages import UNLOCKED_BY_ADMIN
     from idp.security.lockout import LockoutService
     from idp.security.notifications import AccountNotifier
 
@@ -220,7 +221,7 @@ def user_unlock(email: str) -> None:
             raise CommandError(f"no user with email {email}")
         lockout = LockoutService(db, rt.store, settings)
         if lockout.unlock(found, Actor(user_agent="idp command"), by="operator"):
-            AccountNotifier(settings.issuer).account_unlocked(db, found, "an administrator")
+            AccountNotifier(settings.issuer).account_unlocked(db, found, UNLOCKED_BY_ADMIN)
             db.commit()
             click.echo(f"unlocked {found.email}")
         else:

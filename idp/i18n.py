@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from babel import dates as babel_dates
@@ -194,3 +194,36 @@ def role_name(role: object) -> str:
     """A role (``Role`` or its value) in the page's language."""
     value = str(getattr(role, "value", role))
     return str(gettext(ROLE_NAMES[value])) if value in ROLE_NAMES else value
+
+
+def device_label(browser: str, os_name: str) -> str:
+    """A device as a page names it, in the page's language: "Firefox 128 on Windows 10", the
+    browser or the system alone when only one is known, "Unknown device" otherwise."""
+    if browser and os_name:
+        return str(gettext("%(browser)s on %(os)s", browser=browser, os=os_name))
+    return browser or os_name or str(gettext("Unknown device"))
+
+
+class LocalizedError(Exception):
+    """An error whose text is a catalog message (marked with :func:`N_`) and its parameters.
+
+    ``str()`` is the English text (logs and the ``idp`` command stay English);
+    :meth:`translated` is the text in the language of the page being rendered. A parameter
+    that is itself a :class:`LocalizedError` is translated too."""
+
+    def __init__(self, message: str, **params: object) -> None:
+        self.message = message
+        self.params = params
+        super().__init__(message % params if params else message)
+
+    @classmethod
+    def wrapping(cls, error: LocalizedError) -> Self:
+        """The same text as ``error``, raised as this class."""
+        return cls(error.message, **error.params)
+
+    def translated(self) -> str:
+        params = {
+            k: v.translated() if isinstance(v, LocalizedError) else v
+            for k, v in self.params.items()
+        }
+        return str(gettext(self.message, **params)) if params else str(gettext(self.message))

@@ -48,6 +48,7 @@ from idp.activity.sentences import (
     tags_in,
 )
 from idp.events import ACCOUNT_PRODUCT
+from idp.i18n import device_label
 from idp.models import Client, Device, Event, Membership, Role, User, UserSession
 from idp.models.base import BigIntId, UTCDateTime
 from idp.security.devices import describe_user_agent
@@ -248,10 +249,16 @@ class ActivityService:
         return {u.id: u for u in self.db.scalars(select(User).where(User.id.in_(user_ids)))}
 
 
-@functools.lru_cache(maxsize=1024)
 def _user_agent_label(user_agent: str) -> str:
-    browser, os_name = describe_user_agent(user_agent)
-    return " on ".join(p for p in (browser, os_name) if p)
+    """The device of a User-Agent, in the page's language ("" when nothing is recognised)."""
+    browser, os_name = _describe(user_agent)
+    return device_label(browser, os_name) if browser or os_name else ""
+
+
+@functools.lru_cache(maxsize=1024)
+def _describe(user_agent: str) -> tuple[str, str]:
+    # Parsing is cached; the label is not (it is in the language of each page).
+    return describe_user_agent(user_agent)
 
 
 # The query --------------------------------------------------------------------------------

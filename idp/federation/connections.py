@@ -22,6 +22,7 @@ from idp.federation.credentials import (
     Credential,
 )
 from idp.federation.entra import EntraDirectory, EntraError, normalize_domain
+from idp.i18n import N_, LocalizedError
 from idp.models import Organization, SsoConnection, SsoDomain
 from idp.models.base import new_id
 from idp.security.secretbox import SecretBox, SecretBoxError
@@ -29,8 +30,9 @@ from idp.security.secretbox import SecretBox, SecretBoxError
 SECRET_PURPOSE = b"idp sso secrets"
 
 
-class SsoConnectionError(Exception):
-    """A connection cannot be saved; the message (one line) is for the administrator."""
+class SsoConnectionError(LocalizedError):
+    """A connection cannot be saved; the message (one line) is for the administrator
+    (English in the ``idp`` command, :meth:`translated` on a page)."""
 
 
 def secret_box(secret_key: str) -> SecretBox:
@@ -92,13 +94,15 @@ class ConnectionService:
             )
         except SecretBoxError:
             raise SsoConnectionError(
-                "the stored credential cannot be read (the secret key changed); save it again"
+                N_("the stored credential cannot be read (the secret key changed); save it again")
             ) from None
         except EntraError as exc:
-            raise SsoConnectionError(str(exc)) from None
+            raise SsoConnectionError.wrapping(exc) from None
         missing = [d for d in connection.domain_names if d not in verified]
         if missing:
-            raise SsoConnectionError(f"domain {missing[0]} is no longer verified in the tenant")
+            raise SsoConnectionError(
+                N_("domain %(domain)s is no longer verified in the tenant"), domain=missing[0]
+            )
         return verified
 
     def unlink(self, connection: SsoConnection) -> None:
@@ -121,29 +125,33 @@ class ConnectionService:
         org = self._organization(organization)
         client_id = client_id.strip()
         if not client_id or len(client_id) > 100:
-            raise SsoConnectionError("--client-id is required (the application (client) id)")
+            raise SsoConnectionError(
+                N_("the client ID is required (the application (client) ID of the app)")
+            )
         connection = self.for_organization(org.id)
         if isinstance(credential, str):
             credential = ClientSecret(credential) if credential else None
         if credential is None:
             if connection is None:
-                raise SsoConnectionError("a client secret or a certificate is required")
+                raise SsoConnectionError(N_("a client secret or a certificate is required"))
             try:
                 credential = self.credential(connection)
             except SecretBoxError:
                 raise SsoConnectionError(
-                    "the stored credential cannot be read; give it again"
+                    N_("the stored credential cannot be read; give it again")
                 ) from None
         names = self._domains(domains, org.id)
         try:
             tenant_id = self.directory.resolve_tenant_id(tenant)
             verified = self.directory.verified_domains(tenant_id, client_id, credential)
         except EntraError as exc:
-            raise SsoConnectionError(str(exc)) from None
+            raise SsoConnectionError.wrapping(exc) from None
         unverified = [n for n in names if n not in verified]
         if unverified:
             raise SsoConnectionError(
-                f"domain {unverified[0]} is not verified in tenant {tenant_id}"
+                N_("domain %(domain)s is not verified in tenant %(tenant)s"),
+                domain=unverified[0],
+                tenant=tenant_id,
             )
         if connection is None:
             connection = SsoConnection(id=new_id(), organization_id=org.id)
@@ -171,7 +179,7 @@ class ConnectionService:
             )
         ) or self.db.get(Organization, organization)
         if org is None:
-            raise SsoConnectionError(f"no organization named {organization!r}")
+            raise SsoConnectionError(N_("no organization named '%(name)s'"), name=organization)
         return org
 
     def _domains(self, domains: Iterable[str], organization_id: str) -> list[str]:
@@ -179,15 +187,16 @@ class ConnectionService:
         for raw in domains:
             name = normalize_domain(raw)
             if name is None:
-                raise SsoConnectionError(f"{raw!r} is not a domain name")
+                raise SsoConnectionError(N_("'%(name)s' is not a domain name"), name=raw)
             if name not in names:
                 names.append(name)
         if not names:
-            raise SsoConnectionError("give at least one --domain")
+            raise SsoConnectionError(N_("give at least one domain"))
         for name in names:
             owner = self.db.get(SsoDomain, name)
             if owner is not None and owner.connection.organization_id != organization_id:
                 raise SsoConnectionError(
-                    f"domain {name} is already served by another organization's connection"
+                    N_("domain %(domain)s is already served by another organization's connection"),
+                    domain=name,
                 )
         return names

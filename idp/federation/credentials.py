@@ -23,13 +23,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from idp.i18n import N_, LocalizedError
+
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_SECONDS = 600
 MIN_RSA_BITS = 2048
 
 
-class CredentialError(Exception):
-    """The credential is unusable; the message (one line) is for the administrator."""
+class CredentialError(LocalizedError):
+    """The credential is unusable; the message (one line) is for the administrator
+    (:meth:`translated` on a page)."""
 
 
 @dataclass(frozen=True)
@@ -68,20 +71,22 @@ class ClientCertificate:
             key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
         except TypeError:
             raise CredentialError(
-                "the private key is encrypted; give it without a passphrase"
+                N_("the private key is encrypted; give it without a passphrase")
             ) from None
         except ValueError:
-            raise CredentialError("the private key is not a PEM private key") from None
+            raise CredentialError(N_("the private key is not a PEM private key")) from None
         if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < MIN_RSA_BITS:
-            raise CredentialError(f"the private key must be RSA with at least {MIN_RSA_BITS} bits")
+            raise CredentialError(
+                N_("the private key must be RSA with at least %(bits)s bits"), bits=MIN_RSA_BITS
+            )
         if certificate.public_key() != key.public_key():
-            raise CredentialError("the private key does not belong to the certificate")
+            raise CredentialError(N_("the private key does not belong to the certificate"))
         now = datetime.now(UTC)
         if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
             raise CredentialError(
-                "the certificate is not valid now (valid "
-                f"{certificate.not_valid_before_utc:%Y-%m-%d} to "
-                f"{certificate.not_valid_after_utc:%Y-%m-%d})"
+                N_("the certificate is not valid now (valid %(start)s to %(end)s)"),
+                start=f"{certificate.not_valid_before_utc:%Y-%m-%d}",
+                end=f"{certificate.not_valid_after_utc:%Y-%m-%d}",
             )
         return cls(private_key_pem.strip() + "\n", certificate_pem.strip() + "\n")
 
@@ -136,4 +141,4 @@ def _load_certificate(pem: str) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(pem.strip().encode())
     except ValueError:
-        raise CredentialError("the certificate is not a PEM X.509 certificate") from None
+        raise CredentialError(N_("the certificate is not a PEM X.509 certificate")) from None

@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from idp.federation.credentials import Credential
+from idp.i18n import N_, LocalizedError
 from idp.settings import Settings
 
 # Multi-tenant aliases: an organization's connection must name exactly one tenant.
@@ -25,9 +26,9 @@ TIMEOUT = 10
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
-class EntraError(Exception):
-    """Entra or Graph refused or could not be reached; the message is for the operator and
-    never contains a secret."""
+class EntraError(LocalizedError):
+    """Entra or Graph refused or could not be reached; the message (English for the operator,
+    :meth:`translated` for the administrator's page) never contains a secret."""
 
 
 def normalize_domain(domain: str) -> str | None:
@@ -69,14 +70,18 @@ class EntraDirectory:
             response = requests.get(url, timeout=self.timeout)
         except requests.RequestException as exc:
             raise EntraError(
-                f"cannot reach Entra ID at {self.authority}: {exc.__class__.__name__}"
+                N_("cannot reach Entra ID at %(url)s: %(error)s"),
+                url=self.authority,
+                error=exc.__class__.__name__,
             ) from None
         if response.status_code != 200:
-            raise EntraError(f"Entra ID does not know the tenant {tenant!r}")
+            raise EntraError(N_("Entra ID does not know the tenant '%(tenant)s'"), tenant=tenant)
         try:
             data: dict[str, Any] = response.json()
         except ValueError:
-            raise EntraError("Entra ID answered discovery with something other than JSON") from None
+            raise EntraError(
+                N_("Entra ID answered discovery with something other than JSON")
+            ) from None
         return data
 
     def resolve_tenant_id(self, tenant: str) -> str:
@@ -85,14 +90,17 @@ class EntraDirectory:
         tenant = tenant.strip()
         if tenant.lower() in MULTI_TENANT_ALIASES:
             raise EntraError(
-                f"--tenant-id {tenant!r} is a multi-tenant alias; give the tenant's GUID"
+                N_("the tenant ID '%(tenant)s' is a multi-tenant alias; give the tenant's GUID"),
+                tenant=tenant,
             )
         guid = as_guid(tenant)
         if guid is not None:
             return guid
         domain = normalize_domain(tenant)
         if domain is None:
-            raise EntraError(f"--tenant-id {tenant!r} is neither a GUID nor a domain")
+            raise EntraError(
+                N_("the tenant ID '%(tenant)s' is neither a GUID nor a domain"), tenant=tenant
+            )
         issuer = str(self.discovery(domain).get("issuer", ""))
         prefix, suffix = f"{self.authority}/", "/v2.0"
         found = (
@@ -101,7 +109,10 @@ class EntraDirectory:
             else None
         )
         if found is None:
-            raise EntraError(f"cannot resolve the tenant of {domain} from Entra ID's metadata")
+            raise EntraError(
+                N_("cannot resolve the tenant of %(domain)s from Entra ID's metadata"),
+                domain=domain,
+            )
         return found
 
     def app_token(self, tenant_id: str, client_id: str, credential: Credential) -> str:
@@ -119,14 +130,19 @@ class EntraDirectory:
             )
             result = app.acquire_token_for_client(scopes=[f"{GRAPH_RESOURCE}/.default"])
         except (ValueError, requests.RequestException) as exc:
-            raise EntraError(f"test connection failed: {_first_line(str(exc))}") from None
+            raise EntraError(
+                N_("test connection failed: %(error)s"), error=_first_line(str(exc))
+            ) from None
         token = result.get("access_token") if isinstance(result, dict) else None
         if not isinstance(token, str):
             error = result.get("error", "no token") if isinstance(result, dict) else "no token"
             description = _first_line(
                 str(result.get("error_description", "")) if isinstance(result, dict) else ""
             )
-            raise EntraError(f"test connection failed: {error}: {description}".rstrip(": "))
+            raise EntraError(
+                N_("test connection failed: %(error)s"),
+                error=f"{error}: {description}".rstrip(": "),
+            )
         return token
 
     def verified_domains(self, tenant_id: str, client_id: str, credential: Credential) -> set[str]:
@@ -141,15 +157,19 @@ class EntraDirectory:
                 timeout=self.timeout,
             )
         except requests.RequestException as exc:
-            raise EntraError(f"cannot reach Microsoft Graph: {exc.__class__.__name__}") from None
+            raise EntraError(
+                N_("cannot reach Microsoft Graph: %(error)s"), error=exc.__class__.__name__
+            ) from None
         if response.status_code != 200:
             code = ""
             with contextlib.suppress(ValueError, AttributeError):
                 code = str(response.json().get("error", {}).get("code", ""))
             raise EntraError(
-                f"Microsoft Graph refused to read the organization "
-                f"(HTTP {response.status_code} {code}".rstrip()
-                + "); grant the app the Organization.Read.All application permission"
+                N_(
+                    "Microsoft Graph refused to read the organization (HTTP %(status)s); grant "
+                    "the app the Organization.Read.All application permission"
+                ),
+                status=f"{response.status_code} {code}".rstrip(),
             )
         try:
             orgs = response.json().get("value") or []
@@ -160,7 +180,7 @@ class EntraDirectory:
                 for d in org.get("verifiedDomains") or []
             }
         except (ValueError, AttributeError, KeyError, TypeError):
-            raise EntraError("Microsoft Graph answered with an unexpected document") from None
+            raise EntraError(N_("Microsoft Graph answered with an unexpected document")) from None
         return names
 
 

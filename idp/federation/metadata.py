@@ -18,6 +18,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
 from idp.federation.entra import EntraDirectory, EntraError
+from idp.i18n import N_
 from idp.store import Store
 
 log = logging.getLogger("idp.federation")
@@ -40,14 +41,20 @@ class TenantMetadata:
             return data
         data = self.directory.discovery(tenant_id)
         if data.get("issuer") != self.directory.issuer(tenant_id):
-            raise EntraError(f"tenant {tenant_id}'s metadata names another issuer")
+            raise EntraError(
+                N_("the metadata of tenant %(tenant)s names another issuer"), tenant=tenant_id
+            )
         self.store.client.set(key, json.dumps(data), ex=METADATA_TTL)
         return data
 
     def endpoint(self, tenant_id: str, name: str) -> str:
         value = self.metadata(tenant_id).get(name)
         if not isinstance(value, str) or not value.startswith("https://"):
-            raise EntraError(f"tenant {tenant_id}'s metadata has no https {name}")
+            raise EntraError(
+                N_("the metadata of tenant %(tenant)s has no https %(name)s"),
+                tenant=tenant_id,
+                name=name,
+            )
         return value
 
     def _fetch_keys(self, tenant_id: str) -> dict[str, Any]:
@@ -58,10 +65,12 @@ class TenantMetadata:
             data: dict[str, Any] = response.json()
         except (requests.RequestException, ValueError) as exc:
             raise EntraError(
-                f"cannot read tenant {tenant_id}'s keys: {exc.__class__.__name__}"
+                N_("cannot read the keys of tenant %(tenant)s: %(error)s"),
+                tenant=tenant_id,
+                error=exc.__class__.__name__,
             ) from None
         if not isinstance(data.get("keys"), list):
-            raise EntraError(f"tenant {tenant_id}'s key set has no keys")
+            raise EntraError(N_("the key set of tenant %(tenant)s has no keys"), tenant=tenant_id)
         self.store.client.set(self.store.entra_jwks_key(tenant_id), json.dumps(data), ex=KEYS_TTL)
         return data
 

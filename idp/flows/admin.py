@@ -14,6 +14,7 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from idp.events import EventTag, record_event
+from idp.mail.messages import UNLOCKED_BY_ADMIN
 from idp.models import Membership, Organization, Role, User
 from idp.runtime import request_db, runtime
 from idp.services import (
@@ -113,7 +114,7 @@ def unlock_member(org_id: str, user_id: str) -> Response:
         abort(404)
     lockout = lockout_service()
     if lockout.unlock(member, client_actor(), by="organization admin", admin_id=admin.id):
-        notifier().account_unlocked(db, member, f"an administrator of {org.name}")
+        notifier().account_unlocked(db, member, UNLOCKED_BY_ADMIN, org.name)
     db.commit()
     return redirect(url_for("admin.members", org_id=org.id, unlocked=1), 303)
 

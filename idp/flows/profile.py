@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.flows.uploads import allow_uploads, uploaded_bytes
@@ -18,10 +18,10 @@ from idp.services import profile_service, signed_in_user
 bp = Blueprint("profile", __name__, url_prefix="/account/profile")
 
 _DONE = {
-    "saved": _l("Your name was saved."),
-    "picture": _l("Your picture was saved."),
-    "removed": _l("Your picture was removed."),
-    "language": _l("Your language was saved."),
+    "saved": lazy_gettext("Your name was saved."),
+    "picture": lazy_gettext("Your picture was saved."),
+    "removed": lazy_gettext("Your picture was removed."),
+    "language": lazy_gettext("Your language was saved."),
 }
 
 

@@ -20,6 +20,7 @@ from idp.federation.connections import LinkOptions, SsoConnectionError
 from idp.federation.credentials import ClientCertificate, ClientSecret, Credential, CredentialError
 from idp.flows.admin import managed_org
 from idp.flows.sso import post_logout_redirect_uri
+from idp.i18n import N_
 from idp.models import Organization
 from idp.runtime import request_db, runtime
 from idp.services import client_actor, connection_service, current_session
@@ -80,13 +81,21 @@ def _pem_file(name: str) -> str:
     if not isinstance(upload, FileStorage) or not upload.filename:
         return ""
     raw: bytes = upload.read(MAX_PEM + 1)
-    label = name.replace("_", " ")
+    certificate = name == "certificate"
     if len(raw) > MAX_PEM:
-        raise CredentialError(f"the {label} file is too large for a PEM file")
+        raise CredentialError(
+            N_("the certificate file is too large for a PEM file")
+            if certificate
+            else N_("the private key file is too large for a PEM file")
+        )
     try:
         return raw.decode("ascii")
     except UnicodeDecodeError:
-        raise CredentialError(f"the {label} must be a PEM text file") from None
+        raise CredentialError(
+            N_("the certificate must be a PEM text file")
+            if certificate
+            else N_("the private key must be a PEM text file")
+        ) from None
 
 
 def _credential() -> Credential | None:
@@ -96,7 +105,7 @@ def _credential() -> Credential | None:
         if not certificate.strip() and not key.strip():
             return None
         if not certificate.strip() or not key.strip():
-            raise CredentialError("give both the certificate and its private key")
+            raise CredentialError(N_("give both the certificate and its private key"))
         return ClientCertificate.parse(key, certificate)
     secret = request.form.get("client_secret", "")
     return ClientSecret(secret) if secret else None
@@ -124,7 +133,7 @@ def save(org_id: str) -> tuple[str, int] | Response:
         )
     except (SsoConnectionError, CredentialError) as exc:
         request_db().rollback()
-        return _page(org, error=str(exc), form=form, status=400)
+        return _page(org, error=exc.translated(), form=form, status=400)
     record_event(
         request_db(),
         EventTag.SSO_CONNECTION_SAVED,
@@ -152,7 +161,7 @@ def test(org_id: str) -> tuple[str, int] | Response:
     try:
         verified = service.test(connection)
     except SsoConnectionError as exc:
-        return _page(org, error=gettext("Test failed: %(exc)s", exc=exc), status=400)
+        return _page(org, error=gettext("Test failed: %(exc)s", exc=exc.translated()), status=400)
     return _page(
         org,
         message=gettext(

@@ -9,6 +9,7 @@ from flask import Blueprint, make_response, redirect, render_template, request, 
 from flask_babel import gettext, lazy_gettext
 from werkzeug.wrappers import Response
 
+from idp.mail.messages import UNLOCKED_BY_SELF
 from idp.security.lockout import UnlockError
 from idp.security.ratelimit import RateLimited
 from idp.services import (
@@ -100,6 +101,6 @@ def link_submit(token: str) -> Response | tuple[str, int]:
         unlocked = lockout.redeem_unlock(token, client_actor())
     except UnlockError:
         return render_template("unlock/link.html", error=INVALID_LINK, token=None), 400
-    notifier().account_unlocked(lockout.db, unlocked, "you, with the link we sent")
+    notifier().account_unlocked(lockout.db, unlocked, UNLOCKED_BY_SELF)
     lockout.db.commit()
     return redirect(url_for("login.login_form", unlocked=1), 303)

@@ -47,20 +47,26 @@ def _greeting(user: User) -> Context:
 
 def login_alert_success(
     user: User,
-    device_label: str,
+    device: tuple[str, str],
     ip: str,
     when: datetime,
     application: str,
     *,
     new_device: bool = False,
 ) -> Message:
-    """Someone signed in to the account (every time, or from a new device: the user chooses)."""
+    """Someone signed in to the account (every time, or from a new device: the user chooses).
+
+    ``device`` is (browser, OS), either possibly empty: the template names the device in the
+    recipient's language ("Firefox 128 on Windows 10", "Unknown device"), as it says "unknown"
+    for an empty ``ip``. Mails queued before carry a ready-made English ``device`` instead."""
+    browser, os_name = device
     return Message(
         "login_alert_success",
         {
             **_greeting(user),
-            "device": device_label,
-            "ip": ip or "unknown",
+            "browser": browser,
+            "os": os_name,
+            "ip": ip,
             "when": format_time(when),
             "application": application,
             "new_device": new_device,
@@ -71,7 +77,8 @@ def login_alert_success(
 def login_alert_failures(
     user: User, count: int, first_at: datetime, last_at: datetime, ips: Sequence[str]
 ) -> Message:
-    """Failed sign-ins to the account, ``count`` of them in one coalescing window."""
+    """Failed sign-ins to the account, ``count`` of them in one coalescing window (an empty
+    IP address is said "unknown" by the template, in the recipient's language)."""
     return Message(
         "login_alert_failures",
         {
@@ -79,7 +86,7 @@ def login_alert_failures(
             "count": count,
             "first_at": format_time(first_at),
             "last_at": format_time(last_at),
-            "ips": [ip or "unknown" for ip in ips],
+            "ips": list(ips),
         },
     )
 
@@ -89,9 +96,21 @@ def account_locked(user: User, unlock_url: str) -> Message:
     return Message("account_locked", {**_greeting(user), "unlock_url": unlock_url})
 
 
-def account_unlocked(user: User, by_whom: str) -> Message:
-    """The account was unlocked (``by_whom``: "you", "an administrator of Acme", ...)."""
-    return Message("account_unlocked", {**_greeting(user), "by_whom": by_whom})
+UNLOCKED_BY_SELF = "self"
+UNLOCKED_BY_ADMIN = "admin"
+
+
+def account_unlocked(user: User, unlocked_by: str, organization: str = "") -> Message:
+    """The account was unlocked: by its owner with the mailed link (``unlocked_by`` "self"),
+    or by an administrator ("admin") of ``organization`` ("" for an operator with the ``idp``
+    command). The template says who in whole sentences of the recipient's language; mails
+    queued before carry an English ``by_whom`` phrase instead."""
+    if unlocked_by not in (UNLOCKED_BY_SELF, UNLOCKED_BY_ADMIN):
+        raise ValueError(f"unknown unlocker {unlocked_by!r}")
+    return Message(
+        "account_unlocked",
+        {**_greeting(user), "unlocked_by": unlocked_by, "organization": organization},
+    )
 
 
 def two_factor_disabled(user: User) -> Message:

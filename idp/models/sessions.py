@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from idp.i18n import device_label
 from idp.models.accounts import User
 from idp.models.base import Base, UTCDateTime, new_id, utcnow
 
@@ -30,6 +31,12 @@ class Device(Base):
 
     @property
     def label(self) -> str:
+        """The device as a page names it, in the page's language (translated when read)."""
+        return device_label(self.browser, self.os)
+
+    @property
+    def record_label(self) -> str:
+        """The device as the event log records it: English, whatever the page's language."""
         return " on ".join(p for p in (self.browser, self.os) if p) or "Unknown device"
 
 

@@ -105,7 +105,13 @@ class InvitationService:
         normalized = normalize_email(email)
         existing = self.accounts.find_user_by_email(email)
         if existing is not None and self.organizations.role_of(existing.id, org.id) is not None:
-            raise InvitationError(f"{email} is already a member of {org.name}.")
+            raise InvitationError(
+                gettext(
+                    "%(email)s is already a member of %(organization)s.",
+                    email=email,
+                    organization=org.name,
+                )
+            )
         now = utcnow()
         self.db.execute(
             update(Invitation)
@@ -244,9 +250,16 @@ class InvitationService:
                 last_name=last_name,
                 email_verified=True,
             )
-        except AccountError as exc:
+        except AccountError:
             self.db.rollback()
-            raise InvitationError(str(exc).capitalize() + ".") from None
+            if self.accounts.find_user_by_email(invitation.email) is not None:
+                raise AccountExists from None  # a concurrent sign-up won the race
+            raise InvitationError(
+                gettext(
+                    "The first name and the last name must each be at most %(n)s characters.",
+                    n=100,
+                )
+            ) from None
         invitation.accepted_by = user.id
         self.db.add(Membership(user_id=user.id, organization_id=org.id, role=invitation.role))
         user.current_organization_id = org.id

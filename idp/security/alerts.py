@@ -87,7 +87,7 @@ class AlertService:
             log.info("sign-in alert for user %s skipped: hourly cap reached", user.id)
             return
         message = login_alert_success(
-            user, device.label, ip, self.clock(), application, new_device=new_device
+            user, (device.browser, device.os), ip, self.clock(), application, new_device=new_device
         )
         queue_mail(self.db, user.email, message)
 

@@ -16,5 +16,8 @@ class AccountNotifier:
         unlock_url = f"{self.issuer}/unlock/{unlock_token}"
         queue_mail(db, user.email, messages.account_locked(user, unlock_url))
 
-    def account_unlocked(self, db: Session, user: User, by_whom: str) -> None:
-        queue_mail(db, user.email, messages.account_unlocked(user, by_whom))
+    def account_unlocked(
+        self, db: Session, user: User, unlocked_by: str, organization: str = ""
+    ) -> None:
+        """Tell the owner the account was unlocked (see :func:`messages.account_unlocked`)."""
+        queue_mail(db, user.email, messages.account_unlocked(user, unlocked_by, organization))

@@ -175,7 +175,7 @@ class SessionListService:
             session_id=row.id,
             details={
                 "reason": reason,
-                "device": device.label if device is not None else "",
+                "device": device.record_label if device is not None else "",
                 "ip": row.ip,
                 **({"by_session": by_session} if by_session else {}),
             },

@@ -21,6 +21,7 @@ import hashlib
 import re
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,16 +34,21 @@ from babel.support import Translations
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import create_engine, select
 
+from idp.accounts import AccountService
 from idp.db import normalize_url
 from idp.events import Actor
 from idp.i18n import TRANSLATIONS
-from idp.models import OutboxItem
+from idp.models import OutboxItem, User
 from idp.runtime import Runtime
+from idp.security.email_verification import EmailVerificationService, VerificationPurpose
+from idp.security.lockout import LockoutService
 from idp.security.password_reset import ResetLinkIssuer
 from idp.settings import load_settings
 from tests import services
 from tests.browser.conftest import LiveServer, _delete_redis_prefix, _start_gunicorn
+from tests.fake_entra import FakeEntra, run_fake_entra
 from tests.helpers import PASSWORD
+from tests.sso import CLIENT_ID, SECRET, TID
 
 pytestmark = pytest.mark.browser
 
@@ -52,6 +58,8 @@ ON_ACCOUNT = re.compile(r"/account$")
 OWNER = "owner.a11y@example.com"
 ORG = "Accessibility Review Organisation of Northern Testing"  # long: must wrap at 360 px
 REDIRECT_URI = "http://127.0.0.1:9/callback"
+MEMBER = "member.a11y@example.com"
+SSO_DOMAIN = "contoso.com"  # served by the organization's SSO connection (the fake Entra)
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,8 @@ class Site:
     env: dict[str, str]
     org_id: str
     client_id: str
+    member_id: str
+    fake: FakeEntra
 
 
 @dataclass
@@ -185,28 +195,51 @@ def _user(env: dict[str, str], email: str, first: str, *extra: str) -> None:
 
 @pytest.fixture(scope="module")
 def site(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """gunicorn with sign-up on, an organization with an owner, and a client that asks consent."""
+    """gunicorn with sign-up on, an organization with an owner and a member, a client that
+    asks consent, and the organization's SSO connection to a tenant of the fake Entra ID (on
+    https://localhost, so its form_post back is cross-site as in production)."""
     port = services.free_port()
     prefix = f"idpa11y:{services.RUN_ID}:"
-    env = dict(live_server.env)
-    env.update(
-        IDP_SIGNUP_ENABLED="true",
-        IDP_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE="10000",
-        IDP_EMAIL_REQUESTS_PER_IP_PER_HOUR="10000",
-        IDP_REDIS_PREFIX=prefix,
-        IDP_ISSUER=f"http://127.0.0.1:{port}",
-    )
-    org_id = _idp(env, "org", "create", ORG).split()[-1]
-    _user(env, OWNER, "Olive", "--org", ORG, "--role", "owner")
-    created = _idp(env, "client", "create", "Reader App", "--redirect-uri", REDIRECT_URI,
-                   "--post-logout-redirect-uri", REDIRECT_URI)
-    client_id = created.split()[0]
-    log = tmp_path_factory.mktemp("idp_a11y") / "gunicorn.log"
+    base = f"http://127.0.0.1:{port}"
+    with run_fake_entra(url_host="localhost") as fake:
+        env = dict(live_server.env)
+        env.update(fake.env())
+        env.update(
+            IDP_SIGNUP_ENABLED="true",
+            IDP_LOGIN_ATTEMPTS_PER_IP_PER_MINUTE="10000",
+            IDP_EMAIL_REQUESTS_PER_IP_PER_HOUR="10000",
+            IDP_REDIS_PREFIX=prefix,
+            IDP_ISSUER=base,
+        )
+        fake.add_tenant(TID, [SSO_DOMAIN])
+        fake.register_app(TID, CLIENT_ID, client_secret=SECRET,
+                          redirect_uris=[f"{base}/login/sso/callback",
+                                         f"{base}/login/sso/logged-out"])
+        org_id = _idp(env, "org", "create", ORG).split()[-1]
+        _user(env, OWNER, "Olive", "--org", ORG, "--role", "owner")
+        _user(env, MEMBER, "Mia", "--org", ORG)
+        _idp(env, "sso", "link", ORG, "--tenant-id", TID, "--client-id", CLIENT_ID,
+             "--client-secret-stdin", "--domain", SSO_DOMAIN, stdin=SECRET + "\n")
+        created = _idp(env, "client", "create", "Reader App", "--redirect-uri", REDIRECT_URI,
+                       "--post-logout-redirect-uri", REDIRECT_URI)
+        client_id = created.split()[0]
+        log = tmp_path_factory.mktemp("idp_a11y") / "gunicorn.log"
+        try:
+            with _start_gunicorn(env, port, log) as base_url:
+                yield Site(base_url, env, org_id, client_id, _user_id(env, MEMBER), fake)
+        finally:
+            _delete_redis_prefix(prefix)
+
+
+def _user_id(env: dict[str, str], email: str) -> str:
+    engine = create_engine(normalize_url(env["IDP_DATABASE_URL"]))
     try:
-        with _start_gunicorn(env, port, log) as base_url:
-            yield Site(base_url, env, org_id, client_id)
+        with engine.connect() as conn:
+            found = conn.execute(select(User.id).where(User.email_normalized == email)).scalar()
     finally:
-        _delete_redis_prefix(prefix)
+        engine.dispose()
+    assert found, f"no account {email}"
+    return str(found)
 
 
 def _context(browser: Browser, site: Site, combo: Combo) -> BrowserContext:
@@ -215,6 +248,7 @@ def _context(browser: Browser, site: Site, combo: Combo) -> BrowserContext:
         locale=combo.browser_locale,
         viewport={"width": combo.width, "height": combo.height},
         color_scheme="dark" if combo.scheme == "dark" else "light",
+        ignore_https_errors=True,  # the fake Entra's certificate
     )
     ctx.set_default_timeout(10_000)
     return ctx
@@ -254,6 +288,126 @@ def _reset_token(env: dict[str, str], email: str) -> str:
     return token
 
 
+def _unlock_token(env: dict[str, str], email: str) -> str:
+    """Lock the account as too many failed sign-ins do; the unlock link's token."""
+    runtime = Runtime(load_settings(environ=env))
+    try:
+        with runtime.session_factory() as db:
+            user = db.scalar(select(User).where(User.email_normalized == email))
+            assert user is not None, f"no account {email}"
+            token = LockoutService(db, runtime.store, runtime.settings).lock(
+                user, Actor(ip="127.0.0.1", user_agent="a11y test")
+            )
+            db.commit()
+    finally:
+        runtime.close()
+    return token
+
+
+def _verification_token(env: dict[str, str], email: str) -> str:
+    """A sign-up's verification link token, issued the way the outbox worker does."""
+    runtime = Runtime(load_settings(environ=env))
+    try:
+        with runtime.session_factory() as db:
+            user = db.scalar(select(User).where(User.email_normalized == email))
+            assert user is not None, f"no account {email}"
+            service = EmailVerificationService(
+                db, runtime.settings, AccountService(db, runtime.passwords)
+            )
+            token = service.issue(user, email, VerificationPurpose.ACCOUNT)
+            db.commit()
+    finally:
+        runtime.close()
+    return token
+
+
+def _rate_limited(page: Page, audit: Audit, tag: str) -> None:
+    """A real 429: more reset links asked for one address than an hour allows."""
+    t = audit.t
+    address = f"limited.{tag}@example.com"
+    status = 0
+    for _ in range(12):
+        page.goto("/password/forgot")
+        page.get_by_label(t("Email address")).fill(address)
+        with page.expect_response(
+            lambda r: r.request.method == "POST" and r.url.endswith("/password/forgot")
+        ) as answer:
+            page.get_by_role("button", name=t("Send the reset link")).click()
+        status = answer.value.status
+        if status == 429:
+            break
+    assert status == 429
+    audit.check(page, "error-429")
+
+
+def _token_pages(page: Page, audit: Audit, site: Site, tag: str) -> None:
+    """Pages reached from a mailed link, and the page after an account is deleted."""
+    locked = f"locked.{tag}@example.com"
+    _user(site.env, locked, "Lou")
+    page.goto(f"/verify-email/{_verification_token(site.env, locked)}")
+    audit.check(page, "verify-email")
+    page.goto(f"/unlock/{_unlock_token(site.env, locked)}")
+    audit.check(page, "unlock-link")
+    page.goto("/unlock/not-a-valid-token")
+    audit.check(page, "unlock-link-invalid")
+    page.goto("/account/deleted")
+    audit.check(page, "account-deleted")
+
+
+def _sso_pages(browser: Browser, audit: Audit, site: Site, tag: str) -> None:
+    """The pages of "Log in with SSO" that ask for proof: an existing account offered for
+    linking (then linked with its password), a new account whose address Entra did not verify
+    (confirmed with a mailed code), and the error page."""
+    t = audit.t
+
+    def start(page: Page, email: str) -> None:
+        page.goto("/login/sso")
+        page.locator("main input[name=email]").fill(email)
+        page.locator("main form button[type=submit]").first.click()
+
+    existing = f"link.{tag}@{SSO_DOMAIN}"
+    _user(site.env, existing, "Lina")
+    site.fake.add_user(TID, str(uuid.uuid4()), existing, existing, "Lina Tester",
+                       email_verified_domain_owner=True)
+    newcomer = f"new.{tag}@{SSO_DOMAIN}"
+    site.fake.add_user(TID, str(uuid.uuid4()), newcomer, newcomer, "Nina Tester",
+                       email_verified_domain_owner=False)
+
+    ctx = _context(browser, site, audit.combo)
+    try:
+        page = ctx.new_page()
+        start(page, existing)
+        expect(page.locator("#sso-link-prove")).to_be_visible()
+        audit.check(page, "sso-link-offer")
+        page.locator("#sso-link-prove").click()
+        page.get_by_label(t("Email address"), exact=True).fill(existing)
+        page.get_by_label(t("Password"), exact=True).fill(PASSWORD)
+        page.get_by_role("button", name=t("Sign in")).click()
+        expect(page).to_have_url(re.compile(r"/login/sso/link$"))
+        audit.check(page, "sso-link")
+    finally:
+        ctx.close()
+
+    ctx = _context(browser, site, audit.combo)
+    try:
+        page = ctx.new_page()
+        start(page, newcomer)
+        expect(page.get_by_role("button", name=t("Email me a code"))).to_be_visible()
+        audit.check(page, "sso-confirm-email")
+        page.get_by_role("button", name=t("Email me a code")).click()
+        expect(page).to_have_url(re.compile(r"/login/sso/link/code$"))
+        audit.check(page, "sso-code")
+        page.locator("#code").fill("000000")
+        page.get_by_role("button", name=t("Confirm"), exact=True).click()
+        expect(page.get_by_role("alert")).to_be_visible()
+        audit.check(page, "sso-code-error")
+        page.context.clear_cookies()
+        page.goto("/login/sso/link/code")  # the offer is gone: the SSO error page
+        audit.check(page, "sso-error")
+    finally:
+        ctx.close()
+
+
 def _anonymous_pages(page: Page, audit: Audit, site: Site, email: str) -> None:
     t = audit.t
     page.goto("/login")
@@ -287,6 +441,11 @@ def _anonymous_pages(page: Page, audit: Audit, site: Site, email: str) -> None:
     page.get_by_role("button", name=t("Create account")).click()
     expect(page.get_by_role("alert")).to_be_visible()
     audit.check(page, "signup-error")
+    page.get_by_label(t("Password"), exact=True).fill(PASSWORD)
+    page.get_by_label(t("Password again")).fill(PASSWORD)
+    page.get_by_role("button", name=t("Create account")).click()
+    expect(page.get_by_role("status")).to_be_visible()
+    audit.check(page, "signup-sent")
     page.goto("/no-such-page")
     audit.check(page, "error-404")
     page.goto("/authorize?client_id=nobody&response_type=code")
@@ -340,6 +499,12 @@ def _organization_pages(page: Page, audit: Audit, site: Site, invitee: str) -> N
     audit.check(page, "organization-delete")
     page.goto(f"{org}/leave")
     audit.check(page, "organization-leave")
+    page.goto(f"{org}/members/{site.member_id}/remove")
+    audit.check(page, "organization-remove-member")
+    page.goto(f"{org}/branding/remove?which=square")
+    audit.check(page, "organization-remove-logo")
+    page.goto(f"{org}/sso/remove")
+    audit.check(page, "organization-sso-remove")
 
 
 def _relying_party_pages(page: Page, audit: Audit, site: Site) -> None:
@@ -390,6 +555,19 @@ def _two_factor_pages(page: Page, audit: Audit, email: str) -> None:
     expect(page).to_have_url(ON_ACCOUNT)
 
 
+def _email_change_confirm(page: Page, audit: Audit, site: Site, tag: str) -> None:
+    """The page the link mailed to a new address opens (it asks before changing)."""
+    t = audit.t
+    new_address = f"changed.{tag}@example.com"
+    page.goto("/account/email")
+    page.get_by_label(t("New email address")).fill(new_address)
+    page.get_by_label(t("Your password")).fill(PASSWORD)
+    page.get_by_role("button", name=t("Send confirmation link")).click()
+    expect(page.get_by_role("status")).to_be_visible()
+    page.goto(_mailed_link(site.env, "email_change_confirm", new_address))
+    audit.check(page, "email-change-confirm")
+
+
 @pytest.mark.parametrize("combo", COMBOS, ids=lambda c: c.label)
 def test_every_page_passes_axe_and_fits(
     combo: Combo, browser: Browser, site: Site, screenshots: Path
@@ -428,9 +606,18 @@ def test_every_page_passes_axe_and_fits(
         page = ctx.new_page()
         _sign_in(page, email, t)
         expect(page).to_have_url(ON_ACCOUNT)
+        _email_change_confirm(page, audit, site, tag)
         _two_factor_pages(page, audit, email)
+        page.context.clear_cookies()
+        page.goto(f"/password/reset/{_reset_token(site.env, email)}")
+        expect(page.get_by_label(t("Authentication code"))).to_be_visible()
+        audit.check(page, "password-reset-two-factor")
+        _token_pages(page, audit, site, tag)
+        _rate_limited(page, audit, tag)
     finally:
         ctx.close()
+
+    _sso_pages(browser, audit, site, tag)
 
     assert not audit.problems, (
         f"{len(audit.problems)} problem(s) at {combo.label} on {len(audit.seen)} pages:\n"

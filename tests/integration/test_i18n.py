@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import quote
@@ -12,9 +13,16 @@ from urllib.parse import quote
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from idp.i18n import COOKIE, from_ui_locales, mail_time, supported
+from idp.mail import queue_mail
+from idp.mail.messages import (
+    Message,
+    account_unlocked,
+    login_alert_failures,
+    login_alert_success,
+)
 from idp.models import User
 from idp.runtime import Runtime
 from idp.worker import build_worker
@@ -213,7 +221,7 @@ def test_a_login_alert_in_french_for_a_french_account(
     assert "Bonjour Alice," in text
     assert "Quelqu\u2019un vient de se connecter à votre compte alice@example.com" in text
     assert re.search(r"Quand :\s+\d{1,2} \w+\.? \d{4} \d\d:\d\d UTC", text), text
-    assert "Firefox 128 on Linux" in text
+    assert "Firefox 128 sur Linux" in text
     assert "Ceci est un message automatique" in text
     html = _html(mail)
     assert '<html lang="fr">' in html and "Agissez maintenant" in html
@@ -232,6 +240,104 @@ def test_a_mail_to_an_account_without_a_language_is_in_english(
     [mail] = smtp.to(ALICE)
     assert mail["Subject"] == "New device signed in to your account"
     assert '<html lang="en">' in _html(mail)
+
+
+def _alice(rt: Runtime) -> User:
+    with rt.session_factory() as db:
+        user = db.scalars(select(User).where(User.email_normalized == ALICE)).one()
+        db.expunge(user)
+        return user
+
+
+def test_a_french_login_alert_names_the_device_and_an_unknown_ip_in_french(
+    mail_app: Flask, smtp: MailServer
+) -> None:
+    rt: Runtime = mail_app.extensions["idp"]
+    create_user(rt)
+    _set_locale(rt, ALICE, "fr")
+    alice = _alice(rt)
+    now = datetime.now(UTC)
+    with rt.session_factory() as db:
+        queue_mail(db, ALICE, login_alert_success(alice, ("Firefox 128", "Linux"), "", now, ""))
+        queue_mail(db, ALICE, login_alert_success(alice, ("", ""), "192.0.2.7", now, ""))
+        queue_mail(db, ALICE, login_alert_failures(alice, 2, now, now, ["", "192.0.2.8"]))
+        db.commit()
+    assert build_worker(rt).run_once() == 3
+    known, unknown, failures = smtp.to(ALICE)
+    text, html = " ".join(_text(known).split()), _html(known)
+    assert "Appareil : Firefox 128 sur Linux" in text
+    assert "Adresse IP : inconnue" in text
+    assert "<td>Firefox 128 sur Linux</td>" in html and "<td>inconnue</td>" in html
+    assert "Appareil inconnu" in _text(unknown) and "192.0.2.7" in _text(unknown)
+    assert "inconnue, 192.0.2.8" in _text(failures) and "inconnue, 192.0.2.8" in _html(failures)
+    for mail in (known, unknown, failures):
+        assert not re.search(r"\b(on|unknown|Unknown)\b", _text(mail) + _html(mail))
+
+
+def test_a_mail_queued_by_the_previous_version_still_renders(
+    mail_app: Flask, smtp: MailServer
+) -> None:
+    """Outbox rows written before device, IP and unlocker became plain values carry the old
+    ready-made English phrases; they are delivered as they were written."""
+    rt: Runtime = mail_app.extensions["idp"]
+    create_user(rt)
+    greeting = {"name": "Alice", "email": ALICE}
+    with rt.session_factory() as db:
+        queue_mail(db, ALICE, Message("login_alert_success", {
+            **greeting, "device": "Firefox 128 on Linux", "ip": "unknown",
+            "when": "2026-03-01 14:05 UTC", "application": "", "new_device": True}))
+        queue_mail(db, ALICE, Message("login_alert_failures", {
+            **greeting, "count": 1, "first_at": "2026-03-01 14:05 UTC",
+            "last_at": "2026-03-01 14:05 UTC", "ips": ["unknown"]}))
+        queue_mail(db, ALICE, Message("account_unlocked", {
+            **greeting, "by_whom": "an administrator of Acme"}))
+        db.commit()
+    assert build_worker(rt).run_once() == 3
+    success, failures, unlocked = smtp.to(ALICE)
+    assert "Firefox 128 on Linux" in _text(success) and "unknown" in _text(success)
+    assert "From IP address: unknown" in _text(failures)
+    assert "unlocked by an administrator of Acme" in _text(unlocked)
+
+
+@pytest.mark.parametrize(("unlocked_by", "organization", "sentence"), [
+    ("admin", "Acme", "Ihr Konto alice@example.com wurde von einem Administrator von Acme "
+                      "entsperrt. Sie können sich wieder anmelden."),
+    ("admin", "", "Ihr Konto alice@example.com wurde von einem Administrator entsperrt."),
+    ("self", "", "Ihr Konto alice@example.com wurde mit dem Link entsperrt, den wir Ihnen "
+                 "gesendet haben."),
+])
+def test_the_unlock_mail_of_a_german_account_says_who_in_german(
+    mail_app: Flask, smtp: MailServer, unlocked_by: str, organization: str, sentence: str
+) -> None:
+    rt: Runtime = mail_app.extensions["idp"]
+    create_user(rt)
+    _set_locale(rt, ALICE, "de")
+    with rt.session_factory() as db:
+        queue_mail(db, ALICE, account_unlocked(_alice(rt), unlocked_by, organization))
+        db.commit()
+    assert build_worker(rt).run_once() == 1
+    [mail] = smtp.to(ALICE)
+    assert mail["Subject"] == "Ihr Konto wurde entsperrt"
+    assert sentence in " ".join(_text(mail).split())
+    assert sentence.replace("alice@example.com", "<strong>alice@example.com</strong>") in " ".join(
+        _html(mail).split()
+    )
+    assert "unlocked" not in _text(mail) and " you" not in _text(mail)
+
+
+def test_the_sessions_page_names_the_device_in_italian(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    create_user(runtime)
+    _set_locale(runtime, ALICE, "it")
+    client.environ_base["HTTP_USER_AGENT"] = FIREFOX
+    assert sign_in(client).status_code == 303
+    page = client.get("/account/sessions").get_data(as_text=True)
+    assert '<html lang="it">' in page
+    assert re.search(r'<h2 id="device-1">Firefox 128 su Linux\b', page), page
+    assert "Firefox 128 on Linux" not in page
+    account = client.get("/account").get_data(as_text=True)
+    assert "Firefox 128 su Linux" in account
 
 
 # No English left on the pages of a French browser -------------------------------------------

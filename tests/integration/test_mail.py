@@ -123,11 +123,11 @@ def test_every_security_mail_renders_and_links_to_the_account_page(
     user = _user(mail_rt)
     now = utcnow()
     mails = [
-        messages.login_alert_success(user, "Firefox 128 on Linux", "192.0.2.7", now, "Wiki",
+        messages.login_alert_success(user, ("Firefox 128", "Linux"), "192.0.2.7", now, "Wiki",
                                      new_device=True),
         messages.login_alert_failures(user, 3, now, now, ["192.0.2.8", "198.51.100.1"]),
         messages.account_locked(user, UNLOCK_URL),
-        messages.account_unlocked(user, "an administrator of Acme"),
+        messages.account_unlocked(user, "admin", "Acme"),
         messages.two_factor_disabled(user),
         messages.recovery_codes_regenerated(user),
         messages.password_changed(user),

@@ -227,3 +227,36 @@ def test_forged_and_anonymous_requests_change_nothing(world: World) -> None:
         "domains": "northwind.com"})
     assert no_csrf.status_code == 400
     assert connection(world, org) is None
+
+
+def test_a_failed_test_and_a_refused_save_are_told_in_french(world: World) -> None:
+    from sqlalchemy import update
+
+    from idp.models import User
+
+    with world.runtime.session_factory() as db:
+        db.execute(update(User).where(User.email == "owner@northwind.com").values(locale="fr"))
+        db.commit()
+    org = org_id(world)
+    as_user(world)
+    assert save(world, org).status_code == 303  # type: ignore[attr-defined]
+    path = f"/organizations/{org}/sso/test"
+    settings = f"/organizations/{org}/sso"
+    world.fake.remove_domain(TENANT, "northwind.org")
+    failed = world.client.post(path, data={"csrf_token": page_token(world, settings)})
+    assert failed.status_code == 400
+    text = failed.get_data(as_text=True)
+    assert "le domaine northwind.org n\u2019est plus vérifié dans le tenant" in text
+    world.fake.remove_client_secret(CLIENT, SECRET)
+    failed = world.client.post(path, data={"csrf_token": page_token(world, settings)})
+    text = failed.get_data(as_text=True)
+    assert "Échec du test : échec du test de connexion : invalid_client" in text
+    assert "test connection failed" not in text
+    refused = save(world, org, tenant_id="common")
+    text = refused.get_data(as_text=True)  # type: ignore[attr-defined]
+    assert "l\u2019ID de tenant « common » est un alias multi-tenant" in text
+    refused = save(world, org, credential="certificate", client_secret=None,
+                   certificate_file=(BytesIO(b"\xff\xfe"), "cert.pem"),
+                   private_key_file=(BytesIO(b"key"), "key.pem"))
+    text = refused.get_data(as_text=True)  # type: ignore[attr-defined]
+    assert "le certificat doit être un fichier texte PEM" in text
