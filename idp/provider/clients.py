@@ -7,13 +7,15 @@ random bits, shown once, stored as SHA-256 and compared in constant time.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin, scope_to_list
@@ -44,6 +46,13 @@ def new_client_id() -> str:
 
 def _secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def secret_matches(secret: str, stored_hash: str | None) -> bool:
+    """Whether ``secret`` is the client secret whose SHA-256 is stored (constant time)."""
+    if stored_hash is None:
+        return False
+    return hmac.compare_digest(_secret_hash(secret), stored_hash)
 
 
 def validate_redirect_uri(uri: str, label: str = "redirect URI") -> str:
@@ -100,9 +109,7 @@ class RegisteredClient(ClientMixin):  # type: ignore[misc]
         return redirect_uri in self.row.redirect_uris
 
     def check_client_secret(self, client_secret: str) -> bool:
-        if self.row.secret_hash is None:
-            return False
-        return hmac.compare_digest(_secret_hash(client_secret), self.row.secret_hash)
+        return secret_matches(client_secret, self.row.secret_hash)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.row.public:
@@ -137,14 +144,32 @@ class ClientService:
         session's); requests pass their autocommit one (:func:`idp.runtime.request_reader`)."""
         self.db = db
         self.reader = reader or db.connection
-        # Rows this request already read from the database (see remember()).
-        self._read: dict[str, Client | None] = {}
+        # Rows this request already read from the database, as columns (see remember()).
+        self._read: dict[str, dict[str, Any] | None] = {}
 
-    def remember(self, client_id: str, row: Client | None) -> None:
-        """A row (or its absence) this request has just read from the database together with
-        something else (see ``TokenService.prefetch_introspection``): the request's client
-        authentication uses it instead of reading it again. Never kept beyond the request."""
-        self._read[client_id] = row
+    def remember(self, client_id: str, columns: dict[str, Any] | None) -> None:
+        """A row's columns (or None: no such client) this request has just read from the
+        database together with something else (see ``TokenService.prefetch_introspection``):
+        the request's client authentication uses them instead of reading the row again.
+        Never kept beyond the request."""
+        self._read[client_id] = columns
+
+    def authenticates_by_basic(self, client_id: str, authorization: str | None) -> bool:
+        """Whether ``authorization`` holds HTTP Basic credentials (RFC 6749 §2.3.1, RFC 7617)
+        of ``client_id``, a confidential client whose row this request has already read, with
+        its current secret: exactly what authlib's ``client_secret_basic`` accepts for it.
+
+        The hot endpoints (introspection) check this on the row they read with the token's
+        status, without building authlib's request and an ORM object. Whenever it says no,
+        the caller lets authlib authenticate as usual: every refusal and its error response
+        stay authlib's."""
+        columns = self._read.get(client_id)
+        if not columns or columns["public"] or malformed_basic_credentials(authorization):
+            return False
+        presented_id, secret = extract_basic_authorization({"Authorization": authorization})
+        if presented_id != client_id or not secret:
+            return False
+        return secret_matches(secret, columns["secret_hash"])
 
     def get(self, client_id: str) -> Client | None:
         if not client_id or len(client_id) > 64:
@@ -164,7 +189,8 @@ class ClientService:
         if not client_id or len(client_id) > 64:
             return None
         if client_id in self._read:
-            return self._read[client_id]
+            columns = self._read[client_id]
+            return Client(**columns) if columns is not None else None
         row = self.reader().execute(_CLIENT_BY_ID, {"client_id": client_id}).one_or_none()
         return Client(**row._mapping) if row is not None else None
 
@@ -238,6 +264,26 @@ class ClientService:
         """Delete a client; its consents and tokens go with it."""
         self.db.delete(self.require(client_id))
         self.db.commit()
+
+
+def malformed_basic_credentials(authorization: str | None) -> bool:
+    """Whether an Authorization header is a Basic one that cannot be read (RFC 7617 §2:
+    "Basic" then base64 of UTF-8 "id:secret"), or a scheme without credentials. authlib
+    raises ValueError (a 500) on these; they are a failed client authentication."""
+    if not authorization or " " not in authorization:
+        return False
+    parts = authorization.split(None, 1)
+    if len(parts) < 2:
+        return True
+    if parts[0].lower() != "basic":
+        return False
+    try:
+        base64.b64decode(parts[1]).decode("utf-8")
+    except binascii.Error:
+        return False  # authlib reads bad base64 as "no credentials"
+    except ValueError:  # not ASCII, or not UTF-8 once decoded
+        return True
+    return False
 
 
 def presented_client_id(authorization: str | None, form_client_id: str | None) -> str | None:

@@ -233,12 +233,13 @@ def _oauth_error(error: OAuth2Error) -> Response:
 def introspect() -> ResponseReturnValue:
     """RFC 7662: live status of a token, for the client it was issued to."""
     value = request.form.get("token", "")
-    client_id = presented_client_id(
-        request.headers.get("Authorization"), request.form.get("client_id")
-    )
+    authorization = request.headers.get("Authorization")
+    client_id = presented_client_id(authorization, request.form.get("client_id"))
     if value and client_id:  # one round trip for the client's row and the token's status
         services = provider_services()
         services.tokens.prefetch_introspection(value, client_id, services.clients)
+        if services.clients.authenticates_by_basic(client_id, authorization):
+            return jsonify(services.tokens.introspect(value, client_id))
     try:
         client = _authenticated_client(
             ["client_secret_basic", "client_secret_post"], "introspection"

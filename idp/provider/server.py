@@ -8,8 +8,6 @@ overriding its flow.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 import uuid
 from collections.abc import Callable
@@ -36,7 +34,7 @@ from idp.models import User, UserSession
 from idp.models.tokens import RefreshToken, TokenFamily
 from idp.observability.metrics import count_event
 from idp.provider.claims import user_claims
-from idp.provider.clients import ClientService, RegisteredClient
+from idp.provider.clients import ClientService, RegisteredClient, malformed_basic_credentials
 from idp.provider.codes import AuthorizationCode, AuthorizationCodeStore
 from idp.provider.keys import KeyService
 from idp.provider.tokens import Principal, TokenService
@@ -61,26 +59,6 @@ class ProviderServices:
 
 
 Resolver = Callable[[], ProviderServices]
-
-
-def malformed_basic_credentials(authorization: str | None) -> bool:
-    """Whether an Authorization header is a Basic one that cannot be read (RFC 7617 §2:
-    "Basic" then base64 of UTF-8 "id:secret"), or a scheme without credentials. authlib
-    raises ValueError (a 500) on these; they are a failed client authentication."""
-    if not authorization or " " not in authorization:
-        return False
-    parts = authorization.split(None, 1)
-    if len(parts) < 2:
-        return True
-    if parts[0].lower() != "basic":
-        return False
-    try:
-        base64.b64decode(parts[1]).decode("utf-8")
-    except binascii.Error:
-        return False  # authlib reads bad base64 as "no credentials"
-    except ValueError:  # not ASCII, or not UTF-8 once decoded
-        return True
-    return False
 
 
 class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]

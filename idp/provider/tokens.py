@@ -565,7 +565,7 @@ class TokenService:
         )
         self._statuses[(kid, jti)] = row
         columns = dict(zip(CLIENTS.c.keys(), row[7:], strict=True))
-        clients.remember(client_id, Client(**columns) if columns["id"] is not None else None)
+        clients.remember(client_id, columns if columns["id"] is not None else None)
 
     def prefetch_grant(self, client_id: str, clients: ClientService) -> None:
         """Read, in one query, what a client-credentials grant by ``client_id`` will need: the
@@ -579,7 +579,7 @@ class TokenService:
             self.reader(), {"client_id": client_id, "alg": SIGNING_ALG}
         )
         columns = dict(zip(CLIENTS.c.keys(), row[:-1], strict=True))
-        clients.remember(client_id, Client(**columns) if columns["id"] is not None else None)
+        clients.remember(client_id, columns if columns["id"] is not None else None)
         self.keys.remember_current_kid(SIGNING_ALG, row[-1])
 
     def _live_access_token(self, token: str) -> LiveToken | None:

@@ -16,8 +16,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 from joserfc import jwt
 from sqlalchemy import exc, text
+from werkzeug.test import TestResponse
 
 from idp import db as idp_db
 from idp.db import HotSelect, ReaderPool
@@ -199,3 +201,74 @@ def test_the_remembered_checks_are_bounded(runtime: Runtime) -> None:
         remembered(token, signing.kid, signing)
     assert remembered.kid_and_jti(tokens[0]) is None  # the oldest went first
     assert remembered.kid_and_jti(tokens[2]) == (signing.kid, "t2")
+
+
+# Introspection's client authentication on the row read with the token's status -------------
+
+
+def _basic(client_id: str, secret: str) -> dict[str, str]:
+    pair = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return {"Authorization": "Basic " + pair}
+
+
+def _introspect(
+    client: FlaskClient, token: str, headers: dict[str, str], **form: str
+) -> TestResponse:
+    return client.post("/introspect", data={"token": token, **form}, headers=headers)
+
+
+def _cc_token(client: FlaskClient, client_id: str, secret: str) -> str:
+    response = client.post(
+        "/token", data={"grant_type": "client_credentials"}, headers=_basic(client_id, secret)
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json["access_token"]  # type: ignore[index]
+    return token
+
+
+def test_introspection_authenticates_the_client_exactly_as_before(
+    runtime: Runtime, client: FlaskClient
+) -> None:
+    """The attacks fail the same way whichever path answers: a wrong, rotated or missing
+    secret, another client's credentials, a public client, unreadable Basic credentials and a
+    deleted client all get 401 invalid_client (or, for another client, an inactive token)."""
+    a = register_client(runtime, "A")
+    b = register_client(runtime, "B")
+    public = register_client(runtime, "Public", public=True)
+    assert a.client_secret and b.client_secret
+    token = _cc_token(client, a.client_id, a.client_secret)
+
+    ok = _introspect(client, token, _basic(a.client_id, a.client_secret))
+    assert ok.status_code == 200 and ok.json is not None
+    assert ok.json["active"] is True and ok.json["client_id"] == a.client_id
+    assert ok.headers["Cache-Control"] == "no-store"
+
+    def refused(headers: dict[str, str], **form: str) -> None:
+        response = _introspect(client, token, headers, **form)
+        assert response.status_code == 401, (headers, response.text)
+        assert response.json is not None and response.json["error"] == "invalid_client"
+        assert "WWW-Authenticate" in response.headers
+
+    refused(_basic(a.client_id, a.client_secret + "x"))
+    refused(_basic(a.client_id, ""))
+    refused(_basic(a.client_id, b.client_secret))
+    refused(_basic(public.client_id, ""))
+    refused(_basic(public.client_id, "anything"))
+    refused({"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:x").decode()})
+    refused({"Authorization": "Basic"})
+    # Basic credentials without the id do not borrow the id from the form.
+    refused(_basic("", a.client_secret), client_id=a.client_id)
+    refused({})
+    # Another client's valid credentials learn nothing about A's token (RFC 7662 §4).
+    other = _introspect(client, token, _basic(b.client_id, b.client_secret))
+    assert other.status_code == 200 and other.json == {"active": False}
+
+    with runtime.session_factory() as db:
+        new_secret = ClientService(db).rotate_secret(a.client_id)
+    refused(_basic(a.client_id, a.client_secret))  # rotated: the old secret is gone at once
+    again = _introspect(client, token, _basic(a.client_id, new_secret))
+    assert again.status_code == 200 and again.json is not None and again.json["active"]
+
+    with runtime.session_factory() as db:
+        ClientService(db).delete(a.client_id)
+    refused(_basic(a.client_id, new_secret))
