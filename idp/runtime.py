@@ -70,5 +70,7 @@ def _close_db(_exc: BaseException | None) -> None:
     if reader is not None:
         runtime().readers.release(reader)
     db: Session | None = g.pop("db", None)
-    if db is not None:
+    # A session that never began a transaction holds no connection and nothing to roll back
+    # (the bulk protocol endpoints only read on the reader): closing it would only cost CPU.
+    if db is not None and (db.in_transaction() or db.identity_map or db.new or db.deleted):
         db.close()  # rolls back whatever a failed request left uncommitted

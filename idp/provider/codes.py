@@ -9,10 +9,13 @@ consume it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from redis.commands.core import Script
 
 from idp.store import Store
 
@@ -78,7 +81,12 @@ class AuthorizationCodeStore:
         self.store = store
         self.lifetime = lifetime_seconds
         self.replay_memory = replay_memory_seconds
-        self._redeem = store.client.register_script(_REDEEM)
+
+    @functools.cached_property
+    def _redeem(self) -> Script:
+        """The redeeming Lua script, made when a code is redeemed (this store is built for
+        every provider request, most of which redeem nothing)."""
+        return self.store.client.register_script(_REDEEM)
 
     @staticmethod
     def _digest(code: str) -> str:
