@@ -11,9 +11,9 @@ in-process by the real TokenService, then ``gunicorn 'idp:create_app()'`` on a f
 port; the introspected token is a client-credentials token fetched from that server. Load:
 ``wrk -c 16 -t 2 -d <duration> --latency`` per endpoint, one after the other, /healthz first
 and the grants last (they write thousands of rows, after which PostgreSQL's background work,
-autovacuum among it, would run during the next endpoint's window), with a small Lua script that also checks every answer (status 2xx and the expected body).
-Only 127.0.0.1 is ever contacted. Needs wrk (Debian: ``apt-get install wrk``); see
-bench/README.md.
+autovacuum among it, would run during the next endpoint's window), with a small Lua script
+that also checks every answer (status 2xx and the expected body). Only 127.0.0.1 is ever
+contacted. Needs wrk (Debian: ``apt-get install wrk``); see bench/README.md.
 """
 
 from __future__ import annotations
