@@ -145,6 +145,7 @@ def init_app(app: Flask) -> None:
         "current_language": current_language,
         "local_datetime": localized_local,
         "role_name": role_name,
+        "device_label": device_label,
         "languages": LANGUAGES,
     }
     app.jinja_env.globals.update(globals_)

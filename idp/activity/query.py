@@ -219,7 +219,7 @@ class ActivityService:
         labels: dict[str, str] = {}
         if device_ids:
             labels = {
-                d.id: d.label
+                d.id: device_label(d.browser, d.os)
                 for d in self.db.scalars(select(Device).where(Device.id.in_(device_ids)))
             }
         result: dict[int, str] = {}

@@ -7,7 +7,6 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from idp.i18n import device_label
 from idp.models.accounts import User
 from idp.models.base import Base, UTCDateTime, new_id, utcnow
 
@@ -28,11 +27,6 @@ class Device(Base):
     last_ip: Mapped[str] = mapped_column(String(45), default="")
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-    @property
-    def label(self) -> str:
-        """The device as a page names it, in the page's language (translated when read)."""
-        return device_label(self.browser, self.os)
 
     @property
     def record_label(self) -> str:

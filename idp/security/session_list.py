@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
 from idp.events import Actor, EventTag, record_event
+from idp.i18n import device_label
 from idp.models import Client, Device, TokenFamily, UserSession
 from idp.security.sessions import LiveSession, SessionService
 
@@ -200,7 +201,7 @@ def _device(row: Device, sessions: list[SessionEntry]) -> DeviceEntry:
     sessions.sort(key=lambda s: (not s.current, -s.last_activity.timestamp()))
     return DeviceEntry(
         device_id=row.id,
-        label=row.label,
+        label=device_label(row.browser, row.os),
         first_seen_at=row.first_seen_at,
         # The row's copy is written at most once a minute; the sessions know better.
         last_seen_at=max([row.last_seen_at, *(s.last_activity for s in sessions)]),
