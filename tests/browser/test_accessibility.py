@@ -23,6 +23,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
@@ -33,6 +34,7 @@ from axe_playwright_python.sync_playwright import Axe
 from babel.support import Translations
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
 from idp.db import normalize_url
@@ -189,8 +191,19 @@ def _idp(env: dict[str, str], *args: str, stdin: str = "") -> str:
 
 
 def _user(env: dict[str, str], email: str, first: str, *extra: str) -> None:
-    _idp(env, "user", "create", email, "--password-stdin", "--first-name", first,
-         "--last-name", "Tester", *extra, stdin=PASSWORD + "\n")
+    _idp(
+        env,
+        "user",
+        "create",
+        email,
+        "--password-stdin",
+        "--first-name",
+        first,
+        "--last-name",
+        "Tester",
+        *extra,
+        stdin=PASSWORD + "\n",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -212,16 +225,39 @@ def site(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> I
             IDP_ISSUER=base,
         )
         fake.add_tenant(TID, [SSO_DOMAIN])
-        fake.register_app(TID, CLIENT_ID, client_secret=SECRET,
-                          redirect_uris=[f"{base}/login/sso/callback",
-                                         f"{base}/login/sso/logged-out"])
+        fake.register_app(
+            TID,
+            CLIENT_ID,
+            client_secret=SECRET,
+            redirect_uris=[f"{base}/login/sso/callback", f"{base}/login/sso/logged-out"],
+        )
         org_id = _idp(env, "org", "create", ORG).split()[-1]
         _user(env, OWNER, "Olive", "--org", ORG, "--role", "owner")
         _user(env, MEMBER, "Mia", "--org", ORG)
-        _idp(env, "sso", "link", ORG, "--tenant-id", TID, "--client-id", CLIENT_ID,
-             "--client-secret-stdin", "--domain", SSO_DOMAIN, stdin=SECRET + "\n")
-        created = _idp(env, "client", "create", "Reader App", "--redirect-uri", REDIRECT_URI,
-                       "--post-logout-redirect-uri", REDIRECT_URI)
+        _idp(
+            env,
+            "sso",
+            "link",
+            ORG,
+            "--tenant-id",
+            TID,
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret-stdin",
+            "--domain",
+            SSO_DOMAIN,
+            stdin=SECRET + "\n",
+        )
+        created = _idp(
+            env,
+            "client",
+            "create",
+            "Reader App",
+            "--redirect-uri",
+            REDIRECT_URI,
+            "--post-logout-redirect-uri",
+            REDIRECT_URI,
+        )
         client_id = created.split()[0]
         log = tmp_path_factory.mktemp("idp_a11y") / "gunicorn.log"
         try:
@@ -267,57 +303,61 @@ def _mailed_link(env: dict[str, str], template: str, email: str) -> str:
     try:
         with engine.connect() as conn:
             payloads = conn.execute(select(OutboxItem.payload).order_by(OutboxItem.id)).scalars()
-            links = [p["context"]["link"] for p in payloads
-                     if p.get("template") == template and p["to"] == email]
+            links = [
+                p["context"]["link"]
+                for p in payloads
+                if p.get("template") == template and p["to"] == email
+            ]
     finally:
         engine.dispose()
     assert links, f"no {template} mail queued for {email}"
     return str(links[-1])
 
 
-def _reset_token(env: dict[str, str], email: str) -> str:
-    """A reset link's token, issued the way the outbox worker does (no worker runs here)."""
+@contextmanager
+def _server_runtime(env: dict[str, str]) -> Iterator[Runtime]:
+    """The running server's database and store, opened in this process (no worker runs
+    here, so mailed tokens are issued the way the outbox worker does)."""
     runtime = Runtime(load_settings(environ=env))
     try:
-        issuer = ResetLinkIssuer(runtime.session_factory, runtime.settings, runtime.passwords)
-        with runtime.session_factory() as db:
-            token = issuer.issue(db, email, Actor(ip="127.0.0.1", user_agent="a11y test"))
+        yield runtime
     finally:
         runtime.close()
+
+
+def _account(db: Session, email: str) -> User:
+    user = db.scalar(select(User).where(User.email_normalized == email))
+    assert user is not None, f"no account {email}"
+    return user
+
+
+def _reset_token(env: dict[str, str], email: str) -> str:
+    """A reset link's token."""
+    with _server_runtime(env) as runtime, runtime.session_factory() as db:
+        issuer = ResetLinkIssuer(runtime.session_factory, runtime.settings, runtime.passwords)
+        token = issuer.issue(db, email, Actor(ip="127.0.0.1", user_agent="a11y test"))
     assert token, f"no account {email}"
     return token
 
 
 def _unlock_token(env: dict[str, str], email: str) -> str:
     """Lock the account as too many failed sign-ins do; the unlock link's token."""
-    runtime = Runtime(load_settings(environ=env))
-    try:
-        with runtime.session_factory() as db:
-            user = db.scalar(select(User).where(User.email_normalized == email))
-            assert user is not None, f"no account {email}"
-            token = LockoutService(db, runtime.store, runtime.settings).lock(
-                user, Actor(ip="127.0.0.1", user_agent="a11y test")
-            )
-            db.commit()
-    finally:
-        runtime.close()
+    with _server_runtime(env) as runtime, runtime.session_factory() as db:
+        token = LockoutService(db, runtime.store, runtime.settings).lock(
+            _account(db, email), Actor(ip="127.0.0.1", user_agent="a11y test")
+        )
+        db.commit()
     return token
 
 
 def _verification_token(env: dict[str, str], email: str) -> str:
-    """A sign-up's verification link token, issued the way the outbox worker does."""
-    runtime = Runtime(load_settings(environ=env))
-    try:
-        with runtime.session_factory() as db:
-            user = db.scalar(select(User).where(User.email_normalized == email))
-            assert user is not None, f"no account {email}"
-            service = EmailVerificationService(
-                db, runtime.settings, AccountService(db, runtime.passwords)
-            )
-            token = service.issue(user, email, VerificationPurpose.ACCOUNT)
-            db.commit()
-    finally:
-        runtime.close()
+    """A sign-up's verification link token."""
+    with _server_runtime(env) as runtime, runtime.session_factory() as db:
+        service = EmailVerificationService(
+            db, runtime.settings, AccountService(db, runtime.passwords)
+        )
+        token = service.issue(_account(db, email), email, VerificationPurpose.ACCOUNT)
+        db.commit()
     return token
 
 
@@ -367,11 +407,13 @@ def _sso_pages(browser: Browser, audit: Audit, site: Site, tag: str) -> None:
 
     existing = f"link.{tag}@{SSO_DOMAIN}"
     _user(site.env, existing, "Lina")
-    site.fake.add_user(TID, str(uuid.uuid4()), existing, existing, "Lina Tester",
-                       email_verified_domain_owner=True)
+    site.fake.add_user(
+        TID, str(uuid.uuid4()), existing, existing, "Lina Tester", email_verified_domain_owner=True
+    )
     newcomer = f"new.{tag}@{SSO_DOMAIN}"
-    site.fake.add_user(TID, str(uuid.uuid4()), newcomer, newcomer, "Nina Tester",
-                       email_verified_domain_owner=False)
+    site.fake.add_user(
+        TID, str(uuid.uuid4()), newcomer, newcomer, "Nina Tester", email_verified_domain_owner=False
+    )
 
     ctx = _context(browser, site, audit.combo)
     try:
@@ -510,16 +552,18 @@ def _organization_pages(page: Page, audit: Audit, site: Site, invitee: str) -> N
 def _relying_party_pages(page: Page, audit: Audit, site: Site) -> None:
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    query = urlencode({
-        "client_id": site.client_id,
-        "response_type": "code",
-        "scope": "openid profile email",
-        "redirect_uri": REDIRECT_URI,
-        "state": "a11y",
-        "nonce": "a11y",
-        "code_challenge": challenge.rstrip(b"=").decode(),
-        "code_challenge_method": "S256",
-    })
+    query = urlencode(
+        {
+            "client_id": site.client_id,
+            "response_type": "code",
+            "scope": "openid profile email",
+            "redirect_uri": REDIRECT_URI,
+            "state": "a11y",
+            "nonce": "a11y",
+            "code_challenge": challenge.rstrip(b"=").decode(),
+            "code_challenge_method": "S256",
+        }
+    )
     page.goto(f"/authorize?{query}")
     expect(page.get_by_role("heading", level=1)).to_be_visible()
     audit.check(page, "consent")
