@@ -7,7 +7,8 @@ from pathlib import Path
 from flask.testing import FlaskClient
 
 from idp import create_app
-from tests.conftest import make_settings
+from idp.runtime import Runtime
+from tests.conftest import empty_tables, make_settings
 from tests.services import free_port
 
 
@@ -24,16 +25,25 @@ def test_not_ready_when_the_store_is_unreachable(tmp_path: Path, database_url: s
             tmp_path, database_url=database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0"
         )
     )
-    response = app.test_client().get("/readyz")
-    assert response.status_code == 503
-    assert response.json == {"status": "not ready", "database": "ok", "store": "unreachable"}
-    # A page that needs the store answers 503 with a clear message, not a stack trace.
-    browser = app.test_client()
-    browser.set_cookie("idp_session", "a-session-token")
-    login = browser.get("/account")
-    assert login.status_code == 503
-    assert "temporarily unavailable" in login.get_data(as_text=True)
-    assert app.test_client().get("/healthz").status_code == 200
+    rt: Runtime = app.extensions["idp"]
+    try:
+        response = app.test_client().get("/readyz")
+        assert response.status_code == 503
+        assert response.json == {
+            "status": "not ready",
+            "database": "ok",
+            "store": "unreachable",
+        }
+        # A page that needs the store answers 503 with a clear message, not a stack trace.
+        browser = app.test_client()
+        browser.set_cookie("idp_session", "a-session-token")
+        login = browser.get("/account")
+        assert login.status_code == 503
+        assert "temporarily unavailable" in login.get_data(as_text=True)
+        assert app.test_client().get("/healthz").status_code == 200
+    finally:  # the signing keys this app made (with its own secret key) go with it
+        empty_tables(rt)
+        rt.close()
 
 
 def test_not_ready_when_the_database_is_unreachable(tmp_path: Path, redis_url: str) -> None:
