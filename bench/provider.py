@@ -144,7 +144,7 @@ def provision(settings: dict[str, str]) -> Credentials:
                 USER_EMAIL, "bench provider passphrase tulip", first_name="Bench", last_name="User"
             )
             issued = TokenService(db, keys, loaded).issue(
-                created.client,
+                created.client.client_id,
                 Principal(user=user, session_id=None, auth_time=int(time.time())),
                 USER_SCOPE,
                 grant_type="authorization_code",

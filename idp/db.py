@@ -6,11 +6,14 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Dialect, Engine, Select, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 
 def normalize_url(database_url: str) -> URL:
@@ -96,35 +99,76 @@ class HotSelect:
 
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
-        self._compiled: dict[str, _CompiledSelect] = {}
+        self._compiled: dict[str, _Compiled] = {}
 
     def one(self, connection: Connection, params: dict[str, Any]) -> tuple[Any, ...]:
         """The statement's one row as a tuple (the statement must always return one row)."""
-        dialect = connection.dialect
-        if dialect.name != "postgresql":
+        driver_connection = _driver_connection(connection)
+        if driver_connection is None:
             return tuple(connection.execute(self.statement, params).one())
-        compiled = self._compiled.get(dialect.name)
-        if compiled is None:
-            compiled = self._compiled[dialect.name] = _CompiledSelect(self.statement, dialect)
-        driver_connection = connection.connection.driver_connection
-        if driver_connection is None:  # invalidated: let SQLAlchemy reconnect or say why
-            return tuple(connection.execute(self.statement, params).one())
+        compiled = _compiled_for(self._compiled, self.statement, connection.dialect)
         try:
             with driver_connection.cursor() as cursor:
                 cursor.execute(compiled.sql, compiled.bind(params))
                 row = cursor.fetchone()
-        except dialect.loaded_dbapi.Error:
+        except connection.dialect.loaded_dbapi.Error:
             return tuple(connection.execute(self.statement, params).one())
         if row is None:  # the statement is written to return one row: let SQLAlchemy say so
             return tuple(connection.execute(self.statement, params).one())
         return compiled.result(row)
 
 
-class _CompiledSelect:
+class HotWrite:
+    """A data-modifying statement that returns nothing (the one-statement client-credentials
+    grant), run like :class:`HotSelect` on the psycopg cursor of an AUTOCOMMIT connection:
+    the statement is its own transaction, committed when it returns.
+
+    Only on a connection whose driver is in autocommit (the request's reader): on any other,
+    a statement run behind SQLAlchemy's back would open a transaction it does not know about,
+    so there (and on other databases) it is the usual ``execute``. A driver error runs the
+    statement again the usual way: in autocommit a failed statement wrote nothing, so the
+    second run fails the same way and SQLAlchemy reports it (an ``IntegrityError``, or an
+    ``OperationalError`` that invalidates a broken connection) as for every other write."""
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def execute(self, connection: Connection, params: dict[str, Any]) -> None:
+        driver_connection = _driver_connection(connection)
+        if driver_connection is None or not driver_connection.autocommit:
+            connection.execute(self.statement, params)
+            return
+        compiled = _compiled_for(self._compiled, self.statement, connection.dialect)
+        try:
+            with driver_connection.cursor() as cursor:
+                cursor.execute(compiled.sql, compiled.bind(params))
+        except connection.dialect.loaded_dbapi.Error:
+            connection.execute(self.statement, params)
+
+
+def _driver_connection(connection: Connection) -> Any:
+    """The psycopg connection under ``connection``, or None: not PostgreSQL, or invalidated
+    (SQLAlchemy then reconnects or says why)."""
+    if connection.dialect.name != "postgresql":
+        return None
+    return connection.connection.driver_connection
+
+
+def _compiled_for(
+    cache: dict[str, _Compiled], statement: Executable, dialect: Dialect
+) -> _Compiled:
+    compiled = cache.get(dialect.name)
+    if compiled is None:
+        compiled = cache[dialect.name] = _Compiled(statement, dialect)
+    return compiled
+
+
+class _Compiled:
     """A statement's SQL for one dialect and its columns' bind/result processors."""
 
-    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
+    def __init__(self, statement: Executable, dialect: Dialect) -> None:
+        compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=dialect))
         self.sql = str(compiled)
         self.defaults = dict(compiled.params)
         self.binders = {
@@ -132,9 +176,10 @@ class _CompiledSelect:
             for name, bind in compiled.binds.items()
             if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         }
+        selected = statement.selected_columns if isinstance(statement, Select) else ()
         self.readers = [
             column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in statement.selected_columns
+            for column in selected
         ]
 
     def bind(self, params: dict[str, Any]) -> dict[str, Any]:

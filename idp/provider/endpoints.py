@@ -30,7 +30,7 @@ from idp.provider.claims import claims_of, user_claims
 from idp.provider.clients import ID_TOKEN_ALGS, presented_client_id
 from idp.provider.consent import ConsentService
 from idp.provider.openapi import OPERATIONS, openapi_document
-from idp.provider.server import SCOPES_SUPPORTED
+from idp.provider.server import SCOPES_SUPPORTED, plain_client_credentials_request
 from idp.runtime import request_db, runtime
 from idp.security import csrf
 from idp.services import (
@@ -208,13 +208,20 @@ def consent() -> ResponseReturnValue:
 @bp.post("/token")
 @csrf.exempt
 def token() -> ResponseReturnValue:
+    """RFC 6749 §5 through authlib; a plain client-credentials grant by client_secret_basic
+    (the hot machine-to-machine case) is answered directly on the client row read with the
+    current signing kid, exactly as authlib would answer it (see ``grant_client_credentials``)."""
     if request.form.get("grant_type") == "client_credentials":
-        client_id = presented_client_id(
-            request.headers.get("Authorization"), request.form.get("client_id")
-        )
+        authorization = request.headers.get("Authorization")
+        client_id = presented_client_id(authorization, request.form.get("client_id"))
         if client_id:  # one round trip for the client's row and the current signing kid
             services = provider_services()
             services.tokens.prefetch_grant(client_id, services.clients)
+            scope = plain_client_credentials_request(request.args, request.form, request.url)
+            if scope is not None and services.clients.authenticates_by_basic(
+                client_id, authorization
+            ):
+                return authorization_server().grant_client_credentials(client_id, scope)
     return cast(Response, authorization_server().create_token_response())
 
 

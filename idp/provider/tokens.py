@@ -27,9 +27,8 @@ from joserfc.errors import JoseError
 from sqlalchemy import Connection, Table, and_, bindparam, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from idp.db import HotSelect
+from idp.db import HotSelect, HotWrite
 from idp.models import Event, User, utcnow
-from idp.models.clients import Client
 from idp.models.keys import SigningKey
 from idp.models.tokens import AccessToken, RefreshToken, TokenFamily
 from idp.provider.claims import ClaimValues, logo_organization_id_column
@@ -78,7 +77,7 @@ def _one_statement_grant() -> Any:
     return insert(events).values(values(events, "e_")).add_cte(family, token)
 
 
-_GRANT_IN_ONE_STATEMENT = _one_statement_grant()
+_GRANT_IN_ONE_STATEMENT = HotWrite(_one_statement_grant())
 _LIVE_STATUS = (
     select(
         AccessToken.revoked_at,
@@ -324,7 +323,7 @@ class TokenService:
 
     def issue(
         self,
-        client: Client,
+        client_id: str,
         principal: Principal | None,
         scope: str,
         *,
@@ -334,18 +333,15 @@ class TokenService:
         """The token response (RFC 6749 §5.1). The caller commits (or, for a pending
         client-credentials grant, calls :meth:`write_grant`)."""
         deferred = principal is None and self.one_statement_grants
-        if deferred:
-            family_id = str(uuid.uuid4())
-        else:
-            family_id = self._family(client.client_id, principal, scope)
+        family_id = str(uuid.uuid4()) if deferred else self._family(client_id, principal, scope)
         now = self.clock()
         expires = now + self.access_lifetime
         jti = uuid.uuid4().hex
         claims: dict[str, Any] = {
             "iss": self.issuer,
-            "sub": principal.user.id if principal else client.client_id,
-            "aud": client.client_id,
-            "client_id": client.client_id,
+            "sub": principal.user.id if principal else client_id,
+            "aud": client_id,
+            "client_id": client_id,
             "iat": int(now.timestamp()),
             "exp": int(expires.timestamp()),
             "jti": jti,
@@ -363,7 +359,7 @@ class TokenService:
         token_row = {"jti": jti, "family_id": family_id, "expires_at": expires, "revoked_at": None}
         if deferred:
             self.pending_grant = {
-                "family": _client_family_row(family_id, client.client_id, scope, now),
+                "family": _client_family_row(family_id, client_id, scope, now),
                 "token": token_row,
             }
         else:
@@ -399,7 +395,7 @@ class TokenService:
             params = {"e_occurred_at": self.clock(), **_prefixed("e_", event)}
             params.update(_prefixed("f_", pending["family"]))
             params.update(_prefixed("a_", pending["token"]))
-            self.reader().execute(_GRANT_IN_ONE_STATEMENT, params)
+            _GRANT_IN_ONE_STATEMENT.execute(self.reader(), params)
             return
         connection = self.db.connection()
         connection.execute(_INSERT_FAMILY, pending["family"])

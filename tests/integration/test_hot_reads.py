@@ -1,6 +1,8 @@
-"""The hot read path of introspection, userinfo and client authentication: single-row
-``SELECT``s on the driver (``HotSelect``), autocommit connections kept between requests
-(``ReaderPool``) and remembered signature checks of access tokens.
+"""The hot path of introspection, userinfo, client authentication and client-credentials
+grants: single-row ``SELECT``s and the grant's one-statement write on the driver
+(``HotSelect``, ``HotWrite``), autocommit connections kept between requests (``ReaderPool``),
+remembered signature checks of access tokens and the plain client-credentials grant answered
+without authlib's request machinery.
 
 Each is a shortcut around work SQLAlchemy or joserfc would do; these tests pin down that the
 answers are the same and that nothing a shortcut skips (type conversion, disconnect handling,
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,14 +21,18 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from joserfc import jwt
-from sqlalchemy import exc, text
+from sqlalchemy import exc, func, select, text
 from werkzeug.test import TestResponse
 
 from idp import db as idp_db
 from idp.db import HotSelect, ReaderPool
+from idp.events import EventTag
+from idp.models import Event
+from idp.models.tokens import AccessToken
 from idp.provider import tokens as token_module
 from idp.provider.clients import ClientService
 from idp.provider.keys import KeyService
+from idp.provider.server import IdpAuthorizationServer
 from idp.provider.tokens import Principal, TokenService
 from idp.runtime import Runtime
 from tests.helpers import create_user
@@ -43,7 +50,7 @@ def _issue(rt: Runtime, clock: Callable[[], datetime] | None = None) -> str:
         keys.ensure_keys()
         service = TokenService(db, keys, rt.settings, **({"clock": clock} if clock else {}))
         issued = service.issue(
-            ClientService(db).require(registered.client_id),
+            registered.client_id,
             Principal(user=user, session_id=None, auth_time=int(time.time())),
             "openid profile email",
             grant_type="authorization_code",
@@ -272,3 +279,248 @@ def test_introspection_authenticates_the_client_exactly_as_before(
     with runtime.session_factory() as db:
         ClientService(db).delete(a.client_id)
     refused(_basic(a.client_id, new_secret))
+
+
+# A plain client-credentials grant, answered without authlib's request machinery -----------
+
+
+def _grants(rt: Runtime) -> list[Event]:
+    with rt.session_factory() as db:
+        return list(
+            db.scalars(
+                select(Event).where(Event.action == str(EventTag.TOKEN_GRANTED)).order_by(Event.id)
+            )
+        )
+
+
+def _header_and_claims(rt: Runtime, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    with rt.session_factory() as db:
+        decoded = jwt.decode(token, KeyService.from_settings(db, rt.settings).verification_keyset())
+    return dict(decoded.header), dict(decoded.claims)
+
+
+@pytest.mark.parametrize("scope", ["", "email openid"])
+def test_a_plain_client_credentials_grant_is_answered_exactly_as_authlib_answers_it(
+    runtime: Runtime, client: FlaskClient, scope: str
+) -> None:
+    """client_secret_basic (the direct path) and client_secret_post (authlib's grant) give
+    the same response headers, the same fields, a token with the same header and claims (but
+    its own jti and times) and the same event; both tokens are live."""
+    batch = register_client(runtime, "Batch")
+    assert batch.client_secret
+    form = {"grant_type": "client_credentials", **({"scope": scope} if scope else {})}
+    direct = client.post("/token", data=form, headers=_basic(batch.client_id, batch.client_secret))
+    through_authlib = client.post(
+        "/token",
+        data={**form, "client_id": batch.client_id, "client_secret": batch.client_secret},
+    )
+
+    assert direct.status_code == through_authlib.status_code == 200, direct.text
+    for name in ("Content-Type", "Cache-Control", "Pragma"):
+        assert direct.headers[name] == through_authlib.headers[name], name
+    assert direct.headers["Cache-Control"] == "no-store"
+    ours, theirs = direct.json, through_authlib.json
+    assert ours is not None and theirs is not None
+    assert set(ours) == set(theirs) == {"token_type", "access_token", "expires_in", "scope"}
+    assert {k: ours[k] for k in ("token_type", "expires_in", "scope")} == {
+        k: theirs[k] for k in ("token_type", "expires_in", "scope")
+    }
+    assert ours["scope"] == scope
+    our_header, our_claims = _header_and_claims(runtime, ours["access_token"])
+    their_header, their_claims = _header_and_claims(runtime, theirs["access_token"])
+    assert our_header == their_header
+    assert set(our_claims) == set(their_claims)
+    varying = {"jti", "iat", "exp"}
+    assert {k: v for k, v in our_claims.items() if k not in varying} == {
+        k: v for k, v in their_claims.items() if k not in varying
+    }
+    assert our_claims["sub"] == our_claims["client_id"] == batch.client_id
+    assert our_claims["jti"] != their_claims["jti"]
+
+    first, second = _grants(runtime)
+    for event in (first, second):
+        assert event.product == batch.client_id and event.user_id is None
+        assert event.details == {"grant_type": "client_credentials", "scope": scope}
+        assert event.ip == first.ip and event.session_id is None
+    for token in (ours["access_token"], theirs["access_token"]):
+        live = _introspect(client, token, _basic(batch.client_id, batch.client_secret))
+        assert live.json is not None and live.json["active"] is True
+
+
+def test_only_a_plain_grant_by_basic_skips_authlib(
+    runtime: Runtime, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every other token request still goes through authlib: another way to authenticate, a
+    parameter the direct path does not know, a repeated one, one in the query string, a scope
+    the server does not support, a wrong secret."""
+    batch = register_client(runtime, "Batch")
+    secret = batch.client_secret
+    assert secret
+    calls: list[str] = []
+    original = IdpAuthorizationServer.create_token_response
+
+    def counted(self: IdpAuthorizationServer, request: Any = None) -> Any:
+        calls.append("authlib")
+        return original(self, request)
+
+    monkeypatch.setattr(IdpAuthorizationServer, "create_token_response", counted)
+    basic = _basic(batch.client_id, secret)
+    grant = {"grant_type": "client_credentials"}
+
+    assert client.post("/token", data=grant, headers=basic).status_code == 200
+    assert client.post("/token", data={**grant, "scope": "email"}, headers=basic).status_code == 200
+    # authlib reads a scope split on any whitespace: so does the direct path.
+    spaced = client.post("/token", data={**grant, "scope": "openid  email"}, headers=basic)
+    assert spaced.status_code == 200 and spaced.json is not None
+    assert spaced.json["scope"] == "openid  email"
+    assert calls == []
+
+    cases: list[tuple[str, dict[str, Any], dict[str, str], int]] = [
+        ("/token", {**grant, "client_id": batch.client_id, "client_secret": secret}, {}, 200),
+        ("/token", {**grant, "resource": "https://api.example"}, basic, 200),
+        ("/token", {"grant_type": ["client_credentials", "client_credentials"]}, basic, 200),
+        ("/token?scope=email", grant, basic, 200),
+        ("/token", {**grant, "scope": "email payroll"}, basic, 400),
+        ("/token", grant, _basic(batch.client_id, secret + "x"), 401),
+    ]
+    for path, form, headers, status in cases:
+        before = len(calls)
+        response = client.post(path, data=form, headers=headers)
+        assert response.status_code == status, (path, form, response.text)
+        assert len(calls) == before + 1, (path, form)
+    # Successes and refusals alike: one event per token, none for a refusal.
+    assert len(_grants(runtime)) == 3 + 4
+
+
+def test_client_credentials_refusals_stay_authlibs_and_write_nothing(
+    runtime: Runtime, client: FlaskClient
+) -> None:
+    batch = register_client(runtime, "Batch")
+    other = register_client(runtime, "Other")
+    public = register_client(runtime, "Public", public=True)
+    assert batch.client_secret and other.client_secret
+    grant = {"grant_type": "client_credentials"}
+
+    def refused(headers: dict[str, str], status: int, error: str, **form: str) -> None:
+        response = client.post("/token", data={**grant, **form}, headers=headers)
+        assert response.status_code == status, (headers, form, response.text)
+        assert response.json is not None and response.json["error"] == error
+        assert "access_token" not in response.json
+
+    refused(_basic(batch.client_id, batch.client_secret + "x"), 401, "invalid_client")
+    refused(_basic(batch.client_id, other.client_secret), 401, "invalid_client")
+    refused(_basic(batch.client_id, ""), 401, "invalid_client")
+    refused(_basic(public.client_id, "anything"), 401, "invalid_client")
+    refused(
+        {"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:x").decode()},
+        401,
+        "invalid_client",
+    )
+    refused(_basic("", batch.client_secret), 401, "invalid_client", client_id=batch.client_id)
+    refused(_basic(batch.client_id, batch.client_secret), 400, "invalid_scope", scope="payroll")
+    with runtime.session_factory() as db:
+        new_secret = ClientService(db).rotate_secret(batch.client_id)
+    refused(_basic(batch.client_id, batch.client_secret), 401, "invalid_client")
+    ok = client.post("/token", data=grant, headers=_basic(batch.client_id, new_secret))
+    assert ok.status_code == 200
+    with runtime.session_factory() as db:
+        ClientService(db).delete(batch.client_id)
+    refused(_basic(batch.client_id, new_secret), 401, "invalid_client")
+
+    assert len(_grants(runtime)) == 1
+    with runtime.session_factory() as db:
+        assert db.scalar(select(func.count()).select_from(AccessToken)) == 0  # deleted with it
+
+
+def _grant_params(client_id: str) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    family_id = str(uuid.uuid4())
+    family = token_module._client_family_row(family_id, client_id, "", now)
+    access = {
+        "jti": uuid.uuid4().hex,
+        "family_id": family_id,
+        "expires_at": now + timedelta(minutes=5),
+        "revoked_at": None,
+    }
+    event = {
+        "occurred_at": now,
+        "action": "oauth:token:grant",
+        "user_id": None,
+        "organization_id": None,
+        "product": client_id,
+        "ip": "127.0.0.1",
+        "device_id": None,
+        "session_id": None,
+        "details": {"grant_type": "client_credentials", "scope": ""},
+        "request_id": "",
+    }
+    return {
+        **token_module._prefixed("f_", family),
+        **token_module._prefixed("a_", access),
+        **token_module._prefixed("e_", event),
+    }
+
+
+def _count(rt: Runtime, table: Any) -> int:
+    with rt.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+@POSTGRESQL_ONLY
+def test_a_hot_write_commits_on_its_own_only_on_an_autocommit_connection(
+    runtime: Runtime,
+) -> None:
+    """On the autocommit reader the grant's statement is its own transaction; on a connection
+    in a transaction it stays in SQLAlchemy's hands (a rollback undoes it); a statement that
+    fails writes none of its rows and raises SQLAlchemy's error."""
+    batch = register_client(runtime, "Batch")
+    hot = token_module._GRANT_IN_ONE_STATEMENT
+    with runtime.engine.connect() as conn:
+        hot.execute(conn, _grant_params(batch.client_id))
+        conn.rollback()
+        assert _count(runtime, AccessToken) == _count(runtime, Event) == 0
+        hot.execute(conn, _grant_params(batch.client_id))
+        conn.commit()  # SQLAlchemy knows of the write: its commit keeps it
+    assert _count(runtime, AccessToken) == _count(runtime, Event) == 1
+
+    pool = ReaderPool(runtime.engine)
+    reader = pool.acquire()
+    params = _grant_params(batch.client_id)
+    hot.execute(reader, params)
+    assert _count(runtime, AccessToken) == _count(runtime, Event) == 2  # seen from elsewhere
+    with runtime.engine.connect() as conn:
+        stored = conn.execute(
+            select(Event.details, Event.occurred_at).where(Event.ip == "127.0.0.1")
+        ).all()[-1]
+    assert stored.details == params["e_details"] and stored.occurred_at == params["e_occurred_at"]
+
+    again = {**_grant_params(batch.client_id), "f_id": params["f_id"]}  # the family exists
+    with pytest.raises(exc.IntegrityError):
+        hot.execute(reader, again)
+    assert _count(runtime, AccessToken) == _count(runtime, Event) == 2
+    assert not reader.invalidated
+    hot.execute(reader, _grant_params(batch.client_id))  # the connection still works
+    assert _count(runtime, AccessToken) == 3
+    pool.release(reader)
+    pool.close()
+
+
+@POSTGRESQL_ONLY
+def test_a_hot_write_on_a_dead_connection_fails_like_any_write(runtime: Runtime) -> None:
+    batch = register_client(runtime, "Batch")
+    pool = ReaderPool(runtime.engine)
+    reader = pool.acquire()
+    pid = reader.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with runtime.engine.connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        admin.commit()
+    with pytest.raises(exc.OperationalError):
+        token_module._GRANT_IN_ONE_STATEMENT.execute(reader, _grant_params(batch.client_id))
+    assert reader.invalidated
+    pool.release(reader)
+    assert _count(runtime, AccessToken) == 0
+    fresh = pool.acquire()
+    token_module._GRANT_IN_ONE_STATEMENT.execute(fresh, _grant_params(batch.client_id))
+    assert _count(runtime, AccessToken) == 1
+    pool.release(fresh)
+    pool.close()

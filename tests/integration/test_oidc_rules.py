@@ -24,7 +24,6 @@ from sqlalchemy import update
 
 from idp.models import UserSession
 from idp.models.clients import Consent
-from idp.provider.clients import ClientService
 from idp.provider.keys import KeyService
 from idp.provider.tokens import Principal, TokenService
 from idp.runtime import Runtime
@@ -380,11 +379,10 @@ def _garbage_tokens(rp: RelyingParty, rt: Runtime, tokens: dict[str, Any]) -> di
     with rt.session_factory() as db:
         ours = KeyService.from_settings(db, rt.settings).signing_key("RS256")
         user = create_user(rt, "bob@example.com")
-        client = ClientService(db).require(rp.rp.client_id)
         long_ago = datetime.now(UTC) - timedelta(days=1)
         expired = TokenService(db, KeyService.from_settings(db, rt.settings), rt.settings,
                                clock=lambda: long_ago).issue(
-            client,
+            rp.rp.client_id,
             Principal(user=user, session_id=None, auth_time=int(long_ago.timestamp())),
             "openid profile",
             grant_type="authorization_code",
@@ -437,7 +435,7 @@ def test_a_token_that_is_only_expired_is_accepted_before_it_expires(live: Live) 
     user = create_user(rt, "bob@example.com")
     with rt.session_factory() as db:
         fresh = TokenService(db, KeyService.from_settings(db, rt.settings), rt.settings).issue(
-            ClientService(db).require(rp.rp.client_id),
+            rp.rp.client_id,
             Principal(user=user, session_id=None, auth_time=int(time.time())),
             "openid profile",
             grant_type="authorization_code",
