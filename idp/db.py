@@ -95,7 +95,10 @@ class HotSelect:
     (half of an introspection's CPU). psycopg prepares the statement server-side after a few
     runs (``prepare_threshold``). Any driver error makes the same statement run again the usual
     way, so a broken connection is invalidated and reported (``OperationalError``) exactly as
-    for every other query. On other databases it is the usual ``execute``."""
+    for every other query. On other databases, and on a connection in a transaction, it is the
+    usual ``execute``. A statement with data-modifying WITH parts (the client-credentials
+    grant) is fine on an autocommit connection: it is its own transaction, and when it fails
+    it wrote nothing, so running it again fails the same way."""
 
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
@@ -136,7 +139,7 @@ class HotWrite:
 
     def execute(self, connection: Connection, params: dict[str, Any]) -> None:
         driver_connection = _driver_connection(connection)
-        if driver_connection is None or not driver_connection.autocommit:
+        if driver_connection is None:
             connection.execute(self.statement, params)
             return
         compiled = _compiled_for(self._compiled, self.statement, connection.dialect)
@@ -148,11 +151,16 @@ class HotWrite:
 
 
 def _driver_connection(connection: Connection) -> Any:
-    """The psycopg connection under ``connection``, or None: not PostgreSQL, or invalidated
-    (SQLAlchemy then reconnects or says why)."""
+    """The psycopg connection under ``connection`` if it is in autocommit, else None: not
+    PostgreSQL, invalidated (SQLAlchemy then reconnects or says why), or in a transaction
+    (a statement run behind SQLAlchemy's back would open one SQLAlchemy does not know about:
+    its commit would not commit it)."""
     if connection.dialect.name != "postgresql":
         return None
-    return connection.connection.driver_connection
+    driver_connection = connection.connection.driver_connection
+    if driver_connection is None or not driver_connection.autocommit:
+        return None
+    return driver_connection
 
 
 def _compiled_for(

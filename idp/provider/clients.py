@@ -44,7 +44,8 @@ def new_client_id() -> str:
     return "".join(secrets.choice(_ALPHANUMERIC) for _ in range(24))
 
 
-def _secret_hash(secret: str) -> str:
+def secret_digest(secret: str) -> str:
+    """What is stored of a client secret: its SHA-256, hex (the secret is 256 random bits)."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -52,7 +53,7 @@ def secret_matches(secret: str, stored_hash: str | None) -> bool:
     """Whether ``secret`` is the client secret whose SHA-256 is stored (constant time)."""
     if stored_hash is None:
         return False
-    return hmac.compare_digest(_secret_hash(secret), stored_hash)
+    return hmac.compare_digest(secret_digest(secret), stored_hash)
 
 
 def validate_redirect_uri(uri: str, label: str = "redirect URI") -> str:
@@ -164,12 +165,10 @@ class ClientService:
         the caller lets authlib authenticate as usual: every refusal and its error response
         stay authlib's."""
         columns = self._read.get(client_id)
-        if not columns or columns["public"] or malformed_basic_credentials(authorization):
+        if not columns or columns["public"]:
             return False
-        presented_id, secret = extract_basic_authorization({"Authorization": authorization})
-        if presented_id != client_id or not secret:
-            return False
-        return secret_matches(secret, columns["secret_hash"])
+        secret = basic_secret(client_id, authorization)
+        return secret is not None and secret_matches(secret, columns["secret_hash"])
 
     def get(self, client_id: str) -> Client | None:
         if not client_id or len(client_id) > 64:
@@ -236,7 +235,7 @@ class ClientService:
         client = Client(
             client_id=new_client_id(),
             name=name,
-            secret_hash=_secret_hash(secret) if secret else None,
+            secret_hash=secret_digest(secret) if secret else None,
             public=public,
             first_party=first_party,
             redirect_uris=uris,
@@ -255,7 +254,7 @@ class ClientService:
         if client.public:
             raise ClientError("a public client has no secret")
         secret = secrets.token_urlsafe(32)
-        client.secret_hash = _secret_hash(secret)
+        client.secret_hash = secret_digest(secret)
         client.secret_rotated_at = utcnow()
         self.db.commit()
         return secret
@@ -284,6 +283,18 @@ def malformed_basic_credentials(authorization: str | None) -> bool:
     except ValueError:  # not ASCII, or not UTF-8 once decoded
         return True
     return False
+
+
+def basic_secret(client_id: str, authorization: str | None) -> str | None:
+    """The secret ``authorization`` presents for ``client_id`` with HTTP Basic (RFC 6749
+    §2.3.1, read the way authlib reads it), or None: no readable Basic credentials, another
+    client id, or an empty secret. Nothing is authenticated here."""
+    if malformed_basic_credentials(authorization):
+        return None
+    presented_id, secret = extract_basic_authorization({"Authorization": authorization})
+    if presented_id != client_id or not secret:
+        return None
+    return str(secret)
 
 
 def presented_client_id(authorization: str | None, form_client_id: str | None) -> str | None:

@@ -209,19 +209,22 @@ def consent() -> ResponseReturnValue:
 @csrf.exempt
 def token() -> ResponseReturnValue:
     """RFC 6749 §5 through authlib; a plain client-credentials grant by client_secret_basic
-    (the hot machine-to-machine case) is answered directly on the client row read with the
-    current signing kid, exactly as authlib would answer it (see ``grant_client_credentials``)."""
+    (the hot machine-to-machine case) is answered directly, exactly as authlib would answer
+    it (see ``grant_client_credentials``)."""
     if request.form.get("grant_type") == "client_credentials":
         authorization = request.headers.get("Authorization")
         client_id = presented_client_id(authorization, request.form.get("client_id"))
-        if client_id:  # one round trip for the client's row and the current signing kid
-            services = provider_services()
-            services.tokens.prefetch_grant(client_id, services.clients)
+        if client_id:
             scope = plain_client_credentials_request(request.args, request.form, request.url)
-            if scope is not None and services.clients.authenticates_by_basic(
-                client_id, authorization
-            ):
-                return authorization_server().grant_client_credentials(client_id, scope)
+            if scope is not None:
+                granted = authorization_server().grant_client_credentials(
+                    client_id, authorization, scope
+                )
+                if granted is not None:
+                    return granted
+            else:  # one round trip for the client's row and the current signing kid
+                services = provider_services()
+                services.tokens.prefetch_grant(client_id, services.clients)
     return cast(Response, authorization_server().create_token_response())
 
 

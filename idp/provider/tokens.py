@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import Connection, Table, and_, bindparam, insert, literal, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from idp.db import HotSelect, HotWrite
@@ -32,7 +32,7 @@ from idp.models import Event, User, utcnow
 from idp.models.keys import SigningKey
 from idp.models.tokens import AccessToken, RefreshToken, TokenFamily
 from idp.provider.claims import ClaimValues, logo_organization_id_column
-from idp.provider.clients import CLIENTS, ClientService
+from idp.provider.clients import CLIENTS, ClientService, secret_digest
 from idp.provider.keys import CURRENT_KID, PUBLISHED_AT_CUTOFF, KeyService, SigningJWK
 from idp.settings import Settings
 
@@ -78,6 +78,67 @@ def _one_statement_grant() -> Any:
 
 
 _GRANT_IN_ONE_STATEMENT = HotWrite(_one_statement_grant())
+
+
+def _authenticated_grant() -> Any:
+    """PostgreSQL only: a client-credentials grant by a client authenticated with its secret,
+    in ONE round trip (RFC 6749 §4.4, §2.3.1). The statement
+
+    - finds the client by id and the SHA-256 of the presented secret (a lookup by digest, as
+      for refresh tokens, RFC 6819 §5.1.4.1.3), confidential clients only (public clients
+      have no secret and may not use this grant);
+    - only then, and only while an RS256 key is current, inserts the grant's token family,
+      access token and ``oauth:token:grant`` event (data-modifying WITH parts, each feeding
+      the next, so all three are written or none);
+    - returns one row: how many events it wrote (1 or 0) and the current kid, which then
+      signs the token (the signature is not stored, so it is made after the write).
+
+    Run in autocommit, the statement is its own transaction. Parameters: ``client_id``,
+    ``secret_hash``, ``alg``, ``f_<column>``, ``a_<column>``, ``e_<column>``."""
+    families = cast(Table, TokenFamily.__table__)
+    tokens = cast(Table, AccessToken.__table__)
+    events = cast(Table, Event.__table__)
+    current_kid = CURRENT_KID.scalar_subquery()
+
+    def columns(table: Table, prefix: str) -> tuple[list[str], list[Any]]:
+        names = [c.name for c in table.c if not (table is events and c.name == "id")]
+        return names, [bindparam(prefix + n, type_=table.c[n].type) for n in names]
+
+    client = (
+        select(CLIENTS.c.client_id)
+        .where(
+            CLIENTS.c.client_id == bindparam("client_id"),
+            CLIENTS.c.secret_hash == bindparam("secret_hash"),
+            CLIENTS.c.public.is_(False),
+        )
+        .cte("authenticated_client")
+    )
+    names, values = columns(families, "f_")
+    family = (
+        insert(families)
+        .from_select(names, select(*values).select_from(client).where(current_kid.is_not(None)))
+        .returning(families.c.id)
+        .cte("new_family")
+    )
+    names, values = columns(tokens, "a_")
+    token = (
+        insert(tokens)
+        .from_select(names, select(*values).select_from(family))
+        .returning(tokens.c.jti)
+        .cte("new_token")
+    )
+    names, values = columns(events, "e_")
+    event = (
+        insert(events)
+        .from_select(names, select(*values).select_from(token))
+        .returning(events.c.id)
+        .cte("new_event")
+    )
+    written = select(func.count()).select_from(event).scalar_subquery()
+    return select(written, current_kid).add_cte(client, family, token, event)
+
+
+_HOT_AUTHENTICATED_GRANT = HotSelect(_authenticated_grant())
 _LIVE_STATUS = (
     select(
         AccessToken.revoked_at,
@@ -213,6 +274,10 @@ def _client_family_row(family_id: str, client_id: str, scope: str, now: datetime
     }
 
 
+def _access_token_row(jti: str, family_id: str, expires: datetime) -> dict[str, Any]:
+    return {"jti": jti, "family_id": family_id, "expires_at": expires, "revoked_at": None}
+
+
 def _prefixed(prefix: str, row: dict[str, Any]) -> dict[str, Any]:
     return {prefix + name: value for name, value in row.items()}
 
@@ -337,6 +402,39 @@ class TokenService:
         now = self.clock()
         expires = now + self.access_lifetime
         jti = uuid.uuid4().hex
+        response = self._access_token_response(client_id, principal, scope, jti, now, expires)
+        token_row = _access_token_row(jti, family_id, expires)
+        if deferred:
+            self.pending_grant = {
+                "family": _client_family_row(family_id, client_id, scope, now),
+                "token": token_row,
+            }
+        else:
+            self.db.connection().execute(_INSERT_ACCESS_TOKEN, token_row)
+        if include_refresh_token and principal is not None and "offline_access" in scope.split():
+            refresh = secrets.token_urlsafe(32)
+            self.db.add(
+                RefreshToken(
+                    token_hash=token_digest(refresh),
+                    family_id=family_id,
+                    scope=scope,
+                    created_at=now,
+                    expires_at=now + self.refresh_lifetime,
+                )
+            )
+            response["refresh_token"] = refresh
+        return response
+
+    def _access_token_response(
+        self,
+        client_id: str,
+        principal: Principal | None,
+        scope: str,
+        jti: str,
+        now: datetime,
+        expires: datetime,
+    ) -> dict[str, Any]:
+        """RFC 6749 §5.1 with an RFC 9068 access token signed by the current RS256 key."""
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": principal.user.id if principal else client_id,
@@ -356,33 +454,43 @@ class TokenService:
         access_token = jwt.encode(
             {"alg": SIGNING_ALG, "typ": ACCESS_TOKEN_TYPE, "kid": key.kid}, claims, key
         )
-        token_row = {"jti": jti, "family_id": family_id, "expires_at": expires, "revoked_at": None}
-        if deferred:
-            self.pending_grant = {
-                "family": _client_family_row(family_id, client_id, scope, now),
-                "token": token_row,
-            }
-        else:
-            self.db.connection().execute(_INSERT_ACCESS_TOKEN, token_row)
-        response: dict[str, Any] = {
+        return {
             "token_type": "Bearer",
             "access_token": access_token,
             "expires_in": int(self.access_lifetime.total_seconds()),
             "scope": scope,
         }
-        if include_refresh_token and principal is not None and "offline_access" in scope.split():
-            refresh = secrets.token_urlsafe(32)
-            self.db.add(
-                RefreshToken(
-                    token_hash=token_digest(refresh),
-                    family_id=family_id,
-                    scope=scope,
-                    created_at=now,
-                    expires_at=now + self.refresh_lifetime,
-                )
-            )
-            response["refresh_token"] = refresh
-        return response
+
+    def grant_authenticated(
+        self, client_id: str, secret: str, scope: str, event: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A client-credentials grant (RFC 6749 §4.4) for ``client_id`` presenting ``secret``,
+        written with ``event`` (:func:`idp.events.event_values`) in one round trip
+        (:func:`_authenticated_grant`, PostgreSQL with one-statement grants only), then signed.
+
+        Returns the token response, or None when nothing was written: the client is unknown,
+        public or presented another secret, or no key is current. The caller then goes the
+        usual way (reading the client, authlib), which refuses with the right error."""
+        if not self.one_statement_grants:
+            return None
+        now = self.clock()
+        expires = now + self.access_lifetime
+        jti = uuid.uuid4().hex
+        family_id = str(uuid.uuid4())
+        params = {
+            "client_id": client_id,
+            "secret_hash": secret_digest(secret),
+            "alg": SIGNING_ALG,
+            "e_occurred_at": now,
+            **_prefixed("e_", event),
+            **_prefixed("f_", _client_family_row(family_id, client_id, scope, now)),
+            **_prefixed("a_", _access_token_row(jti, family_id, expires)),
+        }
+        written, kid = _HOT_AUTHENTICATED_GRANT.one(self.reader(), params)
+        if not written or kid is None:
+            return None
+        self.keys.remember_current_kid(SIGNING_ALG, kid)
+        return self._access_token_response(client_id, None, scope, jti, now, expires)
 
     def write_grant(self, event: dict[str, Any]) -> None:
         """Write the pending client-credentials grant: its family, its access token and

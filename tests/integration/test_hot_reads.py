@@ -21,13 +21,14 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from joserfc import jwt
-from sqlalchemy import exc, func, select, text
+from sqlalchemy import exc, func, select, text, update
 from werkzeug.test import TestResponse
 
 from idp import db as idp_db
 from idp.db import HotSelect, ReaderPool
 from idp.events import EventTag
 from idp.models import Event
+from idp.models.keys import SigningKey
 from idp.models.tokens import AccessToken
 from idp.provider import tokens as token_module
 from idp.provider.clients import ClientService
@@ -524,3 +525,112 @@ def test_a_hot_write_on_a_dead_connection_fails_like_any_write(runtime: Runtime)
     assert _count(runtime, AccessToken) == 1
     pool.release(fresh)
     pool.close()
+
+
+def _service(rt: Runtime, db: Any, reader: Any) -> TokenService:
+    return TokenService(
+        db,
+        KeyService.from_settings(db, rt.settings),
+        rt.settings,
+        reader=lambda: reader,
+        one_statement_grants=rt.engine.dialect.name == "postgresql",
+    )
+
+
+def _grant_event(client_id: str) -> dict[str, Any]:
+    return {
+        "action": "oauth:token:grant",
+        "user_id": None,
+        "organization_id": None,
+        "product": client_id,
+        "ip": "127.0.0.1",
+        "device_id": None,
+        "session_id": None,
+        "details": {"grant_type": "client_credentials", "scope": ""},
+        "request_id": "",
+    }
+
+
+@POSTGRESQL_ONLY
+def test_a_grant_in_one_round_trip_writes_only_for_the_right_secret_of_a_confidential_client(
+    runtime: Runtime,
+) -> None:
+    """The secret is checked by the statement that writes: a wrong secret, another client's
+    secret, a public client, an unknown client or no current key write nothing and return
+    None (the request then goes the usual way, which refuses); the right secret writes the
+    family, the token and the event and signs with the key current at that moment."""
+    batch = register_client(runtime, "Batch")
+    other = register_client(runtime, "Other")
+    public = register_client(runtime, "Public", public=True)
+    assert batch.client_secret and other.client_secret
+    with runtime.session_factory() as db, runtime.engine.connect() as conn:
+        tokens = _service(runtime, db, conn.execution_options(isolation_level="AUTOCOMMIT"))
+        for client_id, secret in [
+            (batch.client_id, batch.client_secret + "x"),
+            (batch.client_id, other.client_secret),
+            (public.client_id, ""),
+            (public.client_id, "anything"),
+            ("no-such-client", batch.client_secret),
+        ]:
+            event = _grant_event(client_id)
+            assert tokens.grant_authenticated(client_id, secret, "", event) is None
+        assert _count(runtime, AccessToken) == _count(runtime, Event) == 0
+
+        granted = tokens.grant_authenticated(
+            batch.client_id, batch.client_secret, "", _grant_event(batch.client_id)
+        )
+        assert granted is not None and set(granted) == {
+            "token_type", "access_token", "expires_in", "scope"
+        }
+        assert _count(runtime, AccessToken) == _count(runtime, Event) == 1
+        header, claims = _header_and_claims(runtime, granted["access_token"])
+        keys = KeyService.from_settings(db, runtime.settings)
+        assert header["kid"] == keys.current_kid("RS256")
+        assert claims["sub"] == batch.client_id
+
+        keys.rotate("RS256")
+        rotated = tokens.grant_authenticated(
+            batch.client_id, batch.client_secret, "", _grant_event(batch.client_id)
+        )
+        assert rotated is not None
+        assert _header_and_claims(runtime, rotated["access_token"])[0]["kid"] == keys.current_kid(
+            "RS256"
+        ) != header["kid"]
+
+        with runtime.engine.begin() as conn:  # no current key: nothing can be signed
+            conn.execute(update(SigningKey).values(retired_at=datetime.now(UTC)))
+        none = tokens.grant_authenticated(
+            batch.client_id, batch.client_secret, "", _grant_event(batch.client_id)
+        )
+        assert none is None
+        assert _count(runtime, AccessToken) == _count(runtime, Event) == 2
+
+
+def test_a_plain_grant_reads_the_client_only_where_one_round_trip_cannot_do_it(
+    runtime: Runtime, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the right secret needs no separate read of the client; a wrong one falls
+    back to reading it (and authlib refuses). On SQLite the client is always read first."""
+    batch = register_client(runtime, "Batch")
+    assert batch.client_secret
+    reads: list[str] = []
+    original = TokenService.prefetch_grant
+
+    def counted(self: TokenService, client_id: str, clients: ClientService) -> None:
+        reads.append(client_id)
+        original(self, client_id, clients)
+
+    monkeypatch.setattr(TokenService, "prefetch_grant", counted)
+    grant = {"grant_type": "client_credentials"}
+    ok = client.post("/token", data=grant, headers=_basic(batch.client_id, batch.client_secret))
+    assert ok.status_code == 200
+    one_round_trip = runtime.engine.dialect.name == "postgresql"
+    assert reads == ([] if one_round_trip else [batch.client_id])
+    reads.clear()
+    wrong = client.post(
+        "/token", data=grant, headers=_basic(batch.client_id, batch.client_secret + "x")
+    )
+    assert wrong.status_code == 401 and wrong.json is not None
+    assert wrong.json["error"] == "invalid_client"
+    assert reads == [batch.client_id]
+    assert len(_grants(runtime)) == 1
