@@ -100,9 +100,13 @@ def _authenticated_grant() -> Any:
     events = cast(Table, Event.__table__)
     current_kid = CURRENT_KID.scalar_subquery()
 
-    def columns(table: Table, prefix: str) -> tuple[list[str], list[Any]]:
+    def insert_from(table: Table, prefix: str, source: Any, name: str, *where: Any) -> Any:
+        """``INSERT INTO table SELECT <the prefixed parameters> FROM source [WHERE ...]
+        RETURNING <its first key column>``, as a CTE: one row written per row of ``source``."""
         names = [c.name for c in table.c if not (table is events and c.name == "id")]
-        return names, [bindparam(prefix + n, type_=table.c[n].type) for n in names]
+        values = [bindparam(prefix + n, type_=table.c[n].type) for n in names]
+        rows = select(*values).select_from(source).where(*where)
+        return insert(table).from_select(names, rows).returning(table.c[0]).cte(name)
 
     client = (
         select(CLIENTS.c.client_id)
@@ -113,27 +117,9 @@ def _authenticated_grant() -> Any:
         )
         .cte("authenticated_client")
     )
-    names, values = columns(families, "f_")
-    family = (
-        insert(families)
-        .from_select(names, select(*values).select_from(client).where(current_kid.is_not(None)))
-        .returning(families.c.id)
-        .cte("new_family")
-    )
-    names, values = columns(tokens, "a_")
-    token = (
-        insert(tokens)
-        .from_select(names, select(*values).select_from(family))
-        .returning(tokens.c.jti)
-        .cte("new_token")
-    )
-    names, values = columns(events, "e_")
-    event = (
-        insert(events)
-        .from_select(names, select(*values).select_from(token))
-        .returning(events.c.id)
-        .cte("new_event")
-    )
+    family = insert_from(families, "f_", client, "new_family", current_kid.is_not(None))
+    token = insert_from(tokens, "a_", family, "new_token")
+    event = insert_from(events, "e_", token, "new_event")
     written = select(func.count()).select_from(event).scalar_subquery()
     return select(written, current_kid).add_cte(client, family, token, event)
 

@@ -443,18 +443,7 @@ def _grant_params(client_id: str) -> dict[str, Any]:
         "expires_at": now + timedelta(minutes=5),
         "revoked_at": None,
     }
-    event = {
-        "occurred_at": now,
-        "action": "oauth:token:grant",
-        "user_id": None,
-        "organization_id": None,
-        "product": client_id,
-        "ip": "127.0.0.1",
-        "device_id": None,
-        "session_id": None,
-        "details": {"grant_type": "client_credentials", "scope": ""},
-        "request_id": "",
-    }
+    event = {"occurred_at": now, **_grant_event(client_id)}
     return {
         **token_module._prefixed("f_", family),
         **token_module._prefixed("a_", access),
