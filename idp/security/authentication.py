@@ -292,8 +292,7 @@ class AuthenticationService:
             session_id=started.session.id,
             details={**(details or {"method": "password"}), "amr": amr.split()},
         )
-        device = self.db.get(Device, started.session.device_id)
-        assert device is not None
+        device = started.device
         self.c.observer.on_sign_in_success(user, device, started.new_device, client.ip, "account")
         self.db.commit()
         self.sessions.cache(started.token, started.session)
