@@ -125,15 +125,19 @@ class AuthenticationService:
 
     # Password step -------------------------------------------------------------------------
     def _rate_limit(self, ip: str) -> None:
-        self.c.limiter.check(
-            self.store.key("rl", "login", "ip", ip),
-            self.settings.login_attempts_per_ip_per_minute,
-            60,
-        )
-        self.c.limiter.check(
-            self.store.key("rl", "login", "global"),
-            self.settings.login_attempts_global_per_minute,
-            60,
+        self.c.limiter.check_all(
+            [
+                (
+                    self.store.key("rl", "login", "ip", ip),
+                    self.settings.login_attempts_per_ip_per_minute,
+                    60,
+                ),
+                (
+                    self.store.key("rl", "login", "global"),
+                    self.settings.login_attempts_global_per_minute,
+                    60,
+                ),
+            ]
         )
 
     def _fail(self, user: User | None, client: ClientInfo, reason: str) -> InvalidCredentials:
