@@ -145,7 +145,7 @@ class AuthenticationService:
             self.db,
             EventTag.LOGIN_FAILURE,
             user_id=user.id if user else None,
-            organization_id=self.accounts.primary_organization_id(user.id) if user else None,
+            organization_id=self.accounts.primary_organization_of(user) if user else None,
             actor=Actor(ip=client.ip, user_agent=client.user_agent),
             details={"reason": reason, "user_agent": client.user_agent[:200]},
         )
@@ -196,7 +196,7 @@ class AuthenticationService:
             self.db,
             EventTag.LOGIN_FAILURE,
             user_id=user.id,
-            organization_id=self.accounts.primary_organization_id(user.id),
+            organization_id=self.accounts.primary_organization_of(user),
             actor=Actor(ip=client.ip, user_agent=client.user_agent),
             details={"reason": "email_unverified", "user_agent": client.user_agent[:200]},
         )
@@ -252,7 +252,7 @@ class AuthenticationService:
                 self.db,
                 EventTag.SECOND_FACTOR_FAILURE,
                 user_id=user.id,
-                organization_id=self.accounts.primary_organization_id(user.id),
+                organization_id=self.accounts.primary_organization_of(user),
                 actor=Actor(ip=client.ip, user_agent=client.user_agent),
             )
             self.db.commit()
@@ -290,7 +290,7 @@ class AuthenticationService:
             self.db,
             tag,
             user_id=user.id,
-            organization_id=self.accounts.primary_organization_id(user.id),
+            organization_id=self.accounts.primary_organization_of(user),
             actor=Actor(ip=client.ip, user_agent=client.user_agent),
             device_id=started.session.device_id,
             session_id=started.session.id,
