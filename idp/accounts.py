@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
+from sqlalchemy.orm.attributes import set_committed_value
 
 from idp.events import EventTag, record_event
 from idp.models import Membership, Organization, Role, User
@@ -21,6 +22,36 @@ _EMAIL = re.compile(
 
 class AccountError(ValueError):
     """A request about accounts that cannot be carried out; the message is for its author."""
+
+
+def load_memberships(db: Session, user: User) -> list[Membership]:
+    """All of ``user``'s memberships with their organizations, oldest first, in one query, kept
+    as the user's ``memberships`` collection unless that was loaded already.
+
+    A sign-in reads the memberships twice (the organizations' lockout floor, then the
+    organization its events are filed under) and the account page twice (the header's current
+    organization, then the list of organizations); with the collection kept on the user, the
+    second read and the organization of each membership cost no query."""
+    memberships = list(
+        db.scalars(
+            select(Membership)
+            .join(Membership.organization)
+            .options(contains_eager(Membership.organization))
+            .where(Membership.user_id == user.id)
+            .order_by(Membership.created_at, Membership.id)
+        )
+    )
+    if "memberships" in inspect(user).unloaded:
+        set_committed_value(user, "memberships", memberships)
+    return memberships
+
+
+def memberships_of(db: Session, user: User) -> list[Membership]:
+    """``user``'s memberships, oldest first: the collection already loaded on the user (what
+    ``user.memberships`` shows in this request), else :func:`load_memberships`."""
+    if "memberships" in inspect(user).unloaded:
+        return load_memberships(db, user)
+    return sorted(user.memberships, key=lambda m: m.created_at)
 
 
 def normalize_email(email: str) -> str:
@@ -122,6 +153,12 @@ class AccountService:
             .order_by(Membership.created_at)
             .limit(1)
         )
+
+    def primary_organization_of(self, user: User) -> str | None:
+        """:meth:`primary_organization_id` for a loaded user, from its memberships (no query
+        when a sign-in's lockout check has read them already)."""
+        memberships = memberships_of(self.db, user)
+        return memberships[0].organization_id if memberships else None
 
     def _commit(self, conflict_message: str) -> None:
         try:

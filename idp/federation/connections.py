@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, literal, select
 from sqlalchemy.orm import Session
 
+from idp.db import HotSelect
 from idp.federation.credentials import (
     ClientCertificate,
     ClientSecret,
@@ -33,6 +34,16 @@ SECRET_PURPOSE = b"idp sso secrets"
 class SsoConnectionError(LocalizedError):
     """A connection cannot be saved; the message (one line) is for the administrator
     (English in the ``idp`` command, :meth:`translated` on a page)."""
+
+
+# Whether a domain's connection enforces SSO: one row always (NULL for a domain without a
+# connection), so the password form's check before every sign-in runs as a HotSelect.
+_ENFORCES_SSO = HotSelect(
+    select(SsoConnection.enforce_sso)
+    .select_from(select(literal(1)).subquery())
+    .outerjoin(SsoDomain, SsoDomain.domain == bindparam("domain"))
+    .outerjoin(SsoConnection, SsoConnection.id == SsoDomain.connection_id)
+)
 
 
 def secret_box(secret_key: str) -> SecretBox:
@@ -71,6 +82,14 @@ class ConnectionService:
             return None
         row = self.db.get(SsoDomain, name)
         return row.connection if row is not None else None
+
+    def enforces_sso(self, email: str) -> bool:
+        """Whether this email's domain must sign in with SSO (identifier-first login). Asked
+        before every password sign-in, so it reads one column without loading the rows."""
+        domain = email_domain(email)
+        if domain is None:
+            return False
+        return bool(_ENFORCES_SSO.one(self.db.connection(), {"domain": domain})[0])
 
     def for_email(self, email: str) -> SsoConnection | None:
         domain = email_domain(email)

@@ -134,11 +134,6 @@ class SsoSignInService:
         self.confirmation = confirmation or EmailCodeConfirmation(db, store)
 
     # The request -------------------------------------------------------------------------
-    def enforced_for(self, email: str) -> bool:
-        """Whether this email's domain must sign in with SSO (identifier-first login)."""
-        connection = self.connections.for_email(email)
-        return connection is not None and connection.enforce_sso
-
     def start(
         self,
         email: str,

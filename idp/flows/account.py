@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from idp.models import Device, User
@@ -24,10 +25,15 @@ def overview() -> Response | str:
     if active is None:
         return redirect(url_for("login.login_form", next=request.full_path.rstrip("?")), 303)
     db = request_db()
-    user = db.get(User, active.user_id)
-    device = db.get(Device, active.device_id)
-    if user is None:  # deleted while signed in
+    # The user and the session's device in one round trip (the device may be gone: None).
+    found = db.execute(
+        select(User, Device)
+        .outerjoin(Device, Device.id == active.device_id)
+        .where(User.id == active.user_id)
+    ).first()
+    if found is None:  # deleted while signed in
         return redirect(url_for("login.login_form"), 303)
+    user, device = found
     consents = ConsentService(db).list_for_user(user.id)
     return render_template(
         "account/overview.html", user=user, device=device, active=active, consents=consents

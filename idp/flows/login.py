@@ -29,6 +29,7 @@ from idp.security.redirects import safe_next
 from idp.services import (
     authentication_service,
     client_info,
+    connection_service,
     current_session,
     session_service,
     sso_service,
@@ -108,8 +109,7 @@ def _enforced_sso(email: str, target: str) -> Response | None:
     Entra ID tenant; no password is checked (nor locked out) for it."""
     from idp.federation.signin import SsoFailure
 
-    service = sso_service()
-    if not service.enforced_for(email):
+    if not connection_service().enforces_sso(email):
         return None
     from idp.flows.sso import redirect_to_entra
 

@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from idp.accounts import AccountService
+from idp.accounts import AccountService, load_memberships
 from idp.events import Actor, EventTag, record_event
 from idp.models import Event, Membership, Organization, Role, StoredImage, User
 from idp.organizations.policy import Action, allows, needs_owner
@@ -129,16 +129,14 @@ class OrganizationService:
 
     def current(self, user: User) -> tuple[Organization, Role] | None:
         """The organization the user works in: the one chosen last, else the oldest."""
-        rows = self.db.execute(
-            select(Organization, Membership.role)
-            .join(Membership, Membership.organization_id == Organization.id)
-            .where(Membership.user_id == user.id)
-            .order_by(Membership.created_at)
-        ).all()
-        for org, role in rows:
-            if org.id == user.current_organization_id:
-                return org, role
-        return (rows[0][0], rows[0][1]) if rows else None
+        # Read afresh (a membership may have been added in this request), and kept on the
+        # user: the account page lists the same memberships below the header.
+        memberships = load_memberships(self.db, user)
+        for membership in memberships:
+            if membership.organization_id == user.current_organization_id:
+                return membership.organization, membership.role
+        first = memberships[0] if memberships else None
+        return (first.organization, first.role) if first else None
 
     def members(self, org_id: str) -> list[MemberRow]:
         """Every member, owners first, then admins, then members, each by name."""

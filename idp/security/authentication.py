@@ -125,15 +125,19 @@ class AuthenticationService:
 
     # Password step -------------------------------------------------------------------------
     def _rate_limit(self, ip: str) -> None:
-        self.c.limiter.check(
-            self.store.key("rl", "login", "ip", ip),
-            self.settings.login_attempts_per_ip_per_minute,
-            60,
-        )
-        self.c.limiter.check(
-            self.store.key("rl", "login", "global"),
-            self.settings.login_attempts_global_per_minute,
-            60,
+        self.c.limiter.check_all(
+            [
+                (
+                    self.store.key("rl", "login", "ip", ip),
+                    self.settings.login_attempts_per_ip_per_minute,
+                    60,
+                ),
+                (
+                    self.store.key("rl", "login", "global"),
+                    self.settings.login_attempts_global_per_minute,
+                    60,
+                ),
+            ]
         )
 
     def _fail(self, user: User | None, client: ClientInfo, reason: str) -> InvalidCredentials:
@@ -141,7 +145,7 @@ class AuthenticationService:
             self.db,
             EventTag.LOGIN_FAILURE,
             user_id=user.id if user else None,
-            organization_id=self.accounts.primary_organization_id(user.id) if user else None,
+            organization_id=self.accounts.primary_organization_of(user) if user else None,
             actor=Actor(ip=client.ip, user_agent=client.user_agent),
             details={"reason": reason, "user_agent": client.user_agent[:200]},
         )
@@ -192,7 +196,7 @@ class AuthenticationService:
             self.db,
             EventTag.LOGIN_FAILURE,
             user_id=user.id,
-            organization_id=self.accounts.primary_organization_id(user.id),
+            organization_id=self.accounts.primary_organization_of(user),
             actor=Actor(ip=client.ip, user_agent=client.user_agent),
             details={"reason": "email_unverified", "user_agent": client.user_agent[:200]},
         )
@@ -248,7 +252,7 @@ class AuthenticationService:
                 self.db,
                 EventTag.SECOND_FACTOR_FAILURE,
                 user_id=user.id,
-                organization_id=self.accounts.primary_organization_id(user.id),
+                organization_id=self.accounts.primary_organization_of(user),
                 actor=Actor(ip=client.ip, user_agent=client.user_agent),
             )
             self.db.commit()
@@ -286,14 +290,13 @@ class AuthenticationService:
             self.db,
             tag,
             user_id=user.id,
-            organization_id=self.accounts.primary_organization_id(user.id),
+            organization_id=self.accounts.primary_organization_of(user),
             actor=Actor(ip=client.ip, user_agent=client.user_agent),
             device_id=started.session.device_id,
             session_id=started.session.id,
             details={**(details or {"method": "password"}), "amr": amr.split()},
         )
-        device = self.db.get(Device, started.session.device_id)
-        assert device is not None
+        device = started.device
         self.c.observer.on_sign_in_success(user, device, started.new_device, client.ip, "account")
         self.db.commit()
         self.sessions.cache(started.token, started.session)

@@ -21,8 +21,9 @@ from flask_babel import gettext
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from idp.accounts import memberships_of
 from idp.events import Actor, EventTag, record_event
-from idp.models import Membership, OneTimeToken, Organization, User, utcnow
+from idp.models import OneTimeToken, User, utcnow
 from idp.security.devices import hash_key
 from idp.security.ratelimit import RateLimiter
 from idp.settings import Settings
@@ -68,11 +69,7 @@ class LockoutService:
     def floor(self, user: User) -> int:
         """The lowest threshold this user may choose: the instance minimum, raised by any of
         the user's organizations."""
-        floors = self.db.scalars(
-            select(Organization.lockout_floor)
-            .join(Membership, Membership.organization_id == Organization.id)
-            .where(Membership.user_id == user.id, Organization.lockout_floor.is_not(None))
-        ).all()
+        floors = [m.organization.lockout_floor for m in memberships_of(self.db, user)]
         return max([self.settings.lockout_min_threshold, *[f for f in floors if f]])
 
     def threshold(self, user: User) -> int:

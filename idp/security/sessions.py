@@ -66,9 +66,14 @@ class LiveSession:
 
 @dataclass(frozen=True)
 class StartedSession:
+    """A new session row and the device it runs on. ``device`` is the object
+    :meth:`SessionService.start` loaded or created: the ORM's identity map holds clean objects
+    only weakly, so without this reference reading it again by id would cost a SELECT."""
+
     token: str
     browser_key: str
     session: UserSession
+    device: Device
     new_device: bool = False
 
 
@@ -94,12 +99,13 @@ class SessionService:
         now = self.clock()
         browser_key = client.browser_key or new_browser_key()
         device, new_device = identify_device(self.db, user.id, client, browser_key, now)
-        self.db.flush()
         token = secrets.token_urlsafe(32)
+        # Linked through the relationship, so that one flush writes the device first and then
+        # the session with the device's id (a flush per row costs a unit of work each).
         row = UserSession(
             token_hash=hash_key(token),
             user_id=user.id,
-            device_id=device.id,
+            device=device,
             ip=client.ip,
             amr=amr,
             auth_time=now,
@@ -110,7 +116,11 @@ class SessionService:
         self.db.add(row)
         self.db.flush()
         return StartedSession(
-            token=token, browser_key=browser_key, session=row, new_device=new_device
+            token=token,
+            browser_key=browser_key,
+            session=row,
+            device=device,
+            new_device=new_device,
         )
 
     def cache(self, token: str, row: UserSession) -> bool:
