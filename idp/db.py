@@ -95,10 +95,11 @@ class HotSelect:
     (half of an introspection's CPU). psycopg prepares the statement server-side after a few
     runs (``prepare_threshold``). Any driver error makes the same statement run again the usual
     way, so a broken connection is invalidated and reported (``OperationalError``) exactly as
-    for every other query. On other databases, and on a connection in a transaction, it is the
-    usual ``execute``. A statement with data-modifying WITH parts (the client-credentials
-    grant) is fine on an autocommit connection: it is its own transaction, and when it fails
-    it wrote nothing, so running it again fails the same way."""
+    for every other query. On other databases it is the usual ``execute``.
+
+    A statement with data-modifying WITH parts (the one-round-trip client-credentials grant)
+    belongs on an autocommit connection: it is its own transaction, and when it fails it wrote
+    nothing, so running it again fails the same way."""
 
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
@@ -126,10 +127,9 @@ class HotWrite:
     grant), run like :class:`HotSelect` on the psycopg cursor of an AUTOCOMMIT connection:
     the statement is its own transaction, committed when it returns.
 
-    Only on a connection whose driver is in autocommit (the request's reader): on any other,
-    a statement run behind SQLAlchemy's back would open a transaction it does not know about,
-    so there (and on other databases) it is the usual ``execute``. A driver error runs the
-    statement again the usual way: in autocommit a failed statement wrote nothing, so the
+    Only on a connection whose driver is in autocommit (the request's reader): on any other
+    (and on other databases) it is the usual ``execute``, in SQLAlchemy's transaction. A driver
+    error runs the statement again the usual way: in autocommit a failed statement wrote nothing, so the
     second run fails the same way and SQLAlchemy reports it (an ``IntegrityError``, or an
     ``OperationalError`` that invalidates a broken connection) as for every other write."""
 
@@ -139,7 +139,7 @@ class HotWrite:
 
     def execute(self, connection: Connection, params: dict[str, Any]) -> None:
         driver_connection = _driver_connection(connection)
-        if driver_connection is None:
+        if driver_connection is None or not driver_connection.autocommit:
             connection.execute(self.statement, params)
             return
         compiled = _compiled_for(self._compiled, self.statement, connection.dialect)
@@ -151,14 +151,16 @@ class HotWrite:
 
 
 def _driver_connection(connection: Connection) -> Any:
-    """The psycopg connection under ``connection`` if it is in autocommit, else None: not
-    PostgreSQL, invalidated (SQLAlchemy then reconnects or says why), or in a transaction
-    (a statement run behind SQLAlchemy's back would open one SQLAlchemy does not know about:
-    its commit would not commit it)."""
+    """The psycopg connection under ``connection``, or None: not PostgreSQL, invalidated
+    (SQLAlchemy then reconnects or says why), or neither in autocommit nor in a transaction
+    SQLAlchemy began (a statement run there behind SQLAlchemy's back would open a transaction
+    SQLAlchemy does not know about: its commit would not commit it)."""
     if connection.dialect.name != "postgresql":
         return None
     driver_connection = connection.connection.driver_connection
-    if driver_connection is None or not driver_connection.autocommit:
+    if driver_connection is None:
+        return None
+    if not driver_connection.autocommit and not connection.in_transaction():
         return None
     return driver_connection
 
