@@ -129,9 +129,10 @@ class HotWrite:
 
     Only on a connection whose driver is in autocommit (the request's reader): on any other
     (and on other databases) it is the usual ``execute``, in SQLAlchemy's transaction. A driver
-    error runs the statement again the usual way: in autocommit a failed statement wrote nothing, so the
-    second run fails the same way and SQLAlchemy reports it (an ``IntegrityError``, or an
-    ``OperationalError`` that invalidates a broken connection) as for every other write."""
+    error runs the statement again the usual way: in autocommit a failed statement wrote
+    nothing, so the second run fails the same way and SQLAlchemy reports it (an
+    ``IntegrityError``, or an ``OperationalError`` that invalidates a broken connection) as
+    for every other write."""
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
