@@ -21,7 +21,8 @@ return {n, ttl}
 
 # Several limits in order, in one round trip: each key as in _HIT (ARGV: limit and window per
 # key); stops at the first limit exceeded, so the later keys are not counted, exactly as calling
-# check() for each in turn. Returns that key's seconds left, or 0 when none was exceeded.
+# check() for each in turn. Returns that key's seconds left (at least 1: TTL rounds the last
+# half second down to 0), or 0 when none was exceeded.
 _CHECK_ALL = """
 for i, key in ipairs(KEYS) do
   local limit, window = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
@@ -29,7 +30,7 @@ for i, key in ipairs(KEYS) do
   if n == 1 then redis.call('EXPIRE', key, window) end
   local ttl = redis.call('TTL', key)
   if ttl < 0 then redis.call('EXPIRE', key, window); ttl = window end
-  if n > limit then return ttl end
+  if n > limit then return math.max(ttl, 1) end
 end
 return 0
 """

@@ -36,3 +36,14 @@ def test_an_exceeded_later_limit_refuses() -> None:
     rl.check_all([("t:ip", 10, 60), ("t:global", 1, 60)])
     with pytest.raises(RateLimited):
         rl.check_all([("t:ip", 10, 60), ("t:global", 1, 60)])
+
+
+def test_an_exceeded_limit_in_its_last_half_second_still_refuses() -> None:
+    """Redis rounds a TTL under half a second down to 0, which the script's answer uses for
+    "nothing exceeded": the refusal must not slip through at the end of a window."""
+    rl, client = limiter()
+    client.set("t:ip", 5)
+    client.pexpire("t:ip", 300)
+    with pytest.raises(RateLimited) as refused:
+        rl.check_all([("t:ip", 5, 60)])
+    assert refused.value.retry_after == 1
