@@ -66,6 +66,7 @@ class Options:
     workers: int
     worker_class: str
     threads: int
+    access_token_alg: str
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -91,6 +92,13 @@ def parse_options(argv: list[str] | None = None) -> Options:
     )
     parser.add_argument(
         "--threads", type=int, default=4, help="threads per gthread worker (default 4)"
+    )
+    parser.add_argument(
+        "--access-token-alg",
+        choices=("RS256", "ES256"),
+        default="RS256",
+        help="IDP_ACCESS_TOKEN_ALG of the server: what access tokens are signed with "
+        "(default RS256, idp's default)",
     )
     ns = parser.parse_args(argv)
     opts = Options(**vars(ns))
@@ -511,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"idp provider benchmark: {os.cpu_count()} cores, gunicorn {workers}, "
         f"wrk -c {opts.connections} -t {opts.wrk_threads} -d {opts.duration:g}s "
-        f"(+{opts.warmup:g} s warm-up) per endpoint, PostgreSQL + Redis on loopback",
+        f"(+{opts.warmup:g} s warm-up) per endpoint, PostgreSQL + Redis on loopback, "
+        f"access tokens {opts.access_token_alg}",
         flush=True,
     )
     measured: list[Measured] = []
@@ -526,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         # Every token used by the load stays valid for the whole run.
         run_minutes = 4 * (opts.duration + opts.warmup) / 60
         settings["access_token_minutes"] = str(int(run_minutes) + 60)
+        settings["access_token_alg"] = opts.access_token_alg
         creds = provision(settings)
         log = tmp / "gunicorn.log"
         database = database_url.rpartition("/")[2]

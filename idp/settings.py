@@ -25,6 +25,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
 ENV_PREFIX = "IDP_"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ACCESS_TOKEN_ALGS = ("RS256", "ES256")  # RFC 9068 §2.1, RFC 7518 §3.3 and §3.4
 
 
 class SettingsError(Exception):
@@ -63,6 +64,7 @@ class Settings:
     proxy_hops: int
     authorization_code_seconds: int
     access_token_minutes: int
+    access_token_alg: str
     id_token_minutes: int
     refresh_token_days: int
     lockout_default_threshold: int
@@ -297,6 +299,8 @@ def _validate(v: dict[str, Any]) -> Settings:
         raise SettingsError("unverified_account_days", "must be at most 3650 (ten years)")
     if v["proxy_hops"] < 0:
         raise SettingsError("proxy_hops", "must be 0 or more")
+    if v["access_token_alg"] not in ACCESS_TOKEN_ALGS:
+        raise SettingsError("access_token_alg", "must be RS256 or ES256")
     v["log_level"] = v["log_level"].upper()
     if v["log_level"] not in _LOG_LEVELS:
         raise SettingsError("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")

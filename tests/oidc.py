@@ -7,7 +7,9 @@ joserfc) to get and validate tokens.
 
 from __future__ import annotations
 
+import base64
 import html
+import json
 import re
 import threading
 from collections.abc import Iterator
@@ -55,6 +57,14 @@ class RegisteredRP:
     client_id: str
     client_secret: str | None
     redirect_uri: str
+
+
+def token_header(token: str) -> dict[str, Any]:
+    """The JOSE header of a compact JWS, unverified (RFC 7515 §7.1)."""
+    segment = token.split(".")[0]
+    padded = segment + "=" * (-len(segment) % 4)
+    header: dict[str, Any] = json.loads(base64.urlsafe_b64decode(padded))
+    return header
 
 
 def register_client(
@@ -195,9 +205,11 @@ class RelyingParty:
         ).validate(decoded.claims)
         return dict(decoded.claims)
 
-    def validate_access_token(self, access_token: str) -> dict[str, Any]:
-        """RFC 9068 §4 validation, as a resource server would do it."""
-        decoded = jwt.decode(access_token, self.keyset(), algorithms=["RS256"])
+    def validate_access_token(
+        self, access_token: str, algorithms: tuple[str, ...] = ("RS256",)
+    ) -> dict[str, Any]:
+        """RFC 9068 §4 validation, as a resource server would do it (accepting ``algorithms``)."""
+        decoded = jwt.decode(access_token, self.keyset(), algorithms=list(algorithms))
         assert decoded.header["typ"] == "at+jwt"
         jwt.JWTClaimsRegistry(
             iss={"essential": True, "value": self.base},

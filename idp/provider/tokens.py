@@ -34,10 +34,10 @@ from idp.models.tokens import AccessToken, RefreshToken, TokenFamily
 from idp.provider.claims import ClaimValues, logo_organization_id_column
 from idp.provider.clients import CLIENTS, ClientService, secret_digest
 from idp.provider.keys import CURRENT_KID, PUBLISHED_AT_CUTOFF, KeyService, SigningJWK
+from idp.settings import ACCESS_TOKEN_ALGS as SIGNABLE_ACCESS_TOKEN_ALGS
 from idp.settings import Settings
 
 ACCESS_TOKEN_TYPE = "at+jwt"
-SIGNING_ALG = "RS256"
 
 
 def token_digest(token: str) -> str:
@@ -87,7 +87,8 @@ def _authenticated_grant() -> Any:
     - finds the client by id and the SHA-256 of the presented secret (a lookup by digest, as
       for refresh tokens, RFC 6819 §5.1.4.1.3), confidential clients only (public clients
       have no secret and may not use this grant);
-    - only then, and only while an RS256 key is current, inserts the grant's token family,
+    - only then, and only while a key of ``alg`` (the access tokens' algorithm) is current,
+      inserts the grant's token family,
       access token and ``oauth:token:grant`` event (data-modifying WITH parts, each feeding
       the next, so all three are written or none);
     - returns one row: how many events it wrote (1 or 0) and the current kid, which then
@@ -182,7 +183,9 @@ _HOT_CLIENT_AND_CURRENT_KID = HotSelect(_CLIENT_AND_CURRENT_KID)
 MAX_TOKEN_LENGTH = 8192
 
 
-ACCESS_TOKEN_ALGS = [SIGNING_ALG, "ES256"]
+# What access tokens may be signed with (IDP_ACCESS_TOKEN_ALG picks the one that signs; tokens
+# signed with the other before a change stay valid until they expire).
+ACCESS_TOKEN_ALGS = list(SIGNABLE_ACCESS_TOKEN_ALGS)
 
 
 class _VerifiedTokens:
@@ -342,6 +345,8 @@ class TokenService:
         self.keys = keys
         self.issuer = settings.issuer
         self.access_lifetime = timedelta(minutes=settings.access_token_minutes)
+        # RFC 9068 §2.1: access tokens are signed with RS256 unless the operator chose ES256.
+        self.access_token_alg = settings.access_token_alg
         self.refresh_lifetime = timedelta(days=settings.refresh_token_days)
         self.clock = clock
 
@@ -420,7 +425,8 @@ class TokenService:
         now: datetime,
         expires: datetime,
     ) -> dict[str, Any]:
-        """RFC 6749 §5.1 with an RFC 9068 access token signed by the current RS256 key."""
+        """RFC 6749 §5.1 with an RFC 9068 access token signed by the current key of
+        :attr:`access_token_alg`."""
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": principal.user.id if principal else client_id,
@@ -436,9 +442,10 @@ class TokenService:
             claims["amr"] = principal.amr
             if principal.session_id:
                 claims["sid"] = principal.session_id
-        key = self.keys.signing_key(SIGNING_ALG)
+        alg = self.access_token_alg
+        key = self.keys.signing_key(alg)
         access_token = jwt.encode(
-            {"alg": SIGNING_ALG, "typ": ACCESS_TOKEN_TYPE, "kid": key.kid}, claims, key
+            {"alg": alg, "typ": ACCESS_TOKEN_TYPE, "kid": key.kid}, claims, key
         )
         return {
             "token_type": "Bearer",
@@ -466,7 +473,7 @@ class TokenService:
         params = {
             "client_id": client_id,
             "secret_hash": secret_digest(secret),
-            "alg": SIGNING_ALG,
+            "alg": self.access_token_alg,
             "e_occurred_at": now,
             **_prefixed("e_", event),
             **_prefixed("f_", _client_family_row(family_id, client_id, scope, now)),
@@ -475,7 +482,7 @@ class TokenService:
         written, kid = _HOT_AUTHENTICATED_GRANT.one(self.reader(), params)
         if not written or kid is None:
             return None
-        self.keys.remember_current_kid(SIGNING_ALG, kid)
+        self.keys.remember_current_kid(self.access_token_alg, kid)
         return self._access_token_response(client_id, None, scope, jti, now, expires)
 
     def write_grant(self, event: dict[str, Any]) -> None:
@@ -666,11 +673,11 @@ class TokenService:
         if len(client_id) > 64:
             return
         row = _HOT_CLIENT_AND_CURRENT_KID.one(
-            self.reader(), {"client_id": client_id, "alg": SIGNING_ALG}
+            self.reader(), {"client_id": client_id, "alg": self.access_token_alg}
         )
         columns = dict(zip(CLIENTS.c.keys(), row[:-1], strict=True))
         clients.remember(client_id, columns if columns["id"] is not None else None)
-        self.keys.remember_current_kid(SIGNING_ALG, row[-1])
+        self.keys.remember_current_kid(self.access_token_alg, row[-1])
 
     def _live_access_token(self, token: str) -> LiveToken | None:
         """:meth:`live_access_token` in two steps: verify with every published key, then read

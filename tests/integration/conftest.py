@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
@@ -32,12 +34,16 @@ def smtp() -> Iterator[MailServer]:
         yield server
 
 
-@pytest.fixture
-def live(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[tuple[str, Runtime]]:
+@contextmanager
+def live_server(
+    tmp_path: Path, database_url: str, redis_url: str, **overrides: Any
+) -> Iterator[tuple[str, Runtime]]:
+    """idp with these settings served on a free loopback port (the issuer); its tables and
+    store keys are emptied afterwards."""
     port = free_port()
     app: Flask = create_app(make_settings(tmp_path, database_url=database_url,
                                           redis_url=redis_url,
-                                          issuer=f"http://127.0.0.1:{port}"))
+                                          issuer=f"http://127.0.0.1:{port}", **overrides))
     rt: Runtime = app.extensions["idp"]
     try:
         with serve(app, port) as base:
@@ -46,6 +52,12 @@ def live(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[tuple[st
         empty_tables(rt)
         rt.store.delete_prefix()
         rt.close()
+
+
+@pytest.fixture
+def live(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[tuple[str, Runtime]]:
+    with live_server(tmp_path, database_url, redis_url) as served:
+        yield served
 
 
 @dataclass

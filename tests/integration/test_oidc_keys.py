@@ -4,10 +4,7 @@ leaves the JWKS and its tokens are refused."""
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import timedelta
-from typing import Any
 
 import pytest
 import requests
@@ -19,16 +16,13 @@ from idp.models.keys import SigningKey
 from idp.provider.keys import KeyService
 from idp.runtime import Runtime
 from tests.helpers import create_user
-from tests.oidc import Browser, RelyingParty, register_client
+from tests.oidc import Browser, RelyingParty, register_client, token_header
 
 Live = tuple[str, Runtime]
 
 
 def kid_of(token: str) -> str:
-    segment = token.split(".")[0]
-    padded = segment + "=" * (-len(segment) % 4)
-    header: dict[str, Any] = json.loads(base64.urlsafe_b64decode(padded))
-    return str(header["kid"])
+    return str(token_header(token)["kid"])
 
 
 def published_kids(base: str) -> set[str]:

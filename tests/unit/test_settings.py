@@ -66,6 +66,8 @@ def test_environment_overrides_config_file_which_overrides_defaults(tmp_path: Pa
         ({"IDP_PASSWORD_MAX_LENGTH": "20"}, "IDP_PASSWORD_MAX_LENGTH"),
         ({"IDP_PROXY_HOPS": "-1"}, "IDP_PROXY_HOPS"),
         ({"IDP_LOG_LEVEL": "LOUD"}, "IDP_LOG_LEVEL"),
+        ({"IDP_ACCESS_TOKEN_ALG": "HS256"}, "IDP_ACCESS_TOKEN_ALG"),
+        ({"IDP_ACCESS_TOKEN_ALG": "none"}, "IDP_ACCESS_TOKEN_ALG"),
         ({"IDP_ENTRA_AUTHORITY": "login.microsoftonline.com"}, "IDP_ENTRA_AUTHORITY"),
         ({"IDP_CONFIG": "/nonexistent/idp.toml"}, "IDP_CONFIG"),
     ],
