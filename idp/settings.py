@@ -211,8 +211,10 @@ def _validate(v: dict[str, Any]) -> Settings:
         raise SettingsError("data_dir", f"cannot be used: {exc}") from None
     try:
         url = make_url(v["database_url"])
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise SettingsError("database_url", "is not a valid SQLAlchemy URL") from None
+    if url.port is not None and not 0 < url.port < 65536:
+        raise SettingsError("database_url", "has a port outside 1-65535")
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise SettingsError("database_url", "must be a sqlite:// or postgresql:// URL")
 
