@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any
+from weakref import WeakSet
 
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import (
@@ -109,11 +110,20 @@ def _after_rollback(session: Session, _previous: object) -> None:
     session.info.pop(_PENDING, None)
 
 
+_COUNTED_FACTORIES: WeakSet[sessionmaker[Session]] = WeakSet()
+
+
 def count_on_commit(factory: sessionmaker[Session]) -> None:
-    """Count the events of every session ``factory`` makes when (and only when) it commits."""
-    if not event.contains(factory, "after_commit", _after_commit):
-        event.listen(factory, "after_commit", _after_commit)
-        event.listen(factory, "after_soft_rollback", _after_rollback)
+    """Count the events of every session ``factory`` makes when (and only when) it commits.
+
+    Idempotent per factory. Not ``event.contains``: SQLAlchemy keys that on ``id()`` of the
+    factory's Session class and keeps the entry after the class is gone, so a new factory whose
+    class reuses a dead one's address looked registered and counted nothing."""
+    if factory in _COUNTED_FACTORIES:
+        return
+    event.listen(factory, "after_commit", _after_commit)
+    event.listen(factory, "after_soft_rollback", _after_rollback)
+    _COUNTED_FACTORIES.add(factory)
 
 
 def mail_outcome(template: str, outcome: str) -> None:
