@@ -165,6 +165,9 @@ class CpuUsage:
             *(getattr(self, f) - getattr(earlier, f) for f in self.__dataclass_fields__)
         )
 
+    def __add__(self, other: CpuUsage) -> CpuUsage:
+        return CpuUsage(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
+
 
 def _process_role(pid: int, ppid: int, comm: str, server_pid: int, database: str) -> str | None:
     """Which benchmarked service a process belongs to, if any."""

@@ -12,7 +12,9 @@ port; the introspected token is a client-credentials token fetched from that ser
 ``wrk -c 16 -t 2 -d <duration> --latency`` per endpoint, one after the other, /healthz first
 and the grants last (they write thousands of rows, after which PostgreSQL's background work,
 autovacuum among it, would run during the next endpoint's window), with a small Lua script
-that also checks every answer (status 2xx and the expected body). Only 127.0.0.1 is ever
+that also checks every answer (status 2xx and the expected body); all that ``--rounds`` times
+(the database vacuumed and checkpointed between rounds), and each ratio is the median of the
+rounds' ratios, every round's endpoint against that round's /healthz. Only 127.0.0.1 is ever
 contacted. Needs wrk (Debian: ``apt-get install wrk``); see bench/README.md.
 """
 
@@ -25,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,6 +64,7 @@ class Options:
 
     duration: float
     warmup: float
+    rounds: int
     connections: int
     wrk_threads: int
     workers: int
@@ -72,13 +76,23 @@ class Options:
 def parse_options(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--duration", type=float, default=15.0, help="seconds of load per endpoint (default 15)"
+        "--duration",
+        type=float,
+        default=5.0,
+        help="seconds of load per endpoint and round (default 5)",
     )
     parser.add_argument(
         "--warmup",
         type=float,
         default=2.0,
-        help="seconds of unmeasured load before each endpoint's window (default 2, 0 for none)",
+        help="seconds of unmeasured load before each window (default 2, 0 for none)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of every endpoint, /healthz first in each (default 3); a ratio is the "
+        "median of the rounds' ratios",
     )
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
@@ -104,8 +118,10 @@ def parse_options(argv: list[str] | None = None) -> Options:
     opts = Options(**vars(ns))
     if opts.duration < 1 or opts.warmup < 0 or opts.duration + opts.warmup > 600:
         parser.error("--duration must be 1 to 600 s and --warmup 0 or more (600 s together)")
-    if min(opts.connections, opts.wrk_threads, opts.workers, opts.threads) < 1:
-        parser.error("--connections, --wrk-threads, --workers and --threads must be at least 1")
+    if min(opts.connections, opts.wrk_threads, opts.workers, opts.threads, opts.rounds) < 1:
+        parser.error(
+            "--connections, --wrk-threads, --workers, --threads and --rounds must be at least 1"
+        )
     if opts.wrk_threads > opts.connections:
         parser.error("--wrk-threads must not exceed --connections")
     return opts
@@ -385,6 +401,8 @@ def run_wrk(opts: Options, port: int, script: Path, seconds: float) -> WrkResult
 
 @dataclass(frozen=True)
 class Measured:
+    """One endpoint's window in one round."""
+
     endpoint: Endpoint
     wrk: WrkResult
     cpu: CpuUsage
@@ -404,95 +422,171 @@ def measure(
     return Measured(endpoint, result, after - before)
 
 
+@dataclass(frozen=True)
+class Summary:
+    """One endpoint over every round. Its ratio to /healthz is the median of the rounds'
+    ratios, each taken against the /healthz window of the same round, so a machine whose speed
+    drifts during the run moves both sides of a ratio alike."""
+
+    endpoint: Endpoint
+    rounds: list[Measured]
+    ratios: list[float]  # per round: this endpoint's req/s / that round's /healthz req/s
+
+    @property
+    def requests(self) -> int:
+        return sum(m.wrk.requests for m in self.rounds)
+
+    @property
+    def per_second(self) -> float:
+        seconds = sum(m.wrk.requests / m.wrk.per_second for m in self.rounds if m.wrk.per_second)
+        return self.requests / seconds if seconds else 0.0
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(m.wrk.p50_ms for m in self.rounds)
+
+    @property
+    def p99_ms(self) -> float:
+        return max(m.wrk.p99_ms for m in self.rounds)  # the worst round's
+
+    @property
+    def errors(self) -> int:
+        return sum(m.wrk.errors for m in self.rounds)
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def cpu(self) -> CpuUsage:
+        total = self.rounds[0].cpu
+        for m in self.rounds[1:]:
+            total = total + m.cpu
+        return total
+
+    @property
+    def wrk_cpu(self) -> float:
+        return sum(m.wrk.wrk_cpu for m in self.rounds)
+
+
+def summarize(rounds: list[list[Measured]]) -> list[Summary]:
+    """Per endpoint (in the order measured), its windows of every round."""
+    summaries = []
+    for i, first in enumerate(rounds[0]):
+        windows = [r[i] for r in rounds]
+        ratios = [
+            w.wrk.per_second / r[0].wrk.per_second if r[0].wrk.per_second else 0.0
+            for w, r in zip(windows, rounds, strict=True)
+        ]
+        summaries.append(Summary(first.endpoint, windows, ratios))
+    return summaries
+
+
+def settle(database_url: str) -> None:
+    """Between rounds, outside every window: vacuum and analyze the benchmark's database and
+    flush its dirty pages, so that the background work the last round's grants left (autovacuum
+    of thousands of new rows, their writes to disk) does not run during the next round's windows
+    (it would slow /healthz, the first of them, and flatter every ratio)."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+        conn.execute("CHECKPOINT")
+
+
 # Report ----------------------------------------------------------------------------------
 
 
-def print_table(measured: list[Measured], healthz: float) -> None:
+def print_table(summaries: list[Summary]) -> None:
     header = (
         f"{'endpoint':<19} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>7} "
-        f"{'ratio':>6} {'target':>7}  verdict"
+        f"{'ratio':>6} {'target':>7}  {'rounds':<16} verdict"
     )
     print(header)
     print("-" * len(header))
-    for m in measured:
-        w, e = m.wrk, m.endpoint
-        ratio = w.per_second / healthz if healthz else 0.0
+    for s in summaries:
+        e = s.endpoint
         misses = []
-        if w.errors:
+        if s.errors:
             misses.append("INVALID (errors)")
-        if e.target is not None and ratio < e.target:
+        if e.target is not None and s.ratio < e.target:
             misses.append("ratio below target")
-        if w.p99_ms >= P99_TARGET_MS:
+        if s.p99_ms >= P99_TARGET_MS:
             misses.append(f"p99 >= {P99_TARGET_MS:g} ms")
         target = f">={e.target:g}" if e.target is not None else "-"
+        spread = " ".join(f"{r:.2f}" for r in s.ratios)
         print(
-            f"{e.name:<19} {w.per_second:>8.1f} {w.p50_ms:>7.2f} {w.p99_ms:>7.2f} "
-            f"{w.errors:>7} {ratio:>6.2f} {target:>7}  {'; '.join(misses) or 'ok'}"
+            f"{e.name:<19} {s.per_second:>8.1f} {s.p50_ms:>7.2f} {s.p99_ms:>7.2f} "
+            f"{s.errors:>7} {s.ratio:>6.2f} {target:>7}  {spread:<16} {'; '.join(misses) or 'ok'}"
         )
 
 
-def print_errors(measured: list[Measured]) -> None:
-    for m in measured:
-        w = m.wrk
-        if w.errors:
-            print(
-                f"errors at {m.endpoint.name}: {w.non_2xx} non-2xx/3xx, {w.socket_errors} socket "
-                f"errors, {w.invalid} answers not 2xx or without {m.endpoint.expect!r}"
-                + (f"; e.g. {w.sample}" if w.sample else "")
-            )
+def print_errors(summaries: list[Summary]) -> None:
+    for s in summaries:
+        for m in s.rounds:
+            w = m.wrk
+            if w.errors:
+                print(
+                    f"errors at {s.endpoint.name}: {w.non_2xx} non-2xx/3xx, {w.socket_errors} "
+                    f"socket errors, {w.invalid} answers not 2xx or without "
+                    f"{s.endpoint.expect!r}" + (f"; e.g. {w.sample}" if w.sample else "")
+                )
 
 
-def print_cpu(measured: list[Measured]) -> float:
+def print_cpu(summaries: list[Summary]) -> float:
     """Core-ms per request by consumer; return the largest share of a window other programs
     used."""
     cores = os.cpu_count() or 1
-    print(f"CPU per request (core-ms) and machine busy, {cores} cores:")
+    print(f"CPU per request (core-ms) and machine busy, {cores} cores, all rounds:")
     foreign = 0.0
-    for m in measured:
-        n = max(m.wrk.requests, 1)
-        c = m.cpu
-        known = c.server + c.postgres + c.redis + m.wrk.wrk_cpu
-        rest = max(c.machine_busy - known, 0.0)
-        foreign = max(foreign, rest / max(c.machine_total, 1e-9))
+    for s in summaries:
+        for m in s.rounds:
+            c = m.cpu
+            rest = max(c.machine_busy - (c.server + c.postgres + c.redis + m.wrk.wrk_cpu), 0.0)
+            foreign = max(foreign, rest / max(c.machine_total, 1e-9))
+        n = max(s.requests, 1)
+        c = s.cpu
+        rest = max(c.machine_busy - (c.server + c.postgres + c.redis + s.wrk_cpu), 0.0)
         print(
-            f"  {m.endpoint.name:<19} server {1000 * c.server / n:.2f}, "
+            f"  {s.endpoint.name:<19} server {1000 * c.server / n:.2f}, "
             f"PostgreSQL {1000 * c.postgres / n:.2f}, Redis {1000 * c.redis / n:.2f}, "
-            f"wrk {1000 * m.wrk.wrk_cpu / n:.2f}, rest {1000 * rest / n:.2f}; "
+            f"wrk {1000 * s.wrk_cpu / n:.2f}, rest {1000 * rest / n:.2f}; "
             f"machine {100 * c.machine_busy / max(c.machine_total, 1e-9):.0f}% busy"
         )
     return foreign
 
 
-def print_keycloak(grants: Measured) -> None:
+def print_keycloak(grants: Summary) -> None:
     cores = os.cpu_count() or 1
-    per_core = grants.wrk.per_second / cores
+    per_core = grants.per_second / cores
     verdict = "beats" if per_core > KEYCLOAK_PER_VCPU else "does NOT beat"
     print(
-        f"client-credentials per core: {grants.wrk.per_second:.1f}/s / {cores} cores = "
+        f"client-credentials per core: {grants.per_second:.1f}/s / {cores} cores = "
         f"{per_core:.1f}/s per core, {per_core / KEYCLOAK_PER_VCPU:.2f} x Keycloak's "
         f"{KEYCLOAK_PER_VCPU:g}/s per vCPU ({verdict} it; server, database, Redis and wrk "
         "share the cores)"
     )
-    served = grants.cpu.server + grants.cpu.postgres + grants.cpu.redis
-    if grants.cpu.server > 0:
+    cpu = grants.cpu
+    if cpu.server > 0:
         print(
-            f"  per core-second of gunicorn CPU alone: "
-            f"{grants.wrk.requests / grants.cpu.server:.1f} grants; with PostgreSQL and Redis: "
-            f"{grants.wrk.requests / served:.1f}"
+            f"  per core-second of gunicorn CPU alone: {grants.requests / cpu.server:.1f} "
+            f"grants; with PostgreSQL and Redis: "
+            f"{grants.requests / (cpu.server + cpu.postgres + cpu.redis):.1f}"
         )
 
 
-def report(opts: Options, measured: list[Measured]) -> None:
-    healthz = measured[0].wrk.per_second
+def report(summaries: list[Summary]) -> None:
     print()
-    print_table(measured, healthz)
+    print_table(summaries)
     print(
-        f"(ratio = req/s / the /healthz req/s of this run; every p99 must be < "
-        f"{P99_TARGET_MS:g} ms; errors = non-2xx/3xx + socket errors + answers failing the check)"
+        f"(req/s over all rounds; p50 the rounds' median, p99 the worst round's; ratio = the "
+        f"median over the rounds of req/s / that round's /healthz req/s, each round's listed; "
+        f"every p99 must be < {P99_TARGET_MS:g} ms; errors = non-2xx/3xx + socket errors + "
+        "answers failing the check)"
     )
-    print_errors(measured)
-    print_keycloak(next(m for m in measured if m.endpoint.name == "client-credentials"))
-    foreign = print_cpu(measured)
+    print_errors(summaries)
+    print_keycloak(next(s for s in summaries if s.endpoint.name == "client-credentials"))
+    foreign = print_cpu(summaries)
     if foreign > 0.05:
         print(
             f"warning: the machine was not quiet (other programs used up to {100 * foreign:.0f}% "
@@ -519,11 +613,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"idp provider benchmark: {os.cpu_count()} cores, gunicorn {workers}, "
         f"wrk -c {opts.connections} -t {opts.wrk_threads} -d {opts.duration:g}s "
-        f"(+{opts.warmup:g} s warm-up) per endpoint, PostgreSQL + Redis on loopback, "
+        f"(+{opts.warmup:g} s warm-up) per endpoint x {opts.rounds} rounds, "
+        "PostgreSQL + Redis on loopback, "
         f"access tokens {opts.access_token_alg}",
         flush=True,
     )
-    measured: list[Measured] = []
+    rounds: list[list[Measured]] = []
     with (
         tempfile.TemporaryDirectory(prefix="idp-bench-") as tmp_name,
         postgres_database() as database_url,
@@ -533,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         settings = base_settings(database_url, prefix, tmp / "var", port)
         # Every token used by the load stays valid for the whole run.
-        run_minutes = 4 * (opts.duration + opts.warmup) / 60
+        run_minutes = 4 * opts.rounds * (opts.duration + opts.warmup) / 60
         settings["access_token_minutes"] = str(int(run_minutes) + 60)
         settings["access_token_alg"] = opts.access_token_alg
         creds = provision(settings)
@@ -541,17 +636,24 @@ def main(argv: list[str] | None = None) -> int:
         database = database_url.rpartition("/")[2]
         with gunicorn(settings, port, opts.workers, log, server_args(opts)) as server_pid:
             introspected = client_credentials_token(port, creds)
-            for endpoint in endpoints(creds, introspected):
-                m = measure(opts, port, server_pid, database, endpoint, tmp)
-                measured.append(m)
-                print(
-                    f"  {endpoint.name}: {m.wrk.per_second:.1f} req/s, "
-                    f"p50 {m.wrk.p50_ms:.2f} ms, p99 {m.wrk.p99_ms:.2f} ms, "
-                    f"{m.wrk.errors} errors",
-                    flush=True,
-                )
-        report(opts, measured)
-        if any(m.wrk.errors for m in measured):
+            for number in range(1, opts.rounds + 1):
+                if number > 1:
+                    settle(database_url)
+                measured: list[Measured] = []
+                for endpoint in endpoints(creds, introspected):
+                    m = measure(opts, port, server_pid, database, endpoint, tmp)
+                    measured.append(m)
+                    print(
+                        f"  round {number}, {endpoint.name}: {m.wrk.per_second:.1f} req/s "
+                        f"({m.wrk.per_second / measured[0].wrk.per_second:.2f} of /healthz), "
+                        f"p50 {m.wrk.p50_ms:.2f} ms, p99 {m.wrk.p99_ms:.2f} ms, "
+                        f"{m.wrk.errors} errors",
+                        flush=True,
+                    )
+                rounds.append(measured)
+        summaries = summarize(rounds)
+        report(summaries)
+        if any(s.errors for s in summaries):
             print("gunicorn log (last lines):\n" + log_tail(log))
             return 1
     return 0
