@@ -12,6 +12,7 @@ import sys
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from idp.heap import freeze_startup_objects
 from idp.observability.logs import configure_logging
 from idp.runtime import Runtime
 from idp.settings import PROJECT_ROOT, Settings, SettingsError, ensure_secret_key, load_settings
@@ -36,7 +37,12 @@ def _ensure_signing_keys(runtime: Runtime) -> None:
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the WSGI application. Without ``settings``, read them (file, then environment);
-    a bad setting ends the process with one line naming it."""
+    a bad setting ends the process with one line naming it.
+
+    Called without settings, this is the process's own application, built once per server
+    process (``gunicorn 'idp:create_app()'``): what start-up made is then frozen out of the
+    garbage collector's full collections (:mod:`idp.heap`)."""
+    serving = settings is None
     if settings is None:
         try:
             settings = ensure_secret_key(load_settings())
@@ -86,4 +92,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_flows(app)
     app.register_blueprint(endpoints.bp)
     observability.init_app(app)
+    if serving:
+        freeze_startup_objects()
     return app

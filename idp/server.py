@@ -25,11 +25,13 @@ class _EmbeddedServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         from idp import create_app
+        from idp.heap import freeze_startup_objects
         from idp.worker import start_in_thread
 
         app = create_app(self.settings)
         # Embedded: the outbox worker runs beside the server in the same process.
         start_in_thread(app.extensions["idp"])
+        freeze_startup_objects()  # the process's one application, as under gunicorn
         return app
 
 
