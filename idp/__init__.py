@@ -82,9 +82,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     from idp.observability import web as observability
     from idp.provider import endpoints
     from idp.provider.server import IdpAuthorizationServer
-    from idp.security import csrf, headers
+    from idp.security import cookie_session, csrf, headers
     from idp.services import provider_services
 
+    cookie_session.init_app(app)
     csrf.init_app(app, secure=settings.secure_cookies)
     headers.init_app(app, https=settings.secure_cookies)
     app.extensions["idp_oauth"] = IdpAuthorizationServer(provider_services)
