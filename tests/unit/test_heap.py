@@ -6,13 +6,13 @@ test runner itself."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 from idp.settings import PROJECT_ROOT
+from tests.services import idp_env
 
 SCRIPT = textwrap.dedent(
     """
@@ -30,12 +30,8 @@ SCRIPT = textwrap.dedent(
 
 
 def _start(mode: str, tmp_path: Path) -> dict[str, int]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
-    env.update(
-        PYTHONPATH=str(PROJECT_ROOT),
-        IDP_DATA_DIR=str(tmp_path),
-        IDP_SECRET_KEY="heap-test-secret-key-of-forty-characters!",
-    )
+    env = idp_env(data_dir=str(tmp_path), secret_key="heap-test-secret-key-of-forty-characters!")
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, mode],
         cwd=tmp_path,
