@@ -1,7 +1,7 @@
 """The process's heap after start-up, for the cyclic garbage collector.
 
 A worker process imports and builds everything once (modules, classes, the application, its
-routes, the SQLAlchemy metadata, the translations): about 150,000 objects that live as long as
+routes, the SQLAlchemy metadata, the translations): about 130,000 objects that live as long as
 the process. CPython's full (generation 2) collection walks every one of them again, each time
 the objects that survived younger collections have grown by a quarter; under load that is a
 pause of 60-100 ms in the middle of a request on a small VM, every few thousand requests.
