@@ -168,6 +168,12 @@ class CpuUsage:
     def __add__(self, other: CpuUsage) -> CpuUsage:
         return CpuUsage(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
 
+    def rest(self, load_generator: float) -> float:
+        """Busy CPU seconds that neither the server, PostgreSQL, Redis nor the load generator
+        (``load_generator`` seconds) used: the kernel and other programs."""
+        known = self.server + self.postgres + self.redis + load_generator
+        return max(self.machine_busy - known, 0.0)
+
 
 def _process_role(pid: int, ppid: int, comm: str, server_pid: int, database: str) -> str | None:
     """Which benchmarked service a process belongs to, if any."""

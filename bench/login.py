@@ -521,8 +521,7 @@ def print_sign_ins(opts: Options, load: LoadResult) -> None:
 def print_cpu(load: LoadResult, cpu: CpuUsage) -> float:
     """Print where the window's CPU went, per sign-in; return the unexplained share."""
     n, unit = (load.signed_in, "core-ms per sign-in") if load.signed_in else (1, "core-ms")
-    known = cpu.server + load.cpu_seconds + cpu.postgres + cpu.redis
-    rest = max(cpu.machine_busy - known, 0.0)
+    rest = cpu.rest(load.cpu_seconds)
     parts = [
         ("server (gunicorn)", cpu.server),
         ("client (load generator)", load.cpu_seconds),

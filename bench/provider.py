@@ -459,14 +459,15 @@ class Summary:
 
     @property
     def cpu(self) -> CpuUsage:
-        total = self.rounds[0].cpu
-        for m in self.rounds[1:]:
-            total = total + m.cpu
-        return total
+        return sum((m.cpu for m in self.rounds[1:]), self.rounds[0].cpu)
 
     @property
     def wrk_cpu(self) -> float:
         return sum(m.wrk.wrk_cpu for m in self.rounds)
+
+
+def ratio_to_healthz(window: Measured, healthz: Measured) -> float:
+    return window.wrk.per_second / healthz.wrk.per_second if healthz.wrk.per_second else 0.0
 
 
 def summarize(rounds: list[list[Measured]]) -> list[Summary]:
@@ -474,10 +475,7 @@ def summarize(rounds: list[list[Measured]]) -> list[Summary]:
     summaries = []
     for i, first in enumerate(rounds[0]):
         windows = [r[i] for r in rounds]
-        ratios = [
-            w.wrk.per_second / r[0].wrk.per_second if r[0].wrk.per_second else 0.0
-            for w, r in zip(windows, rounds, strict=True)
-        ]
+        ratios = [ratio_to_healthz(w, r[0]) for w, r in zip(windows, rounds, strict=True)]
         summaries.append(Summary(first.endpoint, windows, ratios))
     return summaries
 
@@ -541,12 +539,10 @@ def print_cpu(summaries: list[Summary]) -> float:
     foreign = 0.0
     for s in summaries:
         for m in s.rounds:
-            c = m.cpu
-            rest = max(c.machine_busy - (c.server + c.postgres + c.redis + m.wrk.wrk_cpu), 0.0)
-            foreign = max(foreign, rest / max(c.machine_total, 1e-9))
+            foreign = max(foreign, m.cpu.rest(m.wrk.wrk_cpu) / max(m.cpu.machine_total, 1e-9))
         n = max(s.requests, 1)
         c = s.cpu
-        rest = max(c.machine_busy - (c.server + c.postgres + c.redis + s.wrk_cpu), 0.0)
+        rest = c.rest(s.wrk_cpu)
         print(
             f"  {s.endpoint.name:<19} server {1000 * c.server / n:.2f}, "
             f"PostgreSQL {1000 * c.postgres / n:.2f}, Redis {1000 * c.redis / n:.2f}, "
@@ -645,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
                     measured.append(m)
                     print(
                         f"  round {number}, {endpoint.name}: {m.wrk.per_second:.1f} req/s "
-                        f"({m.wrk.per_second / measured[0].wrk.per_second:.2f} of /healthz), "
+                        f"({ratio_to_healthz(m, measured[0]):.2f} of /healthz), "
                         f"p50 {m.wrk.p50_ms:.2f} ms, p99 {m.wrk.p99_ms:.2f} ms, "
                         f"{m.wrk.errors} errors",
                         flush=True,
