@@ -369,7 +369,8 @@ def test_code_is_single_use(world: World) -> None:
 
 def test_wrong_or_missing_code_verifier(world: World) -> None:
     code, verifier = sign_in(world)
-    assert_entra_error(redeem(world, code, verifier[:-1] + "x"), 400, "invalid_grant", 501481)
+    wrong = verifier[:-1] + ("x" if verifier[-1] != "x" else "y")
+    assert_entra_error(redeem(world, code, wrong), 400, "invalid_grant", 501481)
     assert_entra_error(redeem(world, code, None), 400, "invalid_grant", 50148)
     assert redeem(world, code, verifier).status_code == 200
 
