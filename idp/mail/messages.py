@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from idp.i18n import DEFAULT, supported
 from idp.models import User
 
 ContextValue = str | int | bool | list[str]
@@ -39,6 +40,11 @@ def format_time(when: datetime) -> str:
     if when.tzinfo is None:
         raise ValueError("naive datetime given to a mail")
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def account_language(user: User) -> str:
+    """The language mails to ``user``'s own address are written in (English by default)."""
+    return supported(user.locale) or DEFAULT
 
 
 def _greeting(user: User) -> Context:
@@ -71,6 +77,9 @@ def login_alert_success(
             "application": application,
             "new_device": new_device,
         },
+        # The account's own language, known here: queue_mail need not look the address up
+        # (a query on the sign-in's path, and the hottest mail there is).
+        language=account_language(user),
     )
 
 

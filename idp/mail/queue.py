@@ -14,7 +14,7 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from idp.i18n import supported
+from idp.i18n import DEFAULT, supported
 from idp.mail.compose import template_exists
 from idp.mail.messages import Message
 from idp.models import OutboxItem, User
@@ -24,13 +24,12 @@ from idp.outbox import enqueue
 log = logging.getLogger("idp.mail")
 
 MAIL = "mail"
-LANGUAGE = "en"
 
 
 def recipient_language(db: Session, to: str) -> str:
     """The language of the account with address ``to``, English for anyone else."""
     locale = db.scalar(select(User.locale).where(User.email_normalized == to.strip().lower()))
-    return supported(locale) or LANGUAGE
+    return supported(locale) or DEFAULT
 
 
 def queue_mail(db: Session, to: str, message: Message) -> OutboxItem:

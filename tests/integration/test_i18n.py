@@ -19,6 +19,7 @@ from idp.i18n import COOKIE, from_ui_locales, mail_time, supported
 from idp.mail import queue_mail
 from idp.mail.messages import (
     Message,
+    account_language,
     account_unlocked,
     login_alert_failures,
     login_alert_success,
@@ -177,6 +178,12 @@ def test_language_tags() -> None:
     assert supported("es") is None and supported(None) is None
     assert from_ui_locales("es  it-IT fr") == "it"
     assert from_ui_locales("") is None
+
+
+def test_a_mail_to_an_account_is_in_the_account_language() -> None:
+    assert account_language(User(locale="de")) == "de"
+    assert account_language(User(locale="it-CH")) == "it"
+    assert account_language(User(locale=None)) == "en"
 
 
 # A mail in the recipient's language ---------------------------------------------------------
