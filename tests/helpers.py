@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
@@ -73,3 +74,21 @@ def count(runtime: Runtime, model: type, *where: object) -> int:
 def events(runtime: Runtime, action: str) -> list[Event]:
     with runtime.session_factory() as db:
         return list(db.scalars(select(Event).where(Event.action == action).order_by(Event.id)))
+
+
+def count_verifications(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, every argon2id verification of ``runtime`` appends the hash it checked
+    against (the real one, or the dummy of an unknown address) to the returned list."""
+    calls: list[str] = []
+    hasher = runtime.passwords.hasher
+
+    class CountingHasher:
+        def verify(self, stored: str, password: str) -> bool:
+            calls.append(stored)
+            return hasher.verify(stored, password)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(hasher, name)
+
+    monkeypatch.setattr(runtime.passwords, "hasher", CountingHasher())
+    return calls

@@ -154,6 +154,13 @@ class AuthenticationService:
         self.db.commit()
         return InvalidCredentials(reason)
 
+    def _refuse_locked(self, user: User, client: ClientInfo, password: str) -> InvalidCredentials:
+        """A locked account (or an exhausted attempt count) is refused without checking the
+        password, yet after a verification of the same cost: answering sooner than for an
+        unknown address would tell that the address has an account."""
+        self.passwords.verify(None, password)
+        return self._fail(user, client, "locked")
+
     def sign_in(
         self, email: str, password: str, client: ClientInfo, trust_token: str | None = None
     ) -> SignInResult | SecondFactorRequired:
@@ -166,10 +173,10 @@ class AuthenticationService:
         trusted_device = self.c.trust.trusted_device(trust_token, user.id)
         bucket = f"device:{trusted_device}" if trusted_device else ACCOUNT_BUCKET
         if user.locked_at is not None and trusted_device is None:
-            raise self._fail(user, client, "locked")
+            raise self._refuse_locked(user, client, password)
         slot = self.c.lockout.take_slot(user, bucket)
         if not slot.may_verify:
-            raise self._fail(user, client, "locked")
+            raise self._refuse_locked(user, client, password)
         result = self.passwords.verify(user.password_hash, password)
         if not result.ok:
             if slot.is_last and bucket == ACCOUNT_BUCKET:

@@ -21,7 +21,14 @@ from idp.events import EventTag
 from idp.models import OneTimeToken, OutboxItem, Role, User, utcnow
 from idp.runtime import Runtime
 from tests.conftest import empty_tables, make_settings
-from tests.helpers import create_user, csrf_token, events, login_form, sign_in
+from tests.helpers import (
+    count_verifications,
+    create_user,
+    csrf_token,
+    events,
+    login_form,
+    sign_in,
+)
 from tests.oidc import serve
 from tests.services import free_port, idp_env, run_idp
 
@@ -80,17 +87,22 @@ def _attempt(base: str, password: str, email: str = "alice@example.com") -> int:
 
 
 def test_parallel_wrong_passwords_verify_exactly_threshold_times_then_lock(
-    live: tuple[str, Runtime],
+    live: tuple[str, Runtime], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base, rt = live
     create_user(rt)
     _set_threshold(rt, "alice@example.com", 5)
+    verifications = count_verifications(rt, monkeypatch)
     with ThreadPoolExecutor(max_workers=20) as pool:
         statuses = list(pool.map(lambda _: _attempt(base, WRONG), range(40)))
     assert statuses == [200] * 40  # every answer is the same generic page
     reasons = _failure_reasons(rt)
     assert reasons.count("bad_password") == 5  # exactly five passwords were verified
     assert reasons.count("locked") == 35
+    # ... against the real hash; the 35 refused attempts cost the dummy's verification (as
+    # for an unknown address), so no answer comes sooner for being refused.
+    real = _user(rt).password_hash
+    assert len(verifications) == 40 and verifications.count(real) == 5
     assert _user(rt).locked_at is not None
     assert len(events(rt, EventTag.ACCOUNT_LOCKED)) == 1
     assert len(_unlock_urls(rt)) == 1  # the owner is mailed once, at the moment of locking
@@ -111,6 +123,28 @@ def test_locked_account_refuses_the_right_password(client: FlaskClient,
     # The lock is durable: forgetting the counters in the store changes nothing.
     runtime.store.delete_prefix()
     assert sign_in(client).status_code == 200
+
+
+def test_a_locked_account_answers_after_the_same_work_as_an_unknown_address(
+    client: FlaskClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refusing a locked account without hashing would answer sooner than for an unknown
+    address (which always costs one verification), telling that the account exists."""
+    create_user(runtime)
+    _set_threshold(runtime, "alice@example.com", 3)
+    for _ in range(3):
+        sign_in(client, password=WRONG)
+    assert _user(runtime).locked_at is not None
+    calls = count_verifications(runtime, monkeypatch)
+    locked = sign_in(client, password=WRONG)
+    unknown = sign_in(client, email="nobody@example.com", password=WRONG)
+    assert len(calls) == 2  # one verification each, with the same argon2 parameters
+    assert calls[0].split("$")[3] == calls[1].split("$")[3]
+    assert _failure_reasons(runtime)[-2:] == ["locked", "unknown_account"]
+    strip = re.compile(r'value="[^"]*"')  # the CSRF token and the echoed email differ
+    assert strip.sub("", locked.get_data(as_text=True)) == strip.sub(
+        "", unknown.get_data(as_text=True)
+    )
 
 
 def test_a_trusted_device_still_signs_in_while_the_account_is_locked(

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from idp.events import EventTag
 from idp.models import Device, UserSession
 from idp.runtime import Runtime
-from tests.helpers import PASSWORD, count, create_user, csrf_token, events, login_form, sign_in
+from tests.helpers import (
+    PASSWORD,
+    count,
+    count_verifications,
+    create_user,
+    csrf_token,
+    events,
+    login_form,
+    sign_in,
+)
 
 GENERIC = "Incorrect email or password."
 
@@ -107,21 +117,10 @@ def test_wrong_password_and_unknown_email_are_indistinguishable(
 
 
 def test_unknown_email_costs_one_password_verification_like_a_known_one(
-    client: FlaskClient, runtime: Runtime, monkeypatch: object
+    client: FlaskClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     create_user(runtime)
-    calls: list[str] = []
-    hasher = runtime.passwords.hasher
-
-    class CountingHasher:
-        def verify(self, stored: str, password: str) -> bool:
-            calls.append(stored)
-            return hasher.verify(stored, password)
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(hasher, name)
-
-    monkeypatch.setattr(runtime.passwords, "hasher", CountingHasher())  # type: ignore[attr-defined]
+    calls = count_verifications(runtime, monkeypatch)
     sign_in(client, password="not the right password")
     sign_in(client, email="nobody@example.com", password="not the right password")
     assert len(calls) == 2
