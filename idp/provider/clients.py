@@ -74,6 +74,12 @@ def validate_redirect_uri(uri: str, label: str = "redirect URI") -> str:
     return uri
 
 
+def scope_allowed(allowed_scopes: str, scope: str | None) -> bool:
+    """Whether every scope of ``scope`` is one the client was registered with (RFC 6749 §3.3:
+    the server grants a client only what it may have; no scope asks for nothing)."""
+    return set(scope_to_list(scope or "")) <= set(scope_to_list(allowed_scopes))
+
+
 class RegisteredClient(ClientMixin):  # type: ignore[misc]
     """authlib's view of a :class:`Client` row."""
 
@@ -98,13 +104,9 @@ class RegisteredClient(ClientMixin):  # type: ignore[misc]
     def get_allowed_scope(self, scope: str | None) -> str | None:
         """The requested scope if the client may have all of it, else None (invalid_scope,
         RFC 6749 §4.1.2.1)."""
-        if not scope:
-            return ""
-        requested = scope_to_list(scope)
-        allowed = set(scope_to_list(self.row.allowed_scopes))
-        if not set(requested) <= allowed:
+        if not scope_allowed(self.row.allowed_scopes, scope):
             return None
-        return " ".join(dict.fromkeys(requested))
+        return " ".join(dict.fromkeys(scope_to_list(scope or "")))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.row.redirect_uris
@@ -169,6 +171,12 @@ class ClientService:
             return False
         secret = basic_secret(client_id, authorization)
         return secret is not None and secret_matches(secret, columns["secret_hash"])
+
+    def allows_scope(self, client_id: str, scope: str) -> bool:
+        """Whether the client whose row this request has already read (see
+        :meth:`authenticates_by_basic`) was registered with every scope of ``scope``."""
+        columns = self._read.get(client_id)
+        return columns is not None and scope_allowed(columns["allowed_scopes"], scope)
 
     def get(self, client_id: str) -> Client | None:
         if not client_id or len(client_id) > 64:

@@ -22,6 +22,7 @@ from authlib.oauth2.rfc6749 import grants, scope_to_list
 from authlib.oauth2.rfc6749.errors import (
     InvalidClientError,
     InvalidRequestError,
+    InvalidScopeError,
     OAuth2Error,
 )
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -202,6 +203,14 @@ class RefreshGrant(_Grant, grants.RefreshTokenGrant):  # type: ignore[misc]
 
 class ClientCredentialsGrant(_Grant, grants.ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def validate_token_request(self) -> None:
+        """authlib's checks (client authentication, grant type, scopes the server supports),
+        then RFC 6749 §3.3 / §5.2: a scope the client was not registered with is
+        ``invalid_scope``, never silently granted."""
+        super().validate_token_request()
+        if self.request.client.get_allowed_scope(self.request.payload.scope) is None:
+            raise InvalidScopeError()
 
 
 def plain_client_credentials_request(
@@ -414,7 +423,11 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         if token is None:
             # The client's row and the current kid, read together (authlib uses them too).
             s.tokens.prefetch_grant(client_id, s.clients)
-            if secret is None or not s.clients.authenticates_by_basic(client_id, authorization):
+            if (
+                secret is None
+                or not s.clients.authenticates_by_basic(client_id, authorization)
+                or not s.clients.allows_scope(client_id, scope)
+            ):
                 return None
             token = self._generate_token(
                 grant_type, client_id, None, scope, include_refresh_token=False

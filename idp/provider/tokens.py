@@ -22,9 +22,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from authlib.oauth2.rfc6749 import scope_to_list
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import Connection, Table, and_, bindparam, func, insert, literal, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from idp.db import HotSelect, HotWrite
@@ -86,7 +99,8 @@ def _authenticated_grant() -> Any:
 
     - finds the client by id and the SHA-256 of the presented secret (a lookup by digest, as
       for refresh tokens, RFC 6819 §5.1.4.1.3), confidential clients only (public clients
-      have no secret and may not use this grant);
+      have no secret and may not use this grant), registered with every requested scope
+      (``scopes``, a list; RFC 6749 §3.3);
     - only then, and only while a key of ``alg`` (the access tokens' algorithm) is current,
       inserts the grant's token family,
       access token and ``oauth:token:grant`` event (data-modifying WITH parts, each feeding
@@ -95,7 +109,7 @@ def _authenticated_grant() -> Any:
       signs the token (the signature is not stored, so it is made after the write).
 
     Run in autocommit, the statement is its own transaction. Parameters: ``client_id``,
-    ``secret_hash``, ``alg``, ``f_<column>``, ``a_<column>``, ``e_<column>``."""
+    ``secret_hash``, ``scopes``, ``alg``, ``f_<column>``, ``a_<column>``, ``e_<column>``."""
     families = cast(Table, TokenFamily.__table__)
     tokens = cast(Table, AccessToken.__table__)
     events = cast(Table, Event.__table__)
@@ -109,12 +123,14 @@ def _authenticated_grant() -> Any:
         rows = select(*values).select_from(source).where(*where)
         return insert(table).from_select(names, rows).returning(table.c[0]).cte(name)
 
+    registered_scopes = func.string_to_array(CLIENTS.c.allowed_scopes, " ", type_=ARRAY(Text))
     client = (
         select(CLIENTS.c.client_id)
         .where(
             CLIENTS.c.client_id == bindparam("client_id"),
             CLIENTS.c.secret_hash == bindparam("secret_hash"),
             CLIENTS.c.public.is_(False),
+            registered_scopes.contains(bindparam("scopes", type_=ARRAY(Text))),
         )
         .cte("authenticated_client")
     )
@@ -462,8 +478,9 @@ class TokenService:
         (:func:`_authenticated_grant`, PostgreSQL with one-statement grants only), then signed.
 
         Returns the token response, or None when nothing was written: the client is unknown,
-        public or presented another secret, or no key is current. The caller then goes the
-        usual way (reading the client, authlib), which refuses with the right error."""
+        public, presented another secret or asked for a scope it was not registered with, or
+        no key is current. The caller then goes the usual way (reading the client, authlib),
+        which refuses with the right error."""
         if not self.one_statement_grants:
             return None
         now = self.clock()
@@ -473,6 +490,7 @@ class TokenService:
         params = {
             "client_id": client_id,
             "secret_hash": secret_digest(secret),
+            "scopes": scope_to_list(scope),
             "alg": self.access_token_alg,
             "e_occurred_at": now,
             **_prefixed("e_", event),

@@ -400,7 +400,8 @@ def test_client_credentials_refusals_stay_authlibs_and_write_nothing(
     batch = register_client(runtime, "Batch")
     other = register_client(runtime, "Other")
     public = register_client(runtime, "Public", public=True)
-    assert batch.client_secret and other.client_secret
+    limited = register_client(runtime, "Limited", scopes="openid profile")
+    assert batch.client_secret and other.client_secret and limited.client_secret
     grant = {"grant_type": "client_credentials"}
 
     def refused(headers: dict[str, str], status: int, error: str, **form: str) -> None:
@@ -420,6 +421,8 @@ def test_client_credentials_refusals_stay_authlibs_and_write_nothing(
     )
     refused(_basic("", batch.client_secret), 401, "invalid_client", client_id=batch.client_id)
     refused(_basic(batch.client_id, batch.client_secret), 400, "invalid_scope", scope="payroll")
+    refused(_basic(limited.client_id, limited.client_secret), 400, "invalid_scope",
+            scope="openid email")
     with runtime.session_factory() as db:
         new_secret = ClientService(db).rotate_secret(batch.client_id)
     refused(_basic(batch.client_id, batch.client_secret), 401, "invalid_client")

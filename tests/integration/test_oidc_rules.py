@@ -22,13 +22,14 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from sqlalchemy import update
 
+from idp.events import EventTag
 from idp.models import UserSession
 from idp.models.clients import Consent
 from idp.provider.keys import KeyService
 from idp.provider.tokens import Principal, TokenService
 from idp.runtime import Runtime
 from idp.security.devices import hash_key
-from tests.helpers import PASSWORD, count, create_user
+from tests.helpers import PASSWORD, count, create_user, events
 from tests.oidc import Browser, RegisteredRP, RelyingParty, redirect_params, register_client
 
 Live = tuple[str, Runtime]
@@ -810,6 +811,30 @@ def test_a_confidential_client_gets_a_token_for_itself_by_client_credentials(
     assert introspected["active"] is True and introspected["sub"] == service.rp.client_id
     # It is not a user's token: userinfo has nobody to describe.
     assert service.userinfo(body["access_token"]).status_code in (401, 403)
+
+
+def test_client_credentials_grant_only_the_scopes_the_client_was_registered_with(
+    live: Live,
+) -> None:
+    base, rt = live
+    reports = RelyingParty(base, register_client(rt, "Reports", scopes="openid profile"))
+    secret = reports.rp.client_secret
+    assert secret is not None
+
+    for scope in ("openid email", "profile offline_access", "openid profile email"):
+        by_basic = token_request(reports, {"grant_type": "client_credentials", "scope": scope})
+        by_post = requests.post(base + "/token", timeout=10, data={
+            "grant_type": "client_credentials", "scope": scope,
+            "client_id": reports.rp.client_id, "client_secret": secret})
+        for refused in (by_basic, by_post):
+            assert_oauth_error(refused, 400, "invalid_scope")
+            assert "access_token" not in refused.json()
+
+    granted = token_request(reports, {"grant_type": "client_credentials", "scope": "profile"})
+    assert granted.status_code == 200, granted.text
+    claims = reports.validate_access_token(granted.json()["access_token"])
+    assert claims["scope"] == "profile"
+    assert len(events(rt, EventTag.TOKEN_GRANTED)) == 1  # the refusals wrote nothing
 
 
 def test_a_public_client_cannot_use_client_credentials(live: Live) -> None:
