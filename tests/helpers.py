@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from idp.accounts import AccountService
-from idp.models import Event, Role, User
+from idp.models import Event, OutboxItem, Role, User
 from idp.runtime import Runtime
 
 PASSWORD = "correct horse battery staple"
@@ -92,3 +92,23 @@ def count_verifications(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> li
 
     monkeypatch.setattr(runtime.passwords, "hasher", CountingHasher())
     return calls
+
+
+def request_email_change(client: FlaskClient, new_email: str, password: str = PASSWORD) -> str:
+    """Ask, signed in, to change the address to ``new_email``; the path of the confirmation
+    link mailed there (read from the outbox)."""
+    page = client.get("/account/email").get_data(as_text=True)
+    sent = client.post("/account/email", data={
+        "csrf_token": csrf_token(page), "email": new_email, "password": password})
+    assert sent.status_code == 200, sent.get_data(as_text=True)
+    return email_change_links(client.application.extensions["idp"], new_email)[-1]
+
+
+def email_change_links(runtime: Runtime, new_email: str) -> list[str]:
+    """The paths of the email change links mailed to ``new_email`` so far, oldest first."""
+    with runtime.session_factory() as db:
+        items = db.scalars(select(OutboxItem).where(OutboxItem.kind == "mail")
+                           .order_by(OutboxItem.id)).all()
+    return ["/" + str(i.payload["context"]["link"]).split("://", 1)[1].split("/", 1)[1]
+            for i in items if i.payload.get("template") == "email_change_confirm"
+            and i.payload.get("to") == new_email]

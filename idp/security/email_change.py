@@ -6,7 +6,7 @@ Authentication Cheat Sheet "Changing A User's Registered Email Address").
 2. A link is mailed to the new address; a notice goes to the current one, so the owner learns
    of a change they did not ask for. The link's token is random (256 bits); only its SHA-256
    is stored. It works once and expires after ``IDP_EMAIL_CHANGE_LINK_MINUTES``. A newer
-   request replaces older ones.
+   request replaces older ones; a password change or reset cancels it (:func:`cancel_pending`).
 3. Opening the link shows the new address and a button (a mail scanner's GET changes
    nothing); pressing it changes the address, which is then verified by construction.
 
@@ -21,7 +21,7 @@ import secrets
 from datetime import timedelta
 
 from flask_babel import gettext, lazy_gettext
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from idp.accounts import AccountError, AccountService, normalize_email, validate
 from idp.events import Actor, EventTag, record_event
 from idp.mail import messages, queue_mail
 from idp.models import EmailChange, User, utcnow
+from idp.security.pending_email_changes import cancel_pending
 from idp.security.reauth import PasswordConfirmation
 
 
@@ -46,7 +47,7 @@ class EmailChangeError(Exception):
 class LinkInvalid(EmailChangeError):
     message = lazy_gettext(
         "This confirmation link is not valid: it was already used, replaced by a newer one, "
-        "or it expired. Ask for the change again."
+        "cancelled by a password change, or it expired. Ask for the change again."
     )
 
 
@@ -86,9 +87,7 @@ class EmailChangeService:
         if self.accounts.find_user_by_email(new_email) is not None:
             raise EmailChangeError(gettext("This address belongs to another account."))
         now = utcnow()
-        self.db.execute(
-            delete(EmailChange).where(EmailChange.user_id == user.id, EmailChange.used_at.is_(None))
-        )
+        cancel_pending(self.db, user.id)
         token = secrets.token_urlsafe(32)
         change = EmailChange(
             user_id=user.id,

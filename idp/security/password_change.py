@@ -28,6 +28,7 @@ from idp.events import Actor, EventTag, record_event
 from idp.mail import messages, queue_mail
 from idp.models import User
 from idp.security.passwords import PasswordPolicyError, PasswordService
+from idp.security.pending_email_changes import cancel_pending
 from idp.security.ratelimit import RateLimiter
 from idp.security.session_list import SessionListService
 from idp.store import Store
@@ -130,6 +131,7 @@ class PasswordChangeService:
         user.password_hash = self.passwords.hash(new)
         # The mail first: should it be refused, nothing has touched the other sessions yet.
         queue_mail(self.db, user.email, messages.password_changed(user))
+        email_changes_cancelled = cancel_pending(self.db, user.id)
         ended = 0
         if sign_out_others:
             ended = self.sessions.end_others(
@@ -142,7 +144,11 @@ class PasswordChangeService:
             organization_id=self.accounts.primary_organization_id(user.id),
             actor=self.actor,
             session_id=current_session_id,
-            details={"signed_out_other_sessions": sign_out_others, "sessions_ended": ended},
+            details={
+                "signed_out_other_sessions": sign_out_others,
+                "sessions_ended": ended,
+                "email_changes_cancelled": email_changes_cancelled,
+            },
         )
         self.db.commit()
         return PasswordChanged(other_sessions_ended=ended)

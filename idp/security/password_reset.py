@@ -51,6 +51,7 @@ from idp.outbox import enqueue
 from idp.security.devices import hash_key
 from idp.security.lockout import ACCOUNT_BUCKET, LockoutService
 from idp.security.passwords import PasswordPolicyError, PasswordService
+from idp.security.pending_email_changes import cancel_pending
 from idp.security.ratelimit import RateLimiter
 from idp.security.session_list import SessionListService
 from idp.security.two_factor import TwoFactorService, totp_box
@@ -260,13 +261,18 @@ class PasswordResetService:
         queue_mail(self.db, user.email, messages.password_reset_done(user))
         # "" is no session id: every session of the account ends.
         ended = self.c.sessions.end_others(user.id, "", reason=PASSWORD_RESET, commit=False)
+        email_changes_cancelled = cancel_pending(self.db, user.id)
         record_event(
             self.db,
             EventTag.PASSWORD_RESET,
             user_id=user.id,
             organization_id=self.accounts.primary_organization_id(user.id),
             actor=self.actor,
-            details={"method": method, "sessions_ended": ended},
+            details={
+                "method": method,
+                "sessions_ended": ended,
+                "email_changes_cancelled": email_changes_cancelled,
+            },
         )
         self.db.commit()
 

@@ -12,7 +12,14 @@ from sqlalchemy import select
 from idp.events import EventTag
 from idp.models import OutboxItem, User, UserSession
 from idp.runtime import Runtime
-from tests.helpers import PASSWORD, create_user, csrf_token, events, sign_in
+from tests.helpers import (
+    PASSWORD,
+    create_user,
+    csrf_token,
+    events,
+    request_email_change,
+    sign_in,
+)
 from tests.integration.test_account_access import (
     CHROME_LINUX,
     FIREFOX_WINDOWS,
@@ -147,7 +154,11 @@ def test_changing_signs_out_the_other_devices_and_keeps_this_one(
     # Recorded and mailed.
     [changed] = events(runtime, EventTag.PASSWORD_CHANGED)
     assert changed.session_id == client_session_id(runtime, laptop)
-    assert changed.details == {"signed_out_other_sessions": True, "sessions_ended": 2}
+    assert changed.details == {
+        "signed_out_other_sessions": True,
+        "sessions_ended": 2,
+        "email_changes_cancelled": 0,
+    }
     ended = events(runtime, EventTag.SESSION_ENDED)
     assert [e.details["reason"] for e in ended] == ["password_changed", "password_changed"]
     [mail] = mails(runtime, "password_changed")
@@ -165,9 +176,29 @@ def test_unchecking_the_box_keeps_the_other_devices_signed_in(
     assert status == 303
     assert all(is_signed_in(d) for d in three_devices)
     [changed] = events(runtime, EventTag.PASSWORD_CHANGED)
-    assert changed.details == {"signed_out_other_sessions": False, "sessions_ended": 0}
+    assert changed.details == {
+        "signed_out_other_sessions": False,
+        "sessions_ended": 0,
+        "email_changes_cancelled": 0,
+    }
     assert events(runtime, EventTag.SESSION_ENDED) == []
     assert len(mails(runtime, "password_changed")) == 1
+
+
+def test_changing_cancels_an_email_change_waiting_for_its_link(
+    app: Flask, runtime: Runtime, three_devices: tuple[FlaskClient, FlaskClient, FlaskClient]
+) -> None:
+    """The notice of an email change the owner did not ask for tells them to change their
+    password: that must void the intruder's link, even with the other devices kept."""
+    laptop, _, intruder = three_devices
+    link = request_email_change(intruder, "mallory@example.net")
+    assert change(laptop, sign_out_others=False)[0] == 303
+
+    assert app.test_client().get(link).status_code == 404
+    with runtime.session_factory() as db:
+        assert db.scalar(select(User.email)) == "alice@example.com"
+    [changed] = events(runtime, EventTag.PASSWORD_CHANGED)
+    assert changed.details["email_changes_cancelled"] == 1
 
 
 def test_guessing_the_current_password_is_rate_limited(

@@ -28,7 +28,14 @@ from idp.models import OneTimeToken, User, utcnow
 from idp.runtime import Runtime
 from idp.worker import build_worker
 from tests.conftest import make_settings, running_app
-from tests.helpers import PASSWORD, create_user, csrf_token, events, sign_in
+from tests.helpers import (
+    PASSWORD,
+    create_user,
+    csrf_token,
+    events,
+    request_email_change,
+    sign_in,
+)
 from tests.integration.test_two_factor import _enable
 from tests.mailserver import MailServer
 from tests.oidc import hidden_fields
@@ -118,6 +125,30 @@ def _user(rt: Runtime, email: str = ALICE) -> User:
 def _invalid(response: TestResponse) -> bool:
     return response.status_code == 400 and "invalid, has already been used, or has expired" in \
         response.get_data(as_text=True)
+
+
+def test_a_reset_cancels_an_email_change_waiting_for_its_link(
+    mail_app: Flask, rt: Runtime, smtp: MailServer
+) -> None:
+    """Someone in the account asks for their own address; the owner, warned by the notice,
+    resets the password: the intruder's link must no longer take the account."""
+    create_user(rt)
+    intruder = mail_app.test_client()
+    assert sign_in(intruder).status_code == 303
+    link = request_email_change(intruder, "mallory@example.net")
+    _deliver(rt)
+    [notice] = [m for m in smtp.to(ALICE) if "change of your email" in str(m["Subject"])]
+    assert "Changing your password also cancels this change of address." in _text(notice)
+    owner = mail_app.test_client()
+    request_reset(owner)
+    (url,) = reset_links(rt, smtp)
+    assert use_link(owner, url).status_code == 303
+
+    elsewhere = mail_app.test_client()
+    assert elsewhere.get(link).status_code == 404
+    assert _user(rt).email == ALICE
+    (reset,) = events(rt, EventTag.PASSWORD_RESET)
+    assert reset.details["email_changes_cancelled"] == 1
 
 
 def test_the_sign_in_page_links_to_the_reset_form(browser: FlaskClient) -> None:
