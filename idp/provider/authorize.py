@@ -115,11 +115,17 @@ class AuthorizationPolicy:
         self, values: Mapping[str, str], client_id: str, signed_in: bool
     ) -> dict[str, str]:
         """Arguments for the login page: where to come back to, and whether to force the
-        form although a session exists."""
+        form although a session exists.
+
+        A request that asks for a fresh sign-in (``prompt=login``, ``max_age``; OIDC Core
+        §3.1.2.1) comes back marked with when it was asked, signed in or not: the sign-in made
+        on the way satisfies it, and the user is not sent to the form a second time."""
         params = request_params(values)
         args: dict[str, str] = {}
-        if signed_in:
+        fresh = "login" in params.get("prompt", "").split() or "max_age" in params
+        if signed_in or fresh:
             params[REAUTH_PARAM] = _marker(self.secret, int(time.time()), client_id)
+        if signed_in:
             args["prompt"] = "login"
         if params.get("login_hint"):
             args["login_hint"] = params["login_hint"][:320]

@@ -657,6 +657,25 @@ def test_prompt_login_shows_the_form_although_signed_in(live: Live) -> None:
     assert claims["auth_time"] >= old["auth_time"]
 
 
+@pytest.mark.parametrize("fresh", [{"prompt": "login"}, {"max_age": "0"}])
+def test_a_signed_out_user_asked_for_a_fresh_sign_in_signs_in_once(
+    live: Live, fresh: dict[str, str]
+) -> None:
+    base, rt = live
+    create_user(rt)
+    browser = Browser(base)
+    rp = RelyingParty(base, register_client(rt))
+    url, state, nonce, verifier = rp.authorization_url(**fresh)
+
+    before = int(time.time())
+    got = leaves_to(_sign_in_on_form(browser, open_page(browser, url)), rp.rp.redirect_uri)
+
+    assert got["state"] == state and "code" in got, got
+    claims = rp.validate_id_token(rp.exchange(got["code"], verifier)["id_token"], nonce)
+    assert claims["auth_time"] >= before - 1
+    assert count(rt, UserSession) == 1  # one sign-in, no session replaced by a second one
+
+
 # 14. Consent ------------------------------------------------------------------------------
 
 
