@@ -29,7 +29,9 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.rpinitiated import EndSessionEndpoint
+from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
+from joserfc.jws import extract_compact
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
@@ -298,6 +300,20 @@ class EndSession(EndSessionEndpoint):  # type: ignore[misc]
 
     def get_algorithms(self) -> list[str]:
         return ["RS256", "ES256"]
+
+    def _validate_id_token_hint(self, id_token_hint: str) -> dict[str, Any]:
+        """authlib's checks (our signature, not-before), after making sure the hint is one of
+        our ID tokens (header ``typ`` JWT or none): our access tokens (``at+jwt``) and logout
+        tokens (``logout+jwt``) carry the same key, client and session, and must not stand
+        for an ID token (RFC 8725 §3.11, explicit typing)."""
+        try:
+            typ = extract_compact(id_token_hint.encode()).headers().get("typ", "JWT")
+        except (JoseError, ValueError):
+            raise InvalidRequestError("'id_token_hint' is not a valid ID token.") from None
+        if not isinstance(typ, str) or typ.lower().removeprefix("application/") != "jwt":
+            raise InvalidRequestError("'id_token_hint' is not an ID token.")
+        claims: dict[str, Any] = super()._validate_id_token_hint(id_token_hint)
+        return claims
 
     def end_session(self, end_session_request: Any) -> None:
         """Nothing here: the view ends the session with the user's confirmation."""

@@ -74,6 +74,7 @@ def assert_tokens_alive(rp: RelyingParty, tokens: dict[str, Any]) -> None:
         "tampered claims",
         "bad signature",
         "not a JWT",
+        "an access token",
     ],
 )
 def test_a_tampered_id_token_hint_gets_an_error_page_and_keeps_the_session(
@@ -89,6 +90,8 @@ def test_a_tampered_id_token_hint_gets_an_error_page_and_keeps_the_session(
         "tampered claims": tampered(id_token),
         "bad signature": id_token[:-6] + ("BBBBBB" if id_token.endswith("AAAAAA") else "AAAAAA"),
         "not a JWT": "garbage",
+        # Signed by us for this client and session, but not an ID token (RFC 8725 §3.11).
+        "an access token": tokens["access_token"],
     }[hint]
 
     response = end_session(browser, id_token_hint=bad, post_logout_redirect_uri=LOGGED_OUT,
