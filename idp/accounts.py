@@ -13,9 +13,12 @@ from idp.events import EventTag, record_event
 from idp.models import Membership, Organization, Role, User
 from idp.security.passwords import PasswordService
 
-# Pragmatic address check (RFC 5321 limits): one @, no spaces, a dotted domain.
+# Pragmatic address check (RFC 5321 limits): one @, no spaces, a dotted domain, and none of
+# RFC 5322's specials in the local part (a quoted local part is not accepted): an address
+# with a comma, an angle bracket or a quote would be refused by the mail queue, or read as
+# more than one address by a mail program.
 _EMAIL = re.compile(
-    r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r'^[^@\s\x00-\x1f\x7f(),:;<>\[\\\]"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?'
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 )
 

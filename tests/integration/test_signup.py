@@ -364,6 +364,7 @@ def test_a_next_to_another_origin_is_not_kept(
 
 def test_the_form_explains_what_to_correct(browser: FlaskClient, rt: Runtime) -> None:
     cases = [({"email": "not-an-email"}, "valid email address"),
+             ({"email": "a,b@example.com"}, "valid email address"),
              ({"first_name": ""}, "first name"),
              ({"password": "short"}, "at least 12"),
              ({"again": "something else entirely"}, "not the same"),

@@ -1,0 +1,44 @@
+"""Which email addresses accounts accept: what mail can be sent to, one address each."""
+
+from __future__ import annotations
+
+import pytest
+
+from idp.accounts import AccountError, validate_email
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "alice@example.com",
+        "Alice.Smith+idp@mail.example.co.uk",
+        "o'brien@example.ie",
+        "j\u00f6rg@example.de",
+        "  padded@example.com  ",
+    ],
+)
+def test_ordinary_addresses_are_accepted(address: str) -> None:
+    assert validate_email(address) == address.strip()
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a,b@example.com",  # two recipients to a mail program
+        "x<y@example.com",
+        "a;b@example.com",
+        '"quoted"@example.com',
+        "a(comment)@example.com",
+        "back\\slash@example.com",
+        "a b@example.com",
+        "tab\t@example.com",
+        "@example.com",
+        "alice@localhost",
+        "alice@-example.com",
+        "alice@example..com",
+        "x" * 65 + "@example.com",
+    ],
+)
+def test_addresses_mail_cannot_go_to_are_refused(address: str) -> None:
+    with pytest.raises(AccountError, match="not a valid email address"):
+        validate_email(address)
