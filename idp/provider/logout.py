@@ -56,8 +56,12 @@ def end_session_tokens(
             notified.add(family.client_id)
 
 
-def logout_token(keys: KeyService, issuer: str, client_id: str, sub: str, sid: str) -> str:
-    key = keys.signing_key("RS256")
+def logout_token(
+    keys: KeyService, issuer: str, client_id: str, sub: str, sid: str, alg: str = "RS256"
+) -> str:
+    """The logout token of §2.4, signed like the client's ID tokens (``alg``, its registered
+    ``id_token_signed_response_alg``): §2.6 has the client validate it as it validates them."""
+    key = keys.signing_key(alg)
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": issuer,
@@ -69,7 +73,7 @@ def logout_token(keys: KeyService, issuer: str, client_id: str, sub: str, sid: s
         "sid": sid,
         "events": {LOGOUT_EVENT: {}},
     }
-    return jwt.encode({"alg": "RS256", "typ": "logout+jwt", "kid": key.kid}, claims, key)
+    return jwt.encode({"alg": alg, "typ": "logout+jwt", "kid": key.kid}, claims, key)
 
 
 class BackchannelLogoutSender:
@@ -93,7 +97,12 @@ class BackchannelLogoutSender:
             if client is None or not client.backchannel_logout_uri:
                 return  # the client was deleted or dropped its URI: nothing to tell
             token = logout_token(
-                self.keys_factory(db), self.issuer, client.client_id, payload["sub"], payload["sid"]
+                self.keys_factory(db),
+                self.issuer,
+                client.client_id,
+                payload["sub"],
+                payload["sid"],
+                client.id_token_alg,
             )
             uri = client.backchannel_logout_uri
         try:
