@@ -81,8 +81,14 @@ def login_form() -> Response | tuple[str, int]:
 
 def _signed_in(result: SignInResult, target: str) -> Response:
     previous = current_session()
-    if previous is not None:  # signing in again in this browser replaces its session
-        session_service().end(previous.session_id, "reauthenticated")
+    if previous is not None and previous.user_id == result.started.session.user_id:
+        # Signing in again (prompt=login, max_age) replaces the browser's session; what the
+        # relying services got under the old one ends when the new one is signed out.
+        session_service().end(
+            previous.session_id, "reauthenticated", replaced_by=result.started.session.id
+        )
+    elif previous is not None:  # someone else signs in on this browser: the first signs out
+        authentication_service().sign_out(previous.session_id, previous.user_id, client_info())
     csrf.rotate()
     response = redirect(safe_next(target), 303)
     set_session_cookies(

@@ -53,6 +53,9 @@ class UserSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The session that took over when this one ended by re-authentication in the same browser
+    # (prompt=login, max_age): signing out of that one also signs out what this one started.
+    replaced_by: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
 
     user: Mapped[User] = relationship()
     device: Mapped[Device] = relationship()

@@ -18,7 +18,7 @@ from joserfc import jwt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from idp.models import utcnow
+from idp.models import UserSession, utcnow
 from idp.models.clients import Client
 from idp.models.tokens import TokenFamily
 from idp.outbox import DeliveryError, enqueue
@@ -33,27 +33,44 @@ SESSION_TIMEOUTS = frozenset({"idle", "expired", "reauthenticated"})
 def end_session_tokens(
     db: Session, session_id: str, reason: str, clock: Callable[[], datetime] = utcnow
 ) -> None:
-    """Revoke every token family of the session and queue back-channel logouts (the caller
-    commits). A session that merely timed out leaves its tokens alone: refresh tokens granted
-    for offline access outlive the browser session (OIDC Core §11)."""
+    """Revoke every token family of the session, and of the sessions it replaced by
+    re-authentication, and queue back-channel logouts (the caller commits). A session that
+    merely timed out (or was replaced) leaves its tokens alone: refresh tokens granted for
+    offline access outlive the browser session (OIDC Core §11)."""
     if reason in SESSION_TIMEOUTS:
         return
-    families = list(db.scalars(select(TokenFamily).where(TokenFamily.session_id == session_id)))
-    notified: set[str] = set()
+    sessions = _with_replaced(db, session_id)
+    families = list(db.scalars(select(TokenFamily).where(TokenFamily.session_id.in_(sessions))))
+    notified: set[tuple[str, str]] = set()
     for family in families:
         if family.revoked_at is None:
             family.revoked_at = clock()
             family.revoked_reason = reason
-        if family.client_id in notified or family.user_id is None:
+        # One logout token per client and session, with the sid the client knows (§2.4).
+        sid = family.session_id or session_id
+        if (family.client_id, sid) in notified or family.user_id is None:
             continue
         client = db.scalar(select(Client).where(Client.client_id == family.client_id))
         if client is not None and client.backchannel_logout_uri:
             enqueue(
                 db,
                 BACKCHANNEL_LOGOUT,
-                {"client_id": client.client_id, "sub": family.user_id, "sid": session_id},
+                {"client_id": client.client_id, "sub": family.user_id, "sid": sid},
             )
-            notified.add(family.client_id)
+            notified.add((family.client_id, sid))
+
+
+def _with_replaced(db: Session, session_id: str, limit: int = 100) -> list[str]:
+    """``session_id`` and the sessions it replaced by re-authentication, transitively (each
+    re-authentication in a browser ends its session with ``replaced_by`` set to the next)."""
+    found = [session_id]
+    frontier = [session_id]
+    while frontier and len(found) < limit:
+        frontier = list(
+            db.scalars(select(UserSession.id).where(UserSession.replaced_by.in_(frontier)))
+        )
+        found.extend(frontier)
+    return found
 
 
 def logout_token(

@@ -170,9 +170,13 @@ class SessionService:
         self._touch(active, now)
         return active
 
-    def end(self, session_id: str, reason: str, *, commit: bool = True) -> bool:
+    def end(
+        self, session_id: str, reason: str, *, commit: bool = True, replaced_by: str | None = None
+    ) -> bool:
         """End a session everywhere; True when it was still live. Commits unless ``commit``
-        is false (the caller then commits, e.g. with an event in the same transaction)."""
+        is false (the caller then commits, e.g. with an event in the same transaction).
+        ``replaced_by``: the session of the same user in the same browser that takes over
+        (re-authentication); ending that one later ends this one's tokens too."""
         row = self.db.get(UserSession, session_id)
         if row is None:
             return False
@@ -187,6 +191,7 @@ class SessionService:
             return False
         row.ended_at = self.clock()
         row.end_reason = reason
+        row.replaced_by = replaced_by
         if self.on_end is not None:
             self.on_end(self.db, row.id, reason)
         if commit:

@@ -21,7 +21,7 @@ from idp.runtime import Runtime
 from idp.worker import build_worker
 from tests.helpers import create_user, csrf_token
 from tests.integration.conftest import Receiver
-from tests.oidc import Browser, RelyingParty, register_client
+from tests.oidc import Browser, RelyingParty, redirect_params, register_client
 from tests.services import free_port
 
 Live = tuple[str, Runtime]
@@ -283,6 +283,49 @@ def test_back_channel_logout_sends_a_valid_logout_token(
     assert item.done_at is not None and item.attempts == 1
     build_worker(rt).run_once()
     assert len(receiver.forms) == 1  # delivered once only
+
+
+def test_signing_out_after_a_re_authentication_ends_what_the_first_sign_in_started(
+    live: Live, receiver: Receiver
+) -> None:
+    """A service asks for a fresh sign-in (prompt=login): the browser's session is replaced,
+    the other services' tokens live on (the user is still signed in) until the user signs out,
+    then they end too and each service hears of it with the sid it knows."""
+    base, rt = live
+    create_user(rt)
+    wiki = RelyingParty(base, register_client(rt, "Wiki", backchannel_logout_uri=receiver.url))
+    bank = RelyingParty(base, register_client(rt, "Bank"))
+    browser = Browser(base)
+    wiki_tokens, nonce = wiki.sign_in(browser)
+    wiki_sid = wiki.validate_id_token(wiki_tokens["id_token"], nonce)["sid"]
+    bank_tokens, nonce = bank.sign_in(browser, prompt="login")
+    assert bank.validate_id_token(bank_tokens["id_token"], nonce)["sid"] != wiki_sid
+    assert_tokens_alive(wiki, wiki_tokens)
+
+    assert end_session(browser, id_token_hint=bank_tokens["id_token"]).status_code == 303
+    build_worker(rt).run_once()
+
+    assert_tokens_dead(bank, bank_tokens)
+    assert_tokens_dead(wiki, wiki_tokens)
+    (form,) = receiver.forms
+    decoded = jwt.decode(form["logout_token"][0], wiki.keyset(), algorithms=["RS256"])
+    assert decoded.claims["sid"] == wiki_sid and decoded.claims["aud"] == wiki.rp.client_id
+
+
+def test_someone_else_signing_in_on_the_browser_signs_the_first_user_out(live: Live) -> None:
+    base, rt = live
+    create_user(rt)
+    create_user(rt, "bob@example.com", first_name="Bob")
+    wiki = RelyingParty(base, register_client(rt, "Wiki"))
+    browser = Browser(base)
+    alice_tokens, _ = wiki.sign_in(browser)
+    url, state, _, verifier = wiki.authorization_url(prompt="login")
+    got = redirect_params(browser.follow(url, email="bob@example.com"))
+    assert got["state"] == state
+    bob_tokens = wiki.exchange(got["code"], verifier)
+
+    assert_tokens_dead(wiki, alice_tokens)
+    assert_tokens_alive(wiki, bob_tokens)
 
 
 @pytest.mark.parametrize("failure", ["HTTP 500", "port closed"])
