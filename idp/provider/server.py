@@ -199,6 +199,21 @@ class RefreshGrant(_Grant, grants.RefreshTokenGrant):  # type: ignore[misc]
             family_id=family.id,
         )
 
+    def issue_token(self, user: Principal, refresh_token: _RefreshCredential) -> dict[str, Any]:
+        """RFC 6749 §6: the access token gets the requested scope (at most the refresh
+        token's, checked by authlib) or, without one, the refresh token's; the new refresh
+        token keeps exactly the old one's scope, so asking for less once (even without
+        ``offline_access``) neither narrows nor ends the grant."""
+        original = refresh_token.get_scope()
+        return self.services.tokens.issue(
+            self.request.client.get_client_id(),
+            user,
+            self.request.payload.scope or original,
+            grant_type=self.GRANT_TYPE,
+            include_refresh_token=True,
+            refresh_scope=original,
+        )
+
     def revoke_old_credential(self, credential: _RefreshCredential) -> None:
         """Nothing to do: the old token was marked used when it was claimed."""
 

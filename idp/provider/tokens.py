@@ -401,9 +401,13 @@ class TokenService:
         *,
         grant_type: str,
         include_refresh_token: bool,
+        refresh_scope: str | None = None,
     ) -> dict[str, Any]:
         """The token response (RFC 6749 §5.1). The caller commits (or, for a pending
-        client-credentials grant, calls :meth:`write_grant`)."""
+        client-credentials grant, calls :meth:`write_grant`).
+
+        ``refresh_scope``: the scope of the new refresh token when it is not the access
+        token's (a refresh asking for less keeps the refresh token's scope, RFC 6749 §6)."""
         deferred = principal is None and self.one_statement_grants
         family_id = str(uuid.uuid4()) if deferred else self._family(client_id, principal, scope)
         now = self.clock()
@@ -418,13 +422,14 @@ class TokenService:
             }
         else:
             self.db.connection().execute(_INSERT_ACCESS_TOKEN, token_row)
-        if include_refresh_token and principal is not None and "offline_access" in scope.split():
+        kept = scope if refresh_scope is None else refresh_scope
+        if include_refresh_token and principal is not None and "offline_access" in kept.split():
             refresh = secrets.token_urlsafe(32)
             self.db.add(
                 RefreshToken(
                     token_hash=token_digest(refresh),
                     family_id=family_id,
-                    scope=scope,
+                    scope=kept,
                     created_at=now,
                     expires_at=now + self.refresh_lifetime,
                 )

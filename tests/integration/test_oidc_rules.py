@@ -325,6 +325,39 @@ def test_reusing_a_rotated_refresh_token_revokes_the_whole_family(live: Live) ->
     assert_oauth_error(rp.refresh(new["refresh_token"]), 400, "invalid_grant")
 
 
+def test_a_refresh_asking_for_less_keeps_the_refresh_tokens_scope(live: Live) -> None:
+    """RFC 6749 §6: a narrower scope narrows the access token only; the new refresh token
+    has the old one's scope, even when the request left out offline_access."""
+    base, rt = live
+    create_user(rt)
+    rp = RelyingParty(base, register_client(rt), scope="openid profile offline_access")
+    tokens, _ = rp.sign_in(Browser(base))
+
+    def refresh(token: str, scope: str | None) -> dict[str, Any]:
+        data = {"grant_type": "refresh_token", "refresh_token": token}
+        if scope is not None:
+            data["scope"] = scope
+        response = token_request(rp, data)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    narrow = refresh(tokens["refresh_token"], "openid")
+    assert narrow["scope"] == "openid"
+    assert rp.validate_access_token(narrow["access_token"])["scope"] == "openid"
+    assert "refresh_token" in narrow  # the grant goes on
+
+    full = refresh(narrow["refresh_token"], None)
+    assert set(full["scope"].split()) == {"openid", "profile", "offline_access"}
+    wider_than_last_time = refresh(full["refresh_token"], "openid profile")
+    assert wider_than_last_time["scope"] == "openid profile"
+    assert_oauth_error(
+        token_request(rp, {"grant_type": "refresh_token",
+                           "refresh_token": wider_than_last_time["refresh_token"],
+                           "scope": "openid email"}),
+        400, "invalid_scope")
+
+
 def test_a_refresh_token_works_only_for_its_own_client(live: Live) -> None:
     base, rt = live
     create_user(rt)
