@@ -170,7 +170,7 @@ class AuthenticationService:
         if user is None:
             self.passwords.verify(None, password)  # same cost as a real verification
             raise self._fail(None, client, "unknown_account")
-        trusted_device = self.c.trust.trusted_device(trust_token, user.id)
+        trusted_device = self.c.trust.trusted_device(trust_token, user.id, user.password_hash)
         bucket = f"device:{trusted_device}" if trusted_device else ACCOUNT_BUCKET
         if user.locked_at is not None and trusted_device is None:
             raise self._refuse_locked(user, client, password)
@@ -310,7 +310,7 @@ class AuthenticationService:
         return SignInResult(
             started=started,
             user_id=user.id,
-            device_trust_token=self.c.trust.issue(user.id, device.id),
+            device_trust_token=self.c.trust.issue(user.id, device.id, user.password_hash),
         )
 
     def sign_out(self, session_id: str, user_id: str, client: ClientInfo) -> None:

@@ -168,6 +168,31 @@ def test_a_trusted_device_still_signs_in_while_the_account_is_locked(
     assert sign_in(forger).status_code == 200
 
 
+def test_a_new_password_withdraws_the_trust_of_browsers_that_signed_in_before(
+    app: Flask, runtime: Runtime
+) -> None:
+    """An intruder who once signed in keeps a trusted browser; after the owner's password
+    reset it must not give them their own attempt count on a locked account."""
+    create_user(runtime)
+    _set_threshold(runtime, "alice@example.com", 3)
+    intruder = app.test_client()
+    assert sign_in(intruder).status_code == 303
+    new_password = "the owner's brand new passphrase"
+    with runtime.session_factory() as db:  # what a reset or a change does to the account
+        db.execute(update(User).values(password_hash=runtime.passwords.hash(new_password)))
+        db.commit()
+    for _ in range(3):
+        sign_in(app.test_client(), password=WRONG)
+    assert _user(runtime).locked_at is not None
+
+    returning = app.test_client()  # the intruder's browser, its session gone, its trust kept
+    trust = intruder.get_cookie("idp_trust")
+    assert trust is not None
+    returning.set_cookie("idp_trust", trust.value)
+    assert sign_in(returning, password=new_password).status_code == 200  # locked for it too
+    assert _failure_reasons(runtime)[-1] == "locked"
+
+
 def test_successful_sign_in_resets_the_count(client: FlaskClient, runtime: Runtime) -> None:
     create_user(runtime)
     _set_threshold(runtime, "alice@example.com", 3)
