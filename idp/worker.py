@@ -23,6 +23,7 @@ from idp.provider.logout import BACKCHANNEL_LOGOUT, BackchannelLogoutSender
 from idp.runtime import Runtime
 from idp.security.alerts import LOGIN_FAILURE_ALERT, FailureAlertSender
 from idp.security.password_reset import RESET_REQUEST, ResetLinkIssuer
+from idp.security.unlock_requests import UNLOCK_REQUEST, UnlockLinkIssuer
 from idp.signup import SIGNUP_REQUEST, SignupRequestHandler, purge_unverified_accounts
 
 log = logging.getLogger("idp.worker")
@@ -43,6 +44,10 @@ def build_worker(runtime: Runtime) -> OutboxWorker:
         RESET_REQUEST: ResetLinkIssuer(runtime.session_factory, settings, runtime.passwords),
         # Creates the account or mails the existing owner; its mail waits for SMTP too.
         SIGNUP_REQUEST: SignupRequestHandler(runtime.session_factory, settings, runtime.passwords),
+        # Issues unlock links for locked accounts; the mail waits for SMTP too.
+        UNLOCK_REQUEST: UnlockLinkIssuer(
+            runtime.session_factory, settings, runtime.store, runtime.passwords
+        ),
     }
     if settings.smtp_url:
         postman = Postman.from_settings(settings)

@@ -10,10 +10,11 @@ from flask_babel import gettext, lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.mail.messages import UNLOCKED_BY_SELF
+from idp.runtime import request_db
 from idp.security.lockout import UnlockError
 from idp.security.ratelimit import RateLimited
+from idp.security.unlock_requests import queue_unlock_request
 from idp.services import (
-    account_service,
     client_actor,
     lockout_service,
     notifier,
@@ -48,13 +49,11 @@ def request_submit() -> Response | tuple[str, int]:
         response = make_response(render_template("unlock/request.html", sent=True), 429)
         response.headers["Retry-After"] = str(limited.retry_after)
         return response
-    user = account_service().find_user_by_email(email)
-    if user is not None and user.locked_at is not None:
-        lockout = lockout_service()
-        token = lockout.issue_unlock_token(user)
-        notifier().account_locked(lockout.db, user, token)
-        lockout.db.commit()
-    # The same answer whether or not the account exists or is locked.
+    # The worker sends the link if an account has the address and is locked; here the same
+    # work and the same answer whatever the address (idp.security.unlock_requests).
+    db = request_db()
+    queue_unlock_request(db, email)
+    db.commit()
     return render_template("unlock/request.html", sent=True), 200
 
 

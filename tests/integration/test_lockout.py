@@ -20,6 +20,7 @@ from idp import create_app
 from idp.events import EventTag
 from idp.models import OneTimeToken, OutboxItem, Role, User, utcnow
 from idp.runtime import Runtime
+from idp.worker import build_worker
 from tests.conftest import empty_tables, make_settings
 from tests.helpers import (
     count_verifications,
@@ -279,6 +280,7 @@ def test_expired_tampered_and_stale_unlock_links_are_refused(
     run_self_service = client.post("/unlock", data={"csrf_token": login_form(client, "/unlock"),
                                                     "email": "alice@example.com"})
     assert run_self_service.status_code == 200
+    build_worker(runtime).run_once()  # the worker issues the link of a request
     newest = _unlock_urls(runtime)[-1]
     assert _use_link(client, newest).status_code == 303  # unlocked
     _lock(client.application.test_client(), runtime)  # locked again: a new lock
@@ -300,6 +302,13 @@ def test_self_service_form_answers_the_same_for_any_address(
         assert response.status_code == 200
         pages.append(re.sub(r'value="[^"]*"', "", response.get_data(as_text=True)))
     assert pages[0] == pages[1] == pages[2]
+    # Each request is one queued row, whatever the address: the same work for every answer.
+    with runtime.session_factory() as db:
+        queued = db.scalars(select(OutboxItem.payload).where(OutboxItem.kind == "unlock_request"))
+        assert [p["email"] for p in queued] == [
+            "alice@example.com", "bob@example.com", "nobody@example.com"]
+    assert len(_unlock_urls(runtime)) == before  # nothing is sent from the request itself
+    build_worker(runtime).run_once()
     assert len(_unlock_urls(runtime)) == before + 1  # only the locked account got a link
 
 
