@@ -481,10 +481,13 @@ class SsoSignInService:
         email = claims.get("email")
         if not isinstance(email, str) or email_domain(email) is None:
             raise NotProvisioned("no usable email claim and no linked identity")
-        if self.accounts.find_user_by_email(email) is not None:
-            raise LinkRequired("a local account has this email; not linked without proof")
+        # The domain first: for an address outside the connection's domains the answer must
+        # not depend on whether a local account has it (no account enumeration by a tenant
+        # admin who sets a user's mail attribute to any address).
         if email_domain(email) not in connection.domain_names:
             raise NotProvisioned("email domain is not one of the connection's domains")
+        if self.accounts.find_user_by_email(email) is not None:
+            raise LinkRequired("a local account has this email; not linked without proof")
         if not connection.jit:
             raise NotProvisioned("just-in-time accounts are off for this connection")
         if claims.get("xms_edov") is not True:
