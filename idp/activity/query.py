@@ -289,10 +289,22 @@ def select_events(scope: Scope, filters: ActivityFilters, limit: int) -> Select[
 def scope_conditions(scope: Scope, filters: ActivityFilters) -> list[ColumnElement[bool]]:
     if isinstance(scope, UserScope):
         return [Event.user_id == scope.user_id]
+    ours = not_another_organizations(scope.organization_id)
     if filters.member_id is not None:  # the caller checked it is a member
-        return [Event.user_id == filters.member_id]
+        return [Event.user_id == filters.member_id, ours]
     members = select(Membership.user_id).where(Membership.organization_id == scope.organization_id)
-    return [Event.user_id.in_(members)]
+    return [Event.user_id.in_(members), ours]
+
+
+def not_another_organizations(organization_id: str) -> ColumnElement[bool]:
+    """A member may belong to other organizations too: their own events (sign-ins, password,
+    tokens) show in each, but what they did as a member of another organization (its
+    invitations, renames, role changes ...) is that organization's business only."""
+    return or_(
+        ~Event.action.startswith("organization:"),
+        Event.organization_id.is_(None),
+        Event.organization_id == organization_id,
+    )
 
 
 def sentence_condition(text: str, scope: Scope) -> ColumnElement[bool]:

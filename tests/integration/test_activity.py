@@ -18,7 +18,7 @@ from sqlalchemy import delete
 
 from idp.activity import ActivityService, UserScope, parse_filters
 from idp.events import EventTag
-from idp.models import Client, Device, Event, Role, UserSession
+from idp.models import Client, Device, Event, Membership, Role, UserSession
 from idp.runtime import Runtime
 from tests.helpers import create_user, sign_in
 
@@ -403,6 +403,35 @@ def test_an_owner_sees_the_members_activity_and_can_pick_one_member(
         ("Carol Danvers", "carol@example.com"),
         ("Alice Liddell", "alice@example.com"),
     ]
+
+
+def test_what_a_member_did_in_another_organization_stays_there(
+    runtime: Runtime, client: FlaskClient, orgs: dict[str, Any]
+) -> None:
+    """Bob, a member of Acme, also runs his own Globex team: Acme's owner sees his sign-ins,
+    never his Globex invitations (with their addresses) or renames."""
+    bob = orgs["people"]["bob"]
+    with runtime.session_factory() as db:
+        db.add(Membership(user_id=bob.id, organization_id=orgs["globex"], role=Role.ADMIN))
+        db.commit()
+    base = at("2026-03-02T08:00:00")
+    elsewhere, at_acme = add_events(
+        runtime,
+        dict(occurred_at=base, user_id=bob.id, organization_id=orgs["globex"],
+             action=EventTag.MEMBER_INVITED, details={"email": "secret@globex.example"}),
+        dict(occurred_at=base + timedelta(hours=1), user_id=bob.id, organization_id=orgs["acme"],
+             action=EventTag.MEMBER_INVITED, details={"email": "new@acme.example"}),
+    )
+    _sign_in_as(client, "alice@example.com")
+    path = f"/organizations/{orgs['acme']}/activity"
+    for member in (None, bob.id):
+        _, html = page(client, path, to="2026-03-31", **({"member": member} if member else {}))
+        shown = ids_on(html)
+        assert at_acme in shown and orgs["events"]["bob"] in shown
+        assert elsewhere not in shown
+    assert ids_on(page(client, path, q="secret")[1]) == []
+    export = client.get(path + ".csv", query_string={"to": "2026-03-31"}).get_data(as_text=True)
+    assert "secret@globex.example" not in export and "new@acme.example" in export
 
 
 def test_a_member_of_another_organization_cannot_be_picked(
