@@ -31,12 +31,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from flask_babel import gettext, lazy_gettext
 
 from idp.activity.sentences import ActionGroup
+from idp.numbers import parse_whole
 
 MAX_TEXT = 200
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PRODUCT = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 _MEMBER = re.compile(r"[0-9a-fA-F-]{1,36}")
 _CURSOR_VERSION = "1"
+_MAX_ROW_ID = 2**63 - 1  # event ids are BIGINT
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 UTC_ZONE = zoneinfo.ZoneInfo("UTC")
 # Dates outside these years are refused: nothing happened then, and the bounds keep every
@@ -146,10 +148,10 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
             version, micros, row_id = raw.split(":")
-            if version != _CURSOR_VERSION or not (micros.isdigit() and row_id.isdigit()):
+            at, row = parse_whole(micros, 19), parse_whole(row_id, 19)
+            if version != _CURSOR_VERSION or at is None or row is None or row > _MAX_ROW_ID:
                 raise ValueError(raw)
-            occurred_at = _EPOCH + timedelta(microseconds=int(micros))
-            return cls(occurred_at, int(row_id))
+            return cls(_EPOCH + timedelta(microseconds=at), row)
         except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError):
             raise problem from None
 

@@ -16,6 +16,7 @@ from werkzeug.wrappers import Response
 from idp.events import EventTag, record_event
 from idp.mail.messages import UNLOCKED_BY_ADMIN
 from idp.models import Membership, Organization, Role, User
+from idp.numbers import parse_whole
 from idp.runtime import request_db, runtime
 from idp.services import (
     client_actor,
@@ -123,9 +124,9 @@ def unlock_member(org_id: str, user_id: str) -> Response:
 def lockout_floor(org_id: str) -> Response | tuple[str, int]:
     org, admin = managed_org(org_id)
     settings = runtime().settings
-    raw = request.form.get("floor", "").strip()
-    if not raw.isdigit() or not (
-        settings.lockout_min_threshold <= int(raw) <= settings.lockout_max_threshold
+    floor = parse_whole(request.form.get("floor", "").strip(), 3)
+    if floor is None or not (
+        settings.lockout_min_threshold <= floor <= settings.lockout_max_threshold
     ):
         return _members_page(
             org,
@@ -140,7 +141,7 @@ def lockout_floor(org_id: str) -> Response | tuple[str, int]:
         )
     db = request_db()
     previous = org.lockout_floor
-    org.lockout_floor = int(raw)
+    org.lockout_floor = floor
     record_event(
         db,
         EventTag.LOCKOUT_THRESHOLD_CHANGED,

@@ -13,6 +13,7 @@ from flask_babel import lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.models import User
+from idp.numbers import parse_whole
 from idp.runtime import request_db, runtime
 from idp.security import csrf
 from idp.security.password_change import PasswordChangeError
@@ -45,7 +46,7 @@ def _form(
             error=error,
             sign_out_others=sign_out_others,
             changed=changed,
-            ended=int(ended) if ended.isdigit() and len(ended) < 6 else 0,
+            ended=parse_whole(ended, 5) or 0,
             min_length=runtime().passwords.min_length,
         ),
         status,

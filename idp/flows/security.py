@@ -7,6 +7,7 @@ from flask_babel import gettext
 from werkzeug.wrappers import Response
 
 from idp.models import User
+from idp.numbers import parse_whole
 from idp.runtime import request_db, runtime
 from idp.services import client_actor, current_session, lockout_service
 
@@ -45,11 +46,12 @@ def lockout_save() -> Response | tuple[str, int]:
     user = _user()
     if user is None:
         return redirect(url_for("login.login_form", next="/account/lockout"), 303)
-    raw = request.form.get("threshold", "").strip()
+    threshold = parse_whole(request.form.get("threshold", "").strip(), 3)
+    if threshold is None:
+        return _page(user, error=gettext("Enter a whole number."), status=400)
     try:
-        lockout_service().choose_threshold(user, int(raw), client_actor())
+        lockout_service().choose_threshold(user, threshold, client_actor())
     except ValueError as exc:
-        message = str(exc) if raw.isdigit() else gettext("Enter a whole number.")
         request_db().rollback()
-        return _page(user, error=message, status=400)
+        return _page(user, error=str(exc), status=400)
     return redirect(url_for("security.lockout_page", saved=1), 303)

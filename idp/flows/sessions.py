@@ -11,6 +11,7 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from idp.flows.cookies import clear_session_cookie
+from idp.numbers import parse_whole
 from idp.security import csrf
 from idp.security.session_list import SessionNotFound
 from idp.services import session_list_service, signed_in_user
@@ -26,7 +27,7 @@ def _to_login(path: str | None = None) -> Response:
 
 def _count(name: str) -> int | None:
     value = request.args.get(name, "")
-    return int(value) if value.isdigit() and len(value) < 6 else None
+    return parse_whole(value, 5)
 
 
 @bp.get("")

@@ -23,6 +23,7 @@ from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from sqlalchemy.orm import Session
 
 from idp.models import User
+from idp.numbers import parse_whole
 from idp.provider.consent import ConsentService
 from idp.provider.tokens import Principal
 from idp.security.sessions import ActiveSession
@@ -61,10 +62,10 @@ def _marker(secret: str, asked_at: int, client_id: str) -> str:
 def _fresh_login_since(values: Mapping[str, str], secret: str, client_id: str) -> int | None:
     """When the fresh sign-in was asked for, if the request carries a valid marker."""
     raw = values.get(REAUTH_PARAM, "")
-    asked, _, _ = raw.partition(".")
-    if not asked.isdigit() or not hmac.compare_digest(raw, _marker(secret, int(asked), client_id)):
+    asked = parse_whole(raw.partition(".")[0], 12)
+    if asked is None or not hmac.compare_digest(raw, _marker(secret, asked, client_id)):
         return None
-    return int(asked)
+    return asked
 
 
 class AuthorizationPolicy:
@@ -81,20 +82,21 @@ class AuthorizationPolicy:
         prompts = set(params.get("prompt", "").split())
         client_id = grant.client.get_client_id()
         max_age = params.get("max_age")
-        if max_age is not None and not max_age.isdigit():
+        age_limit = parse_whole(max_age, 18) if max_age is not None else None
+        if max_age is not None and age_limit is None:
             return InvalidRequestError(
                 "max_age must be a non-negative integer.", redirect_uri=redirect_uri, state=state
             )
         needs_login = principal is None
-        if principal is not None and ("login" in prompts or max_age is not None):
+        if principal is not None and ("login" in prompts or age_limit is not None):
             fresh_since = _fresh_login_since(values, self.secret, client_id)
             refreshed = fresh_since is not None and principal.auth_time >= fresh_since
             if "login" in prompts and not refreshed:
                 needs_login = True
             if (
-                max_age is not None
+                age_limit is not None
                 and not refreshed
-                and time.time() - principal.auth_time > int(max_age)
+                and time.time() - principal.auth_time > age_limit
             ):
                 needs_login = True
         if needs_login:

@@ -458,3 +458,14 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+def test_odd_counts_in_the_address_are_ignored(app: Flask, runtime: Runtime) -> None:
+    """The "N sessions ended" notices read a count from the address; anything but a few ASCII
+    digits (a superscript two, a huge number) is no count, not an error page."""
+    create_user(runtime)
+    laptop = signed_in_client(app, FIREFOX_WINDOWS, "192.0.2.10")
+    for odd in ("\u00b2", "9" * 5000, "-1"):
+        for path in ("/account/sessions", "/account/password"):
+            page = laptop.get(path, query_string={"ended": odd})
+            assert page.status_code == 200, (path, odd)

@@ -308,6 +308,9 @@ def test_export_streams_all_rows_beyond_one_batch(
         ({"from": "2026-03-05", "to": "2026-03-01"}, "The start date is after the end date."),
         ({"type": "hacking"}, "Unknown type of action"),
         ({"cursor": "bm9wZQ"}, "This page link is not valid"),
+        # "1:5:<a row id past BIGINT>"
+        ({"cursor": "MTo1Ojk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5"}, "This page link is not valid"),
+        ({"cursor": "MTo1OsKy"}, "This page link is not valid"),  # "1:5:²"
         ({"tz": "Europe/Atlantis"}, "Unknown time zone"),
     ],
 )

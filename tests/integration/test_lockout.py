@@ -364,10 +364,11 @@ def test_user_chooses_the_threshold_within_bounds(client: FlaskClient, runtime: 
     create_user(runtime)
     sign_in(client)
     page = client.get("/account/lockout").get_data(as_text=True)
-    for bad in ("2", "51", "ten", ""):
+    for bad in ("2", "51", "ten", "", "\u00b2", "\u0667", "9" * 5000):  # ², Arabic-Indic 7
         refused = client.post("/account/lockout", data={"csrf_token": csrf_token(page),
                                                          "threshold": bad})
         assert refused.status_code == 400
+        assert "Enter a whole number." in refused.get_data(as_text=True) or bad in ("2", "51")
     assert _user(runtime).lockout_threshold is None
     saved = client.post("/account/lockout", data={"csrf_token": csrf_token(page),
                                                    "threshold": "7"})
@@ -382,6 +383,11 @@ def test_organization_floor_limits_the_choice(client: FlaskClient, runtime: Runt
     sign_in(client)
     org_id = _org_id(runtime, "Acme")
     page = client.get(f"/organizations/{org_id}/members").get_data(as_text=True)
+    for bad in ("\u00b2", "abc", "9" * 5000, "99"):
+        refused = client.post(f"/organizations/{org_id}/lockout-floor", data={
+            "csrf_token": csrf_token(page), "floor": bad})
+        assert refused.status_code == 400 and "Choose a number from" in refused.get_data(
+            as_text=True), bad
     assert client.post(f"/organizations/{org_id}/lockout-floor", data={
         "csrf_token": csrf_token(page), "floor": "6"}).status_code == 303
     lockout_page = client.get("/account/lockout").get_data(as_text=True)

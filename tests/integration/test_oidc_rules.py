@@ -656,7 +656,7 @@ def test_max_age_exceeded_with_prompt_none_gets_login_required(live: Live) -> No
     assert got["error"] == "login_required" and got["state"] == state and got["iss"] == base
 
 
-@pytest.mark.parametrize("max_age", ["-1", "soon", "1.5"])
+@pytest.mark.parametrize("max_age", ["-1", "soon", "1.5", "\u00b2", "9" * 5000])
 def test_a_malformed_max_age_gets_invalid_request(live: Live, max_age: str) -> None:
     base, rt = live
     create_user(rt)
