@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from idp.accounts import AccountService, load_memberships
 from idp.events import Actor, EventTag, record_event
 from idp.models import Event, Membership, Organization, Role, StoredImage, User
+from idp.models.federation import FederatedIdentity
 from idp.organizations.policy import Action, allows, needs_owner
 from idp.security.reauth import PasswordConfirmation
 
@@ -305,9 +306,18 @@ class OrganizationService:
         )
 
     def _drop(self, membership: Membership) -> None:
+        """End a membership, and with it the organization's Entra ID link to the account:
+        its tenant must not go on signing a former member in (to their other organizations,
+        say, after they changed the account's address to their own)."""
         member = self.db.get(User, membership.user_id)
         if member is not None and member.current_organization_id == membership.organization_id:
             member.current_organization_id = None
+        self.db.execute(
+            delete(FederatedIdentity).where(
+                FederatedIdentity.organization_id == membership.organization_id,
+                FederatedIdentity.user_id == membership.user_id,
+            )
+        )
         self.db.delete(membership)
 
     def _event(

@@ -264,6 +264,26 @@ def test_jit_needs_the_email_verified_by_the_domain_owner(world: World) -> None:
     assert events(world.runtime, "account:login:sso") == []
 
 
+def test_leaving_the_organization_unlinks_the_entra_identity(world: World) -> None:
+    """A former member's account is no longer theirs to the tenant: its admin (who can reset
+    the Entra user's password) must not sign into the account with it any more."""
+    assert world.sign_in().status_code == 303  # just-in-time account, member of Contoso
+    with world.runtime.session_factory() as db:
+        ada = db.scalar(select(User).where(User.email_normalized == "ada@contoso.com"))
+        membership = db.scalar(select(Membership))
+        assert ada is not None and membership is not None
+        org_id = membership.organization_id
+    token = csrf_token(world.client.get("/organizations").get_data(as_text=True))
+    left = world.client.post(f"/organizations/{org_id}/members/{ada.id}/remove",
+                             data={"csrf_token": token})
+    assert left.status_code == 303, left.get_data(as_text=True)
+    assert count(world.runtime, FederatedIdentity) == 0
+
+    world.new_browser()
+    # The same Entra user: the account exists with its address, so linking needs proof again.
+    refused(world, world.sign_in(), "not linked", earlier_sign_ins=1)
+
+
 def test_jit_off_only_signs_in_linked_identities(world: World) -> None:
     world.link("Contoso", TID, CLIENT_ID, ["contoso.com"], jit=False)
     refused(world, world.sign_in(), "no account for you here")
