@@ -416,6 +416,12 @@ class SsoSignInService:
                 if existing is None:
                     raise SsoFailure("the account to link is gone")
                 user = existing
+                if not user.email_verified:
+                    # Never proven: whoever chose its password did not show the address was
+                    # theirs (it may have been registered ahead of its owner); the code just
+                    # did. The owner keeps the account, not that password.
+                    user.password_hash = None
+                    user.email_verified = True
                 self._link(connection, user, offer, actor, proof="email_code")
             self.db.commit()
         except IntegrityError:

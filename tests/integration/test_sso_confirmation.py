@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
+from idp.accounts import AccountService
 from idp.models import FederatedIdentity, User
 from idp.worker import build_worker
-from tests.helpers import PASSWORD, count, create_user, csrf_token, events
+from tests.helpers import PASSWORD, count, create_user, csrf_token, events, sign_in
 from tests.mailserver import MailServer
 from tests.sso import GRACE, World, make_world
 
@@ -98,6 +99,26 @@ def test_an_existing_account_is_linked_by_the_mailed_code(world: World,
         assert identity is not None and identity.user_id == local.id
     [linked] = events(world.runtime, "account:sso:link")
     assert linked.details["proof"] == "email_code"
+
+
+def test_an_account_registered_ahead_of_its_owner_keeps_no_password_once_linked(
+        world: World, smtp: MailServer) -> None:
+    """Someone signed up with Ada's address (never verified) and chose the password; Ada
+    links her Entra identity by the mailed code: the squatter's password must not open it."""
+    with world.runtime.session_factory() as db:
+        AccountService(db, world.runtime.passwords).create_user(
+            "ada@contoso.com", "the squatter's own passphrase", first_name="Ada",
+            last_name="Lovelace", email_verified=False)
+    offer = world.sign_in()
+    ask_for_code(world, offer)
+    [code] = mailed_codes(world, smtp, "ada@contoso.com")
+    assert enter(world, code).status_code == 303
+
+    with world.runtime.session_factory() as db:
+        ada = db.scalar(select(User))
+        assert ada is not None and ada.email_verified and ada.password_hash is None
+    squatter = world.app.test_client()
+    assert sign_in(squatter, "ada@contoso.com", "the squatter's own passphrase").status_code == 200
 
 
 def test_five_wrong_codes_end_the_confirmation(world: World, smtp: MailServer) -> None:
