@@ -265,9 +265,11 @@ def sso_service() -> SsoSignInService:
 def password_confirmation() -> PasswordConfirmation:
     rt = runtime()
     active = current_session()
-    return PasswordConfirmation(
-        rt.passwords, rate_limiter(), rt.store, active.auth_time if active else None
-    )
+
+    def fresh_sign_in_at() -> float | None:
+        return sso_service().fresh_sign_in_at(active.session_id) if active else None
+
+    return PasswordConfirmation(rt.passwords, rate_limiter(), rt.store, fresh_sign_in_at)
 
 
 def organization_service() -> OrganizationService:

@@ -24,7 +24,8 @@ import hmac
 import json
 import logging
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -104,6 +105,8 @@ class SsoSuccess:
     details: dict[str, str]
     connection_id: str = ""
     sid: str = ""
+    # Asked for with prompt=login by idp itself (a re-authentication), not by the browser.
+    fresh: bool = False
 
 
 def _digest(value: str) -> str:
@@ -168,6 +171,7 @@ class SsoSignInService:
             "verifier": verifier,
             "next": next_url,
             "binding": _digest(binding) if binding else "",
+            "fresh": fresh,
         }
         self.store.client.set(
             self.store.sso_state_key(_digest(state)), json.dumps(pending), ex=STATE_SECONDS
@@ -233,15 +237,18 @@ class SsoSignInService:
         except LinkRequired as required:
             required.link_token = self._offer_link(connection, claims, pending, required.purpose)
             raise
-        return _success(
+        success = _success(
             user, connection, str(claims["oid"]), str(pending.get("next") or ""), claims.get("sid")
         )
+        return replace(success, fresh=bool(pending.get("fresh")))
 
     # Logout (OpenID Connect RP-Initiated Logout 1.0, Front-Channel Logout 1.0) ---------
     def remember_session(self, session_id: str, user_id: str, success: SsoSuccess) -> None:
         """Note which tenant a new local session came from, and its Entra ``sid``."""
         client = self.store.client
-        info = {"connection_id": success.connection_id, "sid": success.sid}
+        info: dict[str, Any] = {"connection_id": success.connection_id, "sid": success.sid}
+        if success.fresh:
+            info["fresh_at"] = time.time()
         client.set(
             self.store.sso_session_key(session_id), json.dumps(info), ex=self.session_seconds
         )
@@ -249,6 +256,16 @@ class SsoSignInService:
             key = self.store.entra_sid_key(success.sid)
             client.sadd(key, f"{session_id} {user_id}")
             client.expire(key, self.session_seconds)
+
+    def fresh_sign_in_at(self, session_id: str) -> float | None:
+        """When the session was started by a sign-in at Entra that idp asked to be fresh
+        (``prompt=login``, bound to the flow's state, so neither a relying service's hint
+        nor the browser's form can make a silent sign-in count), or None."""
+        raw = self.store.client.get(self.store.sso_session_key(session_id))
+        if raw is None:
+            return None
+        fresh_at = json.loads(raw).get("fresh_at")
+        return float(fresh_at) if isinstance(fresh_at, (int, float)) else None
 
     def logout_url(self, session_id: str, post_logout_redirect_uri: str) -> str | None:
         """Entra's end-session URL for a session that signed in through SSO, else None."""

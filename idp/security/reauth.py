@@ -6,9 +6,11 @@ Guesses share the rate-limit bucket of the password change (:func:`reauth_key`):
 minutes per account, whichever page asks.
 
 An account without a password (it signs in with its organization's Entra ID) confirms by a
-recent sign-in instead: its session must have been authenticated within the last
-:data:`RECENT_SIGN_IN_SECONDS` (the page offers "Sign in again", which asks Entra for a fresh
-sign-in with ``prompt=login``).
+fresh sign-in instead: its session must have been started, within the last
+:data:`RECENT_SIGN_IN_SECONDS`, by a sign-in at Entra that idp itself asked to be fresh (the
+page offers "Sign in again", which sends ``prompt=login``, OIDC Core §3.1.2.1). Any other
+sign-in does not count: Entra may complete it silently from its own session, so someone at a
+signed-in browser could otherwise confirm a deletion without any credential.
 """
 
 from __future__ import annotations
@@ -49,21 +51,23 @@ class PasswordConfirmation:
         passwords: PasswordService,
         limiter: RateLimiter,
         store: Store,
-        session_auth_time: float | None = None,
+        fresh_sign_in_at: Callable[[], float | None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``fresh_sign_in_at``: when this request's session was started by a fresh sign-in
+        at the organization's Entra ID, if it was (read only when needed)."""
         self.passwords = passwords
         self.limiter = limiter
         self.store = store
-        self.session_auth_time = session_auth_time
+        self.fresh_sign_in_at = fresh_sign_in_at
         self.clock = clock
 
     def check(self, user: User, password: str) -> None:
         """Raise :class:`WrongPassword` or :class:`~idp.security.ratelimit.RateLimited`.
-        An account without a password (SSO only) confirms by a recent sign-in, or raises
+        An account without a password (SSO only) confirms by a recent fresh sign-in, or raises
         :class:`SignInAgain`."""
         if user.password_hash is None:
-            signed_in_at = self.session_auth_time
+            signed_in_at = self.fresh_sign_in_at()
             if signed_in_at is None or self.clock() - signed_in_at > RECENT_SIGN_IN_SECONDS:
                 raise SignInAgain
             return

@@ -1,7 +1,7 @@
 """Accounts that sign in only with their organization (no password here) confirm sensitive
-changes by a recent sign-in instead of a password: within 5 minutes of signing in they may
-delete their account; later the page sends them to sign in again at Entra with
-``prompt=login`` (OIDC Core §3.1.2.1)."""
+changes by a fresh sign-in instead of a password: the page sends them to sign in again at
+Entra with ``prompt=login`` (OIDC Core §3.1.2.1), and within 5 minutes of that sign-in they may
+delete their account. An ordinary sign-in does not count: Entra may complete it silently."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from werkzeug.test import TestResponse
 
 from idp.models import User
 from idp.models.accounts import Role
 from idp.security import reauth
 from tests.helpers import PASSWORD, create_user, csrf_token, sign_in
-from tests.sso import TID, World, make_world, query
+from tests.sso import ADA, TID, World, make_world, query
 
 
 @pytest.fixture
@@ -32,13 +33,48 @@ def ada_exists(w: World) -> bool:
         return db.scalar(select(User).where(User.email == "ada@contoso.com")) is not None
 
 
-def test_a_fresh_sso_sign_in_confirms_deletion(world: World) -> None:
-    page = world.client.get("/account/delete").get_data(as_text=True)
+def _sign_in_again_at_entra(w: World) -> None:
+    """The page's "Sign in again": idp asks Entra for a fresh sign-in and comes back."""
+    form = w.client.get("/login/sso", query_string={
+        "login_hint": "ada@contoso.com", "prompt": "login", "next": "/account/delete"})
+    to_entra = w.client.post("/login/sso", data={
+        "csrf_token": csrf_token(form.get_data(as_text=True)), "email": "ada@contoso.com",
+        "prompt": "login", "next": "/account/delete"})
+    assert query(to_entra.headers["Location"])["prompt"] == "login"
+    w.fake.next_login(TID, ADA)
+    back = w.callback(w.entra(to_entra.headers["Location"]))
+    assert back.status_code == 303 and back.headers["Location"] == "/account/delete"
+
+
+def _delete(w: World) -> TestResponse:
+    page = w.client.get("/account/delete").get_data(as_text=True)
     assert 'data-testid="reauth-sso"' in page and 'type="password"' not in page
-    done = world.client.post("/account/delete", data={"csrf_token": csrf_token(page),
-                                                      "password": ""})
+    return w.client.post("/account/delete", data={"csrf_token": csrf_token(page),
+                                                  "password": ""})
+
+
+def test_a_fresh_sso_sign_in_confirms_deletion(world: World) -> None:
+    _sign_in_again_at_entra(world)
+    done = _delete(world)
     assert done.status_code == 303 and done.headers["Location"].endswith("/account/deleted")
     assert not ada_exists(world)
+
+
+def test_an_ordinary_sso_sign_in_does_not_confirm(world: World) -> None:
+    """Ada signed in a minute ago, but Entra may have done it silently from its own session
+    (as for a relying service's domain_hint): whoever sits at her browser must still prove it
+    is her at Entra."""
+    refused = _delete(world)
+    assert refused.status_code == 400
+    assert "sign in again with your organization" in refused.get_data(as_text=True)
+    world.new_browser()
+    hinted = world.client.get("/login", query_string={"domain_hint": "contoso.com",
+                                                      "prompt": "login"})
+    assert "prompt" not in query(hinted.headers["Location"])  # no fresh sign-in asked for
+    world.fake.next_login(TID, ADA)
+    assert world.callback(world.entra(hinted.headers["Location"])).status_code == 303
+    assert _delete(world).status_code == 400
+    assert ada_exists(world)
 
 
 def test_an_old_sign_in_must_be_renewed_at_entra(world: World,

@@ -394,7 +394,8 @@ def test_no_link_is_offered_for_an_email_outside_the_connection_domains(world: W
     create_user(world.runtime, "ada@fabrikam.com")
     world.fake.tamper_next_id_token(email="ada@fabrikam.com")
     response = world.sign_in()
-    refused(world, response, "Your administrator must link it")
+    # The same answer as for an address without an account: nothing to link, nothing told.
+    refused(world, response, "no account for you here")
     assert "Sign in with your password to link" not in response.get_data(as_text=True)
     assert "idp_sso_link" not in response.headers.get("Set-Cookie", "")
 
