@@ -79,7 +79,9 @@ class OutboxWorker:
         self.max_attempts = max_attempts
         self.clock = clock
 
-    def _lease(self, db: Session, limit: int) -> list[int]:
+    def _lease(self, db: Session, limit: int) -> list[tuple[int, datetime]]:
+        """Lease up to ``limit`` due items; each with the lease's end, which fences it: see
+        :meth:`_renew`."""
         now = self.clock()
         due = db.scalars(
             select(OutboxItem.id)
@@ -93,7 +95,8 @@ class OutboxWorker:
             .order_by(OutboxItem.id)
             .limit(limit)
         ).all()
-        leased = []
+        leased: list[tuple[int, datetime]] = []
+        until = now + self.lease
         for item_id in due:
             result = db.execute(
                 update(OutboxItem)
@@ -102,18 +105,38 @@ class OutboxWorker:
                     or_(OutboxItem.leased_until.is_(None), OutboxItem.leased_until < now),
                     OutboxItem.done_at.is_(None),
                 )
-                .values(leased_until=now + self.lease)
+                .values(leased_until=until)
             )
             if result.rowcount == 1:  # type: ignore[attr-defined]
-                leased.append(item_id)
+                leased.append((item_id, until))
         db.commit()
         return leased
+
+    def _renew(self, db: Session, item_id: int, until: datetime) -> bool:
+        """Right before delivering an item of a batch: still ours? Then the lease starts
+        again. A batch can outlast its lease (a slow or unreachable SMTP server, 50 items);
+        another worker may then have leased the rest, and the lease's end it wrote differs
+        from ours, so the item is skipped here instead of being sent twice."""
+        renewed = db.execute(
+            update(OutboxItem)
+            .where(
+                OutboxItem.id == item_id,
+                OutboxItem.leased_until == until,
+                OutboxItem.done_at.is_(None),
+                OutboxItem.failed_at.is_(None),
+            )
+            .values(leased_until=self.clock() + self.lease)
+        )
+        db.commit()
+        return renewed.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
     def run_once(self, limit: int = 50) -> int:
         """Deliver what is due now; returns how many items were delivered."""
         delivered = 0
         with self.session_factory() as db:
-            for item_id in self._lease(db, limit):
+            for item_id, until in self._lease(db, limit):
+                if not self._renew(db, item_id, until):
+                    continue
                 item = db.get(OutboxItem, item_id)
                 if item is None:
                     continue
