@@ -116,6 +116,29 @@ def test_a_queued_mail_arrives_with_text_and_html_parts(
     assert len(smtp.messages) == 1
 
 
+def test_a_device_name_from_a_user_agent_cannot_put_a_link_into_an_alert(
+    mail_rt: Runtime, smtp: MailServer
+) -> None:
+    """The browser's name comes from the User-Agent header, which anyone who signs in writes:
+    the owner's genuine alert must not carry their link."""
+    create_user(mail_rt)
+    planted = '<a href="https://evil.example/secure">Review this sign-in</a>'
+    _queue(mail_rt,
+           messages.login_alert_success(_user(mail_rt), (planted, "Mac OS X"), "<b>1.2.3.4</b>",
+                                        utcnow(), "Wiki", new_device=True),
+           messages.login_alert_failures(_user(mail_rt), 2, utcnow(), utcnow(),
+                                         ["<i>x</i>", ""]))
+    assert build_worker(mail_rt).run_once() == 2
+    for mail in smtp.messages:
+        html = _parts(mail)[1]
+        assert "<a href=\"https://evil.example" not in html
+        assert "<b>1.2.3.4</b>" not in html and "<i>x</i>" not in html
+    success_text, success_html = _parts(smtp.messages[0])
+    assert f"{planted} on Mac OS X" in success_text  # plain text stays as typed
+    assert "&lt;a href=&#34;https://evil.example/secure&#34;&gt;" in success_html
+    assert "unknown" in _parts(smtp.messages[1])[0]
+
+
 def test_every_security_mail_renders_and_links_to_the_account_page(
     mail_rt: Runtime, smtp: MailServer
 ) -> None:
