@@ -97,6 +97,7 @@ def login_alert_failures(
             "last_at": format_time(last_at),
             "ips": list(ips),
         },
+        language=account_language(user),  # sent by the worker, not through queue_mail
     )
 
 

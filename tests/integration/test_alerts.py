@@ -180,6 +180,20 @@ def test_five_failures_make_one_mail_that_says_five(
     assert len(smtp.messages) == 1
 
 
+def test_a_failure_alert_is_in_the_account_language(
+    mail_app: Flask, mail_rt: Runtime, smtp: MailServer
+) -> None:
+    create_user(mail_rt)
+    with mail_rt.session_factory() as db:
+        db.execute(update(User).values(locale="fr"))
+        db.commit()
+    for _ in range(2):
+        sign_in(_browser(mail_app), password=WRONG)
+    assert _deliver(mail_rt, _after_window(mail_rt)) == 1
+    [mail] = smtp.messages
+    assert "tentatives de connexion" in str(mail["Subject"]), mail["Subject"]
+
+
 def test_failure_alerts_turned_off_send_nothing(
     mail_app: Flask, mail_rt: Runtime, smtp: MailServer
 ) -> None:
