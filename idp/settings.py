@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -179,14 +180,20 @@ def _split(name: str, value: str) -> SplitResult:
         parts = urlsplit(value)
         parts.port  # noqa: B018 -- reading it checks the port is a number in range
     except ValueError:
-        raise SettingsError(name, f"is not a valid URL: {value!r}") from None
+        raise SettingsError(name, f"is not a valid URL: {_redacted(value)!r}") from None
     return parts
+
+
+def _redacted(url: str) -> str:
+    """``url`` without what stands between ``//`` and the last ``@`` (user and password: SMTP
+    and Redis URLs carry them), for error lines that end up in logs."""
+    return re.sub(r"//[^@]*@", "//***@", url, count=1)
 
 
 def _check_base_url(name: str, value: str) -> str:
     parts = _split(name, value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(name, f"must be an http(s) URL, not {value!r}")
+        raise SettingsError(name, f"must be an http(s) URL, not {_redacted(value)!r}")
     if parts.query or parts.fragment:
         raise SettingsError(name, "must not have a query or fragment")
     return value.rstrip("/")

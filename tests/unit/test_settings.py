@@ -84,6 +84,23 @@ def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("IDP_SMTP_URL", "smtp://mailer:s3cr#t@smtp.example.com:587"),
+        ("IDP_SMTP_URL", "smtps://mailer:pa/ss:w0rd@smtp.example.com:99999"),
+        ("IDP_REDIS_URL", "redis://:s3cr#t@cache.internal:6379/0"),
+        ("IDP_ENTRA_AUTHORITY", "ftp://admin:s3cr#t@login.example.com"),
+    ],
+)
+def test_a_bad_url_never_prints_its_password(name: str, url: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={name: url})
+    message = str(info.value)
+    assert message.startswith(name + ":") and "***@" in message
+    assert "s3cr" not in message and "w0rd" not in message
+
+
 def test_unknown_key_in_config_file_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "idp.toml"
     config.write_text('isuer = "https://typo.example.com"\n')
