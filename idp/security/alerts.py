@@ -91,18 +91,22 @@ class AlertService:
         )
         queue_mail(self.db, user.email, message)
 
-    def on_sign_in_failure(self, user: User, ip: str) -> None:
+    def on_sign_in_failure(self, user: User, ip: str) -> Callable[[], None] | None:
+        """Open the account's failure window and queue its alert, unless one is open. Returns
+        how to close the window again should the caller's transaction (the queued alert)
+        not commit: a window left open without its alert would swallow every failure in it."""
         if not user.alert_on_failure:
-            return
+            return None
         start = self.clock()
+        key = self.store.alert_failure_window_key(user.id)
         opened = self.store.client.set(
-            self.store.alert_failure_window_key(user.id),
+            key,
             start.isoformat(),
             nx=True,
             ex=max(1, int(self.window.total_seconds()) - KEY_MARGIN_SECONDS),
         )
         if not opened:
-            return  # this window's alert is already queued
+            return None  # this window's alert is already queued
         end = start + self.window
         enqueue(
             self.db,
@@ -115,6 +119,11 @@ class AlertService:
             },
             not_before=end,
         )
+
+        def close_window() -> None:
+            self.store.client.delete(key)
+
+        return close_window
 
     def _take_success_slot(self, user_id: str) -> bool:
         key = self.store.alert_success_count_key(user_id)

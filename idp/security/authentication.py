@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,7 +70,10 @@ class SignInObserver(Protocol):
         self, user: User, device: Device, new_device: bool, ip: str, application: str
     ) -> None: ...
 
-    def on_sign_in_failure(self, user: User, ip: str) -> None: ...
+    def on_sign_in_failure(self, user: User, ip: str) -> Callable[[], None] | None:
+        """What to undo outside the database (the store) should the transaction not
+        commit, if anything."""
+        ...
 
 
 class SecondFactor(Protocol):
@@ -149,9 +153,13 @@ class AuthenticationService:
             actor=Actor(ip=client.ip, user_agent=client.user_agent),
             details={"reason": reason, "user_agent": client.user_agent[:200]},
         )
-        if user is not None:
-            self.c.observer.on_sign_in_failure(user, client.ip)
-        self.db.commit()
+        undo = self.c.observer.on_sign_in_failure(user, client.ip) if user is not None else None
+        try:
+            self.db.commit()
+        except Exception:
+            if undo is not None:
+                undo()
+            raise
         return InvalidCredentials(reason)
 
     def _refuse_locked(self, user: User, client: ClientInfo, password: str) -> InvalidCredentials:

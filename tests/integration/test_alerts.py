@@ -12,6 +12,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from idp.events import Actor, EventTag
 from idp.mail import MAIL
@@ -20,7 +22,7 @@ from idp.runtime import Runtime
 from idp.security.alerts import LOGIN_FAILURE_ALERT, AlertService
 from idp.worker import build_worker
 from tests.conftest import make_settings, running_app
-from tests.helpers import create_user, csrf_token, events, sign_in
+from tests.helpers import create_user, csrf_token, events, login_form, sign_in
 from tests.mailserver import MailServer
 
 ALICE = "alice@example.com"
@@ -192,6 +194,33 @@ def test_a_failure_alert_is_in_the_account_language(
     assert _deliver(mail_rt, _after_window(mail_rt)) == 1
     [mail] = smtp.messages
     assert "tentatives de connexion" in str(mail["Subject"]), mail["Subject"]
+
+
+def test_a_failure_whose_transaction_fails_does_not_silence_the_window(
+    mail_app: Flask, mail_rt: Runtime, smtp: MailServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first failure opens the window (in the store) and queues its alert (in the
+    database); should that commit fail, the window must close again, or every later failure
+    in it would go unreported."""
+    create_user(mail_rt)
+    browser = _browser(mail_app)
+    token = login_form(browser)
+    commit = Session.commit
+
+    def fails_once(session: Session) -> None:
+        monkeypatch.setattr(Session, "commit", commit)
+        raise OperationalError("COMMIT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(Session, "commit", fails_once)
+    lost = browser.post("/login", data={"csrf_token": token, "email": ALICE, "password": WRONG})
+    assert lost.status_code == 503
+    assert _outbox(mail_rt, LOGIN_FAILURE_ALERT) == []
+    for _ in range(2):
+        assert sign_in(_browser(mail_app), password=WRONG).status_code == 200
+
+    assert _deliver(mail_rt, _after_window(mail_rt)) == 1
+    [mail] = smtp.messages
+    assert mail["Subject"] == "2 failed sign-in attempts on your account"
 
 
 def test_failure_alerts_turned_off_send_nothing(
