@@ -2,8 +2,10 @@
 
 :func:`enqueue` adds a row to the caller's transaction. :class:`OutboxWorker` leases due rows
 (a conditional UPDATE, so two workers never deliver the same row at once), hands each to the
-handler for its kind, and marks it done; a failure is retried with exponential backoff, and
-after the last attempt the row is marked failed and logged. A worker killed mid-delivery leaves
+handler for its kind, and marks it done; a failure is retried with exponential backoff (at
+most an hour apart), and the row is marked failed and logged only after both the last attempt
+and :data:`GIVE_UP_AFTER` (three days, as mail servers keep retrying, RFC 5321 §4.5.4.1): an
+SMTP server down for an afternoon loses no mail. A worker killed mid-delivery leaves
 a lease that expires, and the row is delivered again by another worker.
 """
 
@@ -56,6 +58,9 @@ def enqueue(
     return item
 
 
+GIVE_UP_AFTER = timedelta(days=3)
+
+
 def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(3600, 5 * 2 ** max(0, attempts - 1)))
 
@@ -68,6 +73,7 @@ class OutboxWorker:
         *,
         lease_seconds: int = 120,
         max_attempts: int = 12,
+        give_up_after: timedelta = GIVE_UP_AFTER,
         clock: Callable[[], datetime] = utcnow,
         chores: Sequence[Chore] = (),
     ) -> None:
@@ -77,6 +83,7 @@ class OutboxWorker:
         self._chores_due: dict[str, datetime] = {}
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
+        self.give_up_after = give_up_after
         self.clock = clock
 
     def _lease(self, db: Session, limit: int) -> list[tuple[int, datetime]]:
@@ -150,7 +157,8 @@ class OutboxWorker:
         except Exception as exc:  # any failure is retried; the reason is logged
             item.leased_until = None
             item.last_error = f"{type(exc).__name__}: {exc}"[:1000]
-            if item.attempts >= self.max_attempts:
+            too_old = self.clock() - item.created_at >= self.give_up_after
+            if item.attempts >= self.max_attempts and too_old:
                 item.failed_at = self.clock()
                 OUTBOX.labels(item.kind, "failed").inc()
                 log.error(

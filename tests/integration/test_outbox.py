@@ -50,3 +50,61 @@ def test_a_batch_outlasting_its_lease_is_never_sent_twice(runtime: Runtime) -> N
     with runtime.session_factory() as db:
         items = db.scalars(select(OutboxItem).where(OutboxItem.kind == KIND)).all()
         assert all(i.done_at is not None and i.attempts == 1 for i in items)
+
+
+def test_a_failing_item_is_retried_for_three_days_then_given_up(runtime: Runtime) -> None:
+    """The twelve retries with backoff are spent within hours; an SMTP outage of a day must
+    not cost the mail. An item that keeps failing is given up (and logged) after three
+    days."""
+    now = [utcnow()]
+
+    def deliver(payload: dict[str, Any]) -> None:
+        raise ConnectionRefusedError("smtp.example.com:587")
+
+    worker = OutboxWorker(runtime.session_factory, {KIND: deliver}, clock=lambda: now[0])
+    with runtime.session_factory() as db:
+        db.execute(delete(OutboxItem))
+        queued = enqueue(db, KIND, {"n": "unlock link"})
+        db.commit()
+        item_id = queued.id
+
+    def passes(hours: int) -> OutboxItem:
+        for _ in range(hours * 6):  # a worker pass every ten minutes
+            worker.run_once()
+            now[0] += timedelta(minutes=10)
+        with runtime.session_factory() as db:
+            item = db.get(OutboxItem, item_id)
+            assert item is not None
+            return item
+
+    after_a_day = passes(24)
+    assert after_a_day.attempts > 12 and after_a_day.failed_at is None
+    after_three_days = passes(50)  # and the next hourly retry
+    assert after_three_days.failed_at is not None and after_three_days.done_at is None
+
+
+def test_mail_queued_during_an_outage_goes_out_when_the_server_is_back(
+    runtime: Runtime,
+) -> None:
+    now = [utcnow()]
+    down = [True]
+    sent: list[str] = []
+
+    def deliver(payload: dict[str, Any]) -> None:
+        if down[0]:
+            raise ConnectionRefusedError("smtp.example.com:587")
+        sent.append(payload["n"])
+
+    worker = OutboxWorker(runtime.session_factory, {KIND: deliver}, clock=lambda: now[0])
+    with runtime.session_factory() as db:
+        db.execute(delete(OutboxItem))
+        enqueue(db, KIND, {"n": "reset link"})
+        db.commit()
+    for _ in range(30 * 6):  # thirty hours down
+        worker.run_once()
+        now[0] += timedelta(minutes=10)
+    down[0] = False
+    for _ in range(7):  # retries are at most an hour apart
+        worker.run_once()
+        now[0] += timedelta(minutes=10)
+    assert sent == ["reset link"]
