@@ -31,7 +31,6 @@ from idp.services import (
     client_info,
     connection_service,
     current_session,
-    session_service,
     sso_service,
 )
 
@@ -81,14 +80,10 @@ def login_form() -> Response | tuple[str, int]:
 
 def _signed_in(result: SignInResult, target: str) -> Response:
     previous = current_session()
-    if previous is not None and previous.user_id == result.started.session.user_id:
-        # Signing in again (prompt=login, max_age) replaces the browser's session; what the
-        # relying services got under the old one ends when the new one is signed out.
-        session_service().end(
-            previous.session_id, "reauthenticated", replaced_by=result.started.session.id
+    if previous is not None:  # a sign-in in a browser that had a session replaces it
+        authentication_service().replace_session(
+            previous.session_id, previous.user_id, result, client_info()
         )
-    elif previous is not None:  # someone else signs in on this browser: the first signs out
-        authentication_service().sign_out(previous.session_id, previous.user_id, client_info())
     csrf.rotate()
     response = redirect(safe_next(target), 303)
     set_session_cookies(

@@ -321,6 +321,18 @@ class AuthenticationService:
             device_trust_token=self.c.trust.issue(user.id, device.id, user.password_hash),
         )
 
+    def replace_session(
+        self, session_id: str, user_id: str, result: SignInResult, client: ClientInfo
+    ) -> None:
+        """End the session a browser had before ``result`` signed it in. The same user signing
+        in again (prompt=login, max_age): the old session is replaced, and what relying
+        services got under it ends when the new one is signed out. Someone else: the first
+        user is signed out."""
+        if user_id == result.user_id:
+            self.sessions.end(session_id, "reauthenticated", replaced_by=result.started.session.id)
+        else:
+            self.sign_out(session_id, user_id, client)
+
     def sign_out(self, session_id: str, user_id: str, client: ClientInfo) -> None:
         if self.sessions.end(session_id, "logout"):
             record_event(
