@@ -17,6 +17,7 @@ Mails are rendered by the worker, outside a request, in the recipient's language
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
@@ -197,12 +198,18 @@ def role_name(role: object) -> str:
     return str(gettext(ROLE_NAMES[value])) if value in ROLE_NAMES else value
 
 
-def device_label(browser: str, os_name: str) -> str:
-    """A device as a page names it, in the page's language: "Firefox 128 on Windows 10", the
-    browser or the system alone when only one is known, "Unknown device" otherwise."""
+def name_device(browser: str, os_name: str, translate: Callable[[str], str]) -> str:
+    """A device as people are shown it: "Firefox 128 on Windows 10", the browser or the
+    system alone when only one is known, "Unknown device" otherwise, in the language of
+    ``translate`` (a page's, or a mail's). Plain text: HTML escapes it like any value."""
     if browser and os_name:
-        return str(gettext("%(browser)s on %(os)s", browser=browser, os=os_name))
-    return browser or os_name or str(gettext("Unknown device"))
+        return translate(N_("%(browser)s on %(os)s")) % {"browser": browser, "os": os_name}
+    return browser or os_name or translate(N_("Unknown device"))
+
+
+def device_label(browser: str, os_name: str) -> str:
+    """A device as a page names it, in the page's language (:func:`name_device`)."""
+    return name_device(browser, os_name, lambda message: str(gettext(message)))
 
 
 class LocalizedError(Exception):

@@ -311,7 +311,9 @@ class SsoSignInService:
     ) -> str | None:
         email = str(claims.get("email", ""))
         if email_domain(email) not in connection.domain_names:
-            return None  # only an administrator may link a foreign-domain identity
+            # Not reached from the callback (a foreign domain is refused before any lookup);
+            # kept so that no caller can offer to link a foreign-domain identity.
+            return None
         token = secrets.token_urlsafe(32)
         first, last = _names(claims)
         offer = {

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from babel.support import NullTranslations, Translations
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from idp.i18n import DEFAULT, N_, ROLE_NAMES, TRANSLATIONS, mail_time, supported
+from idp.i18n import DEFAULT, N_, ROLE_NAMES, TRANSLATIONS, mail_time, name_device, supported
 from idp.mail.messages import Message
 from idp.settings import PROJECT_ROOT, Settings
 
@@ -57,18 +57,11 @@ def _role_name(translations: NullTranslations, role: str) -> str:
     return translations.gettext(ROLE_NAMES[role]) if role in ROLE_NAMES else role
 
 
-# What mails name in the recipient's language from the plain values their context carries.
-# Python, not template macros: a macro's output counts as safe HTML where an HTML part calls
-# it, so a browser name taken from a User-Agent header (anyone's text) would go into the
-# HTML unescaped. These return plain text, which the HTML parts escape like any value.
-def _device_name(translations: NullTranslations, browser: str, os_name: str) -> str:
-    """"Firefox 128 on Windows 10"; the browser or the system alone; "Unknown device"."""
-    if browser and os_name:
-        named: str = translations.gettext(N_("%(browser)s on %(os)s"))
-        return named % {"browser": browser, "os": os_name}
-    return browser or os_name or translations.gettext(N_("Unknown device"))
-
-
+# What mails name in the recipient's language from the plain values their context carries
+# (devices: idp.i18n.name_device). Python, not template macros: a macro's output counts as
+# safe HTML where an HTML part calls it, so a browser name taken from a User-Agent header
+# (anyone's text) would go into the HTML unescaped. These return plain text, which the HTML
+# parts escape like any value.
 def _ip_address(translations: NullTranslations, ip: str) -> str:
     """The address, or "unknown" (also what mails queued by older versions carry)."""
     return ip if ip and ip != "unknown" else translations.gettext(N_("unknown"))
@@ -102,7 +95,9 @@ class MailComposer:
             env.filters["localtime"] = functools.partial(mail_time, language=lang)
             env.globals["language"] = lang
             env.globals["role_name"] = functools.partial(_role_name, translations)
-            env.globals["device_name"] = functools.partial(_device_name, translations)
+            env.globals["device_name"] = functools.partial(
+                name_device, translate=translations.gettext
+            )
             env.globals["ip_address"] = functools.partial(_ip_address, translations)
             env.globals["ip_list"] = functools.partial(_ip_list, translations)
             self.envs[lang] = env

@@ -13,6 +13,7 @@ before, an intruder's included; each regains it at its next successful sign-in.
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
@@ -42,7 +43,10 @@ class DeviceTrust:
             return None
         if not isinstance(data, dict) or data.get("u") != user_id:
             return None
-        if data.get("p") != _password_stamp(password_hash):
+        stamp = data.get("p")
+        if not isinstance(stamp, str) or not hmac.compare_digest(
+            stamp, _password_stamp(password_hash)
+        ):
             return None
         device = data.get("d")
         return device if isinstance(device, str) else None
