@@ -191,7 +191,11 @@ def code_submit() -> Response | tuple[str, int]:
             error=WRONG_CODE,
             next=safe_next(target, default=""),
         )
-    except InvalidSecondFactor:
+    except InvalidSecondFactor as refused:
+        if refused.ended:  # start again with the password: the generic sign-in failure
+            response = make_response(_form(GENERIC_FAILURE))
+            clear_pending_cookie(response)
+            return response
         return render_template(
             "login/code.html", error=WRONG_CODE, next=safe_next(target, default="")
         ), 400

@@ -13,7 +13,12 @@ Cheat Sheet). The order of checks matters:
    right password it is told so and may ask for the link again (the page reveals nothing to
    someone who does not know the password);
 5. with a second factor, a pending sign-in is kept server-side for a few minutes and the
-   session starts only after a valid code.
+   session starts only after a valid code. The attempt count is reset only when the whole
+   sign-in succeeded: a wrong code counts as a failed attempt in the password's bucket (the one
+   that reaches the threshold locks the account and mails the unlock link, and the owner's
+   failed-sign-in alert is sent), so knowing the password does not give unlimited guesses of
+   the code (NIST SP 800-63B §5.2.2 limits failed attempts per authenticator). A pending
+   sign-in of an account locked meanwhile cannot be completed.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from idp.events import Actor, EventTag, record_event
 from idp.models import Device, User
 from idp.security.device_trust import DeviceTrust
 from idp.security.devices import ClientInfo
-from idp.security.lockout import ACCOUNT_BUCKET, LockoutService
+from idp.security.lockout import ACCOUNT_BUCKET, LockoutService, Slot
 from idp.security.passwords import PasswordService
 from idp.security.ratelimit import RateLimiter
 from idp.security.sessions import SessionService, StartedSession
@@ -50,7 +55,13 @@ class InvalidCredentials(Exception):
 
 
 class InvalidSecondFactor(Exception):
-    """The code was wrong, already used, or the pending sign-in has expired."""
+    """The code was wrong, already used, or the pending sign-in has expired. ``ended``: the
+    pending sign-in is over (expired, or ended by the attempt count or a lock); the browser
+    has to start again with the password."""
+
+    def __init__(self, reason: str, *, ended: bool = False) -> None:
+        super().__init__(reason)
+        self.ended = ended
 
 
 class EmailNotVerified(Exception):
@@ -96,6 +107,17 @@ class SignInResult:
 @dataclass(frozen=True)
 class SecondFactorRequired:
     pending_token: str
+
+
+@dataclass(frozen=True)
+class PendingSignIn:
+    """A sign-in waiting for its code: whose, the attempt bucket its password counted in, and
+    the count at which a wrong code ends it (and, in the account's bucket, locks the account):
+    the threshold, or the next attempt when the password itself came in the last slot."""
+
+    user: User
+    bucket: str
+    ends_at: int
 
 
 @dataclass
@@ -145,13 +167,22 @@ class AuthenticationService:
         )
 
     def _fail(self, user: User | None, client: ClientInfo, reason: str) -> InvalidCredentials:
+        details = {"reason": reason, "user_agent": client.user_agent[:200]}
+        self._record_failure(EventTag.LOGIN_FAILURE, user, client, details)
+        return InvalidCredentials(reason)
+
+    def _record_failure(
+        self, tag: EventTag, user: User | None, client: ClientInfo, details: dict[str, str]
+    ) -> None:
+        """Record a refused attempt and queue the owner's failed-sign-in alert, in one
+        transaction (the alert's window is closed again if it does not commit)."""
         record_event(
             self.db,
-            EventTag.LOGIN_FAILURE,
+            tag,
             user_id=user.id if user else None,
             organization_id=self.accounts.primary_organization_of(user) if user else None,
             actor=Actor(ip=client.ip, user_agent=client.user_agent),
-            details={"reason": reason, "user_agent": client.user_agent[:200]},
+            details=details,
         )
         undo = self.c.observer.on_sign_in_failure(user, client.ip) if user is not None else None
         try:
@@ -160,7 +191,6 @@ class AuthenticationService:
             if undo is not None:
                 undo()
             raise
-        return InvalidCredentials(reason)
 
     def _refuse_locked(self, user: User, client: ClientInfo, password: str) -> InvalidCredentials:
         """A locked account (or an exhausted attempt count) is refused without checking the
@@ -191,13 +221,14 @@ class AuthenticationService:
                 token = self.c.lockout.lock(user, Actor(ip=client.ip, user_agent=client.user_agent))
                 self.c.mailer.account_locked(self.db, user, token)
             raise self._fail(user, client, "bad_password")
-        self.c.lockout.reset(user, bucket)
         if result.needs_rehash:
             user.password_hash = self.passwords.hash(password)
+        if user.email_verified and self.c.second_factor.is_enabled(user):
+            # The count stays until the code is right too: wrong codes add to it.
+            return SecondFactorRequired(self._pending(user, slot))
+        self.c.lockout.reset(user, bucket)
         if not user.email_verified:
             raise self._unverified(user, client)
-        if self.c.second_factor.is_enabled(user):
-            return SecondFactorRequired(self._pending(user))
         return self._complete(user, client, amr="pwd")
 
     # Unverified address ------------------------------------------------------------------
@@ -234,47 +265,80 @@ class AuthenticationService:
     def _pending_key(self, token: str) -> str:
         return self.store.key("pending-2fa", hashlib.sha256(token.encode()).hexdigest())
 
-    def _pending(self, user: User) -> str:
+    def _pending(self, user: User, slot: Slot) -> str:
         self.db.commit()  # a re-hashed password is kept even if the code never comes
         token = secrets.token_urlsafe(32)
-        self.store.client.set(
-            self._pending_key(token), json.dumps({"user_id": user.id}), ex=PENDING_SECONDS
-        )
+        record = {
+            "user_id": user.id,
+            "bucket": slot.bucket,
+            "ends_at": max(slot.threshold, slot.number + 1),
+        }
+        self.store.client.set(self._pending_key(token), json.dumps(record), ex=PENDING_SECONDS)
         return token
 
-    def pending_user(self, token: str | None) -> User | None:
+    def _pending_sign_in(self, token: str | None) -> PendingSignIn | None:
         if not token or len(token) > 100:
             return None
         raw = self.store.client.get(self._pending_key(token))
         if raw is None:
             return None
-        return self.db.get(User, json.loads(raw)["user_id"])
+        record = json.loads(raw)
+        user = self.db.get(User, record["user_id"])
+        if user is None:
+            return None
+        return PendingSignIn(user, str(record["bucket"]), int(record["ends_at"]))
+
+    def pending_user(self, token: str | None) -> User | None:
+        pending = self._pending_sign_in(token)
+        return pending.user if pending is not None else None
 
     def complete_second_factor(
         self, token: str | None, code: str, client: ClientInfo
     ) -> SignInResult:
-        user = self.pending_user(token)
-        if user is None or token is None:
-            raise InvalidSecondFactor("expired")
+        pending = self._pending_sign_in(token)
+        if pending is None or token is None:
+            raise InvalidSecondFactor("expired", ended=True)
+        user = pending.user
         self.c.limiter.check(
             self.store.key("rl", "2fa", user.id),
             self.settings.second_factor_attempts_per_minute,
             60,
         )
+        if user.locked_at is not None and pending.bucket == ACCOUNT_BUCKET:
+            self.store.client.delete(self._pending_key(token))
+            raise self._wrong_code(user, client, "locked", ended=True)
         method = self.c.second_factor.verify_second_factor(user, code.strip())
         if method is None:
-            record_event(
-                self.db,
-                EventTag.SECOND_FACTOR_FAILURE,
-                user_id=user.id,
-                organization_id=self.accounts.primary_organization_of(user),
-                actor=Actor(ip=client.ip, user_agent=client.user_agent),
-            )
-            self.db.commit()
-            raise InvalidSecondFactor("wrong code")
+            raise self._count_wrong_code(pending, token, client)
         if not self.store.client.delete(self._pending_key(token)):
-            raise InvalidSecondFactor("expired")  # a concurrent request completed it
+            raise InvalidSecondFactor("expired", ended=True)  # a concurrent request completed it
+        self.c.lockout.reset(user, pending.bucket)
         return self._complete(user, client, amr="pwd otp mfa")
+
+    def _count_wrong_code(
+        self, pending: PendingSignIn, token: str, client: ClientInfo
+    ) -> InvalidSecondFactor:
+        """A wrong code takes the next attempt in the password's bucket. Exactly one attempt
+        reaches ``ends_at`` (the store counts atomically): in the account's bucket it locks
+        the account and mails the unlock link; in a trusted device's, the device's attempts
+        are used up. Either way the pending sign-in ends there."""
+        user = pending.user
+        failures = self.c.lockout.take_slot(user, pending.bucket).number
+        ended = failures >= pending.ends_at
+        if ended:
+            self.store.client.delete(self._pending_key(token))
+        if failures == pending.ends_at and pending.bucket == ACCOUNT_BUCKET:
+            unlock = self.c.lockout.lock(user, Actor(ip=client.ip, user_agent=client.user_agent))
+            self.c.mailer.account_locked(self.db, user, unlock)
+        return self._wrong_code(user, client, "wrong_code", ended=ended)
+
+    def _wrong_code(
+        self, user: User, client: ClientInfo, reason: str, *, ended: bool
+    ) -> InvalidSecondFactor:
+        """The refused code, recorded with the owner's failed-sign-in alert: their password was
+        right, so someone else may have it."""
+        self._record_failure(EventTag.SECOND_FACTOR_FAILURE, user, client, {"reason": reason})
+        return InvalidSecondFactor(reason, ended=ended)
 
     # Completion ----------------------------------------------------------------------------
     def complete_federated(

@@ -6,10 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pyotp
 from flask.testing import FlaskClient
+from sqlalchemy import select, update
 
 from idp.events import EventTag
-from idp.models import UserSession
+from idp.models import OutboxItem, User, UserSession
 from idp.runtime import Runtime
+from idp.security.alerts import LOGIN_FAILURE_ALERT
 from tests.helpers import count, create_user, csrf_token, events, sign_in
 from tests.integration.test_two_factor import _enable
 
@@ -89,3 +91,108 @@ def test_code_page_without_a_pending_sign_in_goes_back_to_login(client: FlaskCli
     token = csrf_token(client.get("/login").get_data(as_text=True))
     forged = client.post("/login/code", data={"csrf_token": token, "code": "123456"})
     assert forged.status_code == 303
+
+
+# Wrong codes count as failed attempts ---------------------------------------------------------
+
+
+def _threshold(runtime: Runtime, user_id: str, threshold: int) -> None:
+    with runtime.session_factory() as db:
+        db.execute(update(User).where(User.id == user_id).values(lockout_threshold=threshold))
+        db.commit()
+
+
+def _locked(runtime: Runtime, user_id: str) -> bool:
+    with runtime.session_factory() as db:
+        user = db.get(User, user_id)
+        assert user is not None
+        return user.locked_at is not None
+
+
+def _wrong_code(client: FlaskClient, html: str) -> str:
+    answer = client.post("/login/code", data={"csrf_token": csrf_token(html), "code": "000000"})
+    return answer.get_data(as_text=True)
+
+
+def test_the_password_and_wrong_codes_in_turn_lock_the_account(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    """Someone who has the password cannot guess codes for ever by signing in again between
+    guesses: the count is reset only by a whole sign-in, so the third attempt locks."""
+    user = create_user(runtime)
+    secret, _ = _enable(runtime, user.id, datetime.now(UTC) - timedelta(minutes=2))
+    _threshold(runtime, user.id, 3)
+    html = _password_step(client)  # attempt 1
+    assert "That code is not valid" in _wrong_code(client, html)  # attempt 2
+    assert not _locked(runtime, user.id)
+    html = _password_step(client)  # attempt 3, the right password: the code may still come
+    ended = _wrong_code(client, html)  # attempt 4 ends it
+    assert "Incorrect email or password." in ended and 'name="password"' in ended
+    assert _locked(runtime, user.id)
+    assert len(events(runtime, EventTag.ACCOUNT_LOCKED)) == 1
+    assert [e.details["reason"] for e in events(runtime, EventTag.SECOND_FACTOR_FAILURE)] == [
+        "wrong_code", "wrong_code"]
+    assert [m.payload["template"] for m in _mails(runtime)].count("account_locked") == 1
+    # Locked: the right password and the right code no longer sign in.
+    refused = sign_in(client)
+    assert refused.status_code == 200 and "Incorrect email or password." in refused.get_data(
+        as_text=True)
+    assert client.post("/login/code", data={"csrf_token": csrf_token(html),
+                                            "code": pyotp.TOTP(secret).now()}).status_code == 303
+    assert count(runtime, UserSession) == 0
+
+
+def test_a_right_code_resets_the_count(client: FlaskClient, runtime: Runtime) -> None:
+    user = create_user(runtime)
+    secret, _ = _enable(runtime, user.id, datetime.now(UTC) - timedelta(minutes=2))
+    _threshold(runtime, user.id, 3)
+    html = _password_step(client)
+    _wrong_code(client, html)
+    done = client.post("/login/code", data={"csrf_token": csrf_token(html),
+                                            "code": pyotp.TOTP(secret).now()})
+    assert done.status_code == 303
+    other = client.application.test_client()
+    for _ in range(2):  # two failures after a whole sign-in: not yet the threshold
+        assert sign_in(other, password="not the right password at all").status_code == 200
+    assert not _locked(runtime, user.id)
+
+
+def test_a_wrong_code_sends_the_owner_the_failed_sign_in_alert(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    user = create_user(runtime)
+    _enable(runtime, user.id, datetime.now(UTC) - timedelta(minutes=2))
+    html = _password_step(client)
+    assert _alerts(runtime) == 0
+    _wrong_code(client, html)
+    assert _alerts(runtime) == 1
+
+
+def test_a_pending_sign_in_of_an_account_locked_meanwhile_cannot_be_completed(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    user = create_user(runtime)
+    secret, _ = _enable(runtime, user.id, datetime.now(UTC) - timedelta(minutes=2))
+    html = _password_step(client)
+    with runtime.session_factory() as db:  # locked from elsewhere (the last failed attempt)
+        db.execute(update(User).where(User.id == user.id).values(
+            locked_at=datetime.now(UTC), lock_id="lock"))
+        db.commit()
+    answer = client.post("/login/code", data={"csrf_token": csrf_token(html),
+                                              "code": pyotp.TOTP(secret).now()})
+    assert answer.status_code == 200
+    assert "Incorrect email or password." in answer.get_data(as_text=True)
+    assert count(runtime, UserSession) == 0
+    assert client.get("/login/code").status_code == 303  # the pending sign-in is over
+    assert events(runtime, EventTag.SECOND_FACTOR_FAILURE)[-1].details["reason"] == "locked"
+
+
+def _mails(runtime: Runtime) -> list[OutboxItem]:
+    with runtime.session_factory() as db:
+        return list(db.scalars(select(OutboxItem).where(OutboxItem.kind == "mail")))
+
+
+def _alerts(runtime: Runtime) -> int:
+    with runtime.session_factory() as db:
+        return len(db.scalars(select(OutboxItem).where(
+            OutboxItem.kind == LOGIN_FAILURE_ALERT)).all())
