@@ -130,7 +130,13 @@ def lockout_service() -> LockoutService:
 
 def two_factor_service() -> TwoFactorService:
     rt = runtime()
-    return TwoFactorService(request_db(), rt.passwords, totp_box(rt.settings), actor=client_actor())
+    return TwoFactorService(
+        request_db(),
+        rt.passwords,
+        totp_box(rt.settings),
+        actor=client_actor(),
+        confirmation=password_confirmation(),
+    )
 
 
 def notifier() -> AccountNotifier:

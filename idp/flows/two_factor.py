@@ -15,12 +15,13 @@ from idp.models import User
 from idp.runtime import runtime
 from idp.security.ratelimit import RateLimited
 from idp.security.two_factor import (
+    AlreadyEnabled,
     PendingEnrollments,
     TwoFactorError,
     TwoFactorService,
     totp_box,
 )
-from idp.services import rate_limiter, signed_in_user, two_factor_service
+from idp.services import signed_in_user, two_factor_service
 
 bp = Blueprint("two_factor", __name__, url_prefix="/account/two-factor")
 
@@ -29,15 +30,6 @@ Page = tuple[str, int]
 
 def _service() -> TwoFactorService:
     return two_factor_service()
-
-
-def _password_attempts_left(user: User) -> bool:
-    """Re-entering the password is rate-limited like signing in (5 tries per 5 minutes)."""
-    try:
-        rate_limiter().check(runtime().store.key("rl", "reauth", user.id), 5, 300)
-    except RateLimited:
-        return False
-    return True
 
 
 TOO_MANY = lazy_gettext("Too many attempts. Wait a few minutes and try again.")
@@ -105,9 +97,13 @@ def start_enrollment() -> Response | Page:
         return _to_login()
     active, user = signed_in
     try:
-        enrollment = _service().start_enrollment(user)
-    except TwoFactorError as exc:
+        enrollment = _service().start_enrollment(user, request.form.get("password", ""))
+    except RateLimited:
+        return _status_page(user, error=TOO_MANY, error_form="enroll", status=429)
+    except AlreadyEnabled as exc:  # in another tab: the page now shows it on
         return _status_page(user, error=exc.message, status=400)
+    except TwoFactorError as exc:
+        return _status_page(user, error=exc.message, error_form="enroll", status=400)
     _pending().put(active.session_id, user.id, enrollment.secret)
     return redirect(url_for("two_factor.enroll"), 303)
 
@@ -151,10 +147,10 @@ def disable() -> Response | Page:
     if signed_in is None:
         return _to_login()
     user = signed_in[1]
-    if not _password_attempts_left(user):
-        return _status_page(user, error=TOO_MANY, error_form="disable", status=429)
     try:
         _service().disable(user, request.form.get("password", ""))
+    except RateLimited:
+        return _status_page(user, error=TOO_MANY, error_form="disable", status=429)
     except TwoFactorError as exc:
         return _status_page(user, error=exc.message, error_form="disable", status=400)
     return redirect(url_for("two_factor.status", disabled=1), 303)
@@ -166,10 +162,10 @@ def regenerate_recovery_codes() -> Response | Page:
     if signed_in is None:
         return _to_login()
     user = signed_in[1]
-    if not _password_attempts_left(user):
-        return _status_page(user, error=TOO_MANY, error_form="regenerate", status=429)
     try:
         codes = _service().regenerate_recovery_codes(user, request.form.get("password", ""))
+    except RateLimited:
+        return _status_page(user, error=TOO_MANY, error_form="regenerate", status=429)
     except TwoFactorError as exc:
         return _status_page(user, error=exc.message, error_form="regenerate", status=400)
     return _codes_page(codes, regenerated=True)

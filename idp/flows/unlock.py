@@ -9,12 +9,14 @@ from flask import Blueprint, make_response, redirect, render_template, request, 
 from flask_babel import gettext, lazy_gettext
 from werkzeug.wrappers import Response
 
+from idp.events import EventTag, record_event
 from idp.mail.messages import UNLOCKED_BY_SELF
-from idp.runtime import request_db
+from idp.runtime import request_db, runtime
 from idp.security.lockout import UnlockError
 from idp.security.ratelimit import RateLimited
 from idp.security.unlock_requests import queue_unlock_request
 from idp.services import (
+    account_service,
     client_actor,
     lockout_service,
     notifier,
@@ -80,8 +82,12 @@ def link_submit(token: str) -> Response | tuple[str, int]:
         return render_template("unlock/link.html", error=INVALID_LINK, token=None), 400
     two_factor = two_factor_service()
     if two_factor.is_enabled(user):
-        try:
-            rate_limiter().check(runtime_store().key("rl", "2fa", user.id), 5, 60)
+        try:  # the sign-in's code bucket: pages do not add up to more guesses
+            rate_limiter().check(
+                runtime_store().key("rl", "2fa", user.id),
+                runtime().settings.second_factor_attempts_per_minute,
+                60,
+            )
         except RateLimited:
             return render_template(
                 "unlock/link.html",
@@ -89,7 +95,16 @@ def link_submit(token: str) -> Response | tuple[str, int]:
                 needs_code=True,
                 error=gettext("Too many attempts. Wait a minute."),
             ), 429
-        if two_factor.verify_second_factor(user, request.form.get("code", "")) is None:
+        if two_factor.verify_second_factor(user, request.form.get("code", "").strip()) is None:
+            record_event(
+                lockout.db,
+                EventTag.SECOND_FACTOR_FAILURE,
+                user_id=user.id,
+                organization_id=account_service().primary_organization_id(user.id),
+                actor=client_actor(),
+                details={"during": "unlock"},
+            )
+            lockout.db.commit()
             return render_template(
                 "unlock/link.html",
                 token=token,

@@ -123,6 +123,12 @@ def account_unlocked(user: User, unlocked_by: str, organization: str = "") -> Me
     )
 
 
+def two_factor_enabled(user: User) -> Message:
+    """Two-step verification was turned on (someone with the password could have done it to
+    lock the owner out)."""
+    return Message("two_factor_enabled", _greeting(user))
+
+
 def two_factor_disabled(user: User) -> Message:
     """Two-step verification was turned off."""
     return Message("two_factor_disabled", _greeting(user))

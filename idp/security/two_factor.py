@@ -12,6 +12,13 @@ from an alphabet without look-alikes (no 0/o, 1/i/l, ~49 bits each), shown once 
 Only SHA-256 of the user id and the code is stored: random codes need no slow hash against
 guessing online (sign-in is rate limited), and the user id keeps one computation from testing a
 guess against every account's codes at once.
+
+Turning it on, turning it off and making new recovery codes all need the account's password
+(or, for an account without one, a fresh sign-in with its organization): someone at a
+signed-in browser could otherwise turn it on with their own authenticator and lock the owner
+out, since a password reset and an unlock link then ask for the code too. Each of them mails
+the owner. The changes that replace rows lock the user's row first, so two of them at once
+run one after the other (two "new recovery codes" could otherwise leave twenty working codes).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from idp.mail import messages, queue_mail
 from idp.models import RecoveryCode, User, utcnow
 from idp.security import totp
 from idp.security.passwords import PasswordService
+from idp.security.reauth import PasswordConfirmation, SignInAgain
+from idp.security.reauth import WrongPassword as NotYourPassword
 from idp.security.secretbox import SecretBox, SecretBoxError
 from idp.settings import Settings
 from idp.store import Store
@@ -49,7 +58,7 @@ _RECOVERY_SEPARATORS = re.compile(r"[\s\-]+")
 _RECOVERY_CODE = re.compile(f"[{RECOVERY_ALPHABET}]{{{RECOVERY_CODE_LENGTH}}}")
 
 SecondFactorMethod = Literal["otp", "recovery"]
-Notification = Literal["two_factor_disabled", "recovery_codes_regenerated"]
+Notification = Literal["two_factor_enabled", "two_factor_disabled", "recovery_codes_regenerated"]
 
 
 # Errors --------------------------------------------------------------------------------------
@@ -180,13 +189,17 @@ class TwoFactorService:
         *,
         actor: Actor | None = None,
         issuer_name: str = totp.DEFAULT_ISSUER,
+        confirmation: PasswordConfirmation | None = None,
     ) -> None:
+        """``confirmation`` checks the password for the changes that need it; without one
+        (reading and verifying codes only) those changes refuse."""
         self.db = db
         self.passwords = passwords
         self.box = box
         self.clock = clock
         self.actor = actor
         self.issuer_name = issuer_name
+        self.confirmation = confirmation
 
     # Reading -----------------------------------------------------------------------------
     def is_enabled(self, user: User) -> bool:
@@ -203,11 +216,13 @@ class TwoFactorService:
         )
 
     # Enrollment --------------------------------------------------------------------------
-    def start_enrollment(self, user: User) -> Enrollment:
-        """A fresh seed to show. Nothing is stored: the caller keeps the seed until
-        :meth:`confirm_enrollment`, so an abandoned enrollment changes nothing."""
+    def start_enrollment(self, user: User, password: str) -> Enrollment:
+        """A fresh seed to show, once the password is confirmed. Nothing is stored: the caller
+        keeps the seed until :meth:`confirm_enrollment`, so an abandoned enrollment changes
+        nothing. Raises RateLimited past the shared re-authentication limit."""
         if self.is_enabled(user):
             raise AlreadyEnabled
+        self._check_password(user, password)
         return self.enrollment(user, totp.new_secret())
 
     def enrollment(self, user: User, secret: str) -> Enrollment:
@@ -237,6 +252,7 @@ class TwoFactorService:
             raise AlreadyEnabled
         codes = self._replace_recovery_codes(user, now)
         self._record(EventTag.TWO_FACTOR_ENABLED, user, {"method": "totp"})
+        self._notify(user, "two_factor_enabled")
         self.db.commit()
         _set_loaded(user, totp_secret=sealed, totp_enabled_at=now, totp_last_step=step)
         return codes
@@ -305,6 +321,7 @@ class TwoFactorService:
         if not self.is_enabled(user):
             raise NotEnabled
         self._check_password(user, password)
+        self._lock_user_row(user)
         self.db.execute(
             update(User)
             .where(User.id == user.id)
@@ -322,6 +339,10 @@ class TwoFactorService:
         if not self.is_enabled(user):
             raise NotEnabled
         self._check_password(user, password)
+        self._lock_user_row(user)
+        if self.db.scalar(select(User.totp_enabled_at).where(User.id == user.id)) is None:
+            self.db.rollback()
+            raise NotEnabled  # turned off meanwhile
         codes = self._replace_recovery_codes(user, self.clock())
         self._record(EventTag.RECOVERY_CODES_REGENERATED, user, {"count": len(codes)})
         self._notify(user, "recovery_codes_regenerated")
@@ -329,8 +350,21 @@ class TwoFactorService:
         return codes
 
     def _check_password(self, user: User, password: str) -> None:
-        if not password or not self.passwords.verify(user.password_hash, password).ok:
-            raise WrongPassword
+        """The password (or an SSO-only account's fresh sign-in), rate limited per account
+        with every other re-authentication; RateLimited propagates."""
+        if self.confirmation is None:
+            raise TwoFactorError()
+        try:
+            self.confirmation.check(user, password)
+        except SignInAgain as exc:
+            raise TwoFactorError(exc.message) from None
+        except NotYourPassword:
+            raise WrongPassword from None
+
+    def _lock_user_row(self, user: User) -> None:
+        """Serialize the changes of one account's second factor (SELECT ... FOR UPDATE on
+        PostgreSQL; SQLite has one writer at a time anyway)."""
+        self.db.execute(select(User.id).where(User.id == user.id).with_for_update())
 
     def _replace_recovery_codes(self, user: User, now: datetime) -> list[str]:
         self.db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
@@ -357,7 +391,9 @@ class TwoFactorService:
     def _notify(self, user: User, notification: Notification) -> None:
         """Queue the security mail about ``notification`` in this transaction, so it is sent
         exactly when the change commits."""
-        if notification == "two_factor_disabled":
+        if notification == "two_factor_enabled":
+            message = messages.two_factor_enabled(user)
+        elif notification == "two_factor_disabled":
             message = messages.two_factor_disabled(user)
         else:
             message = messages.recovery_codes_regenerated(user)

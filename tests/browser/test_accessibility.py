@@ -574,6 +574,7 @@ def _relying_party_pages(page: Page, audit: Audit, site: Site) -> None:
 def _two_factor_pages(page: Page, audit: Audit, email: str) -> None:
     t = audit.t
     page.goto("/account/two-factor")
+    page.get_by_label(t("Your password")).fill(PASSWORD)
     page.get_by_role("button", name=t("Set up two-factor authentication")).click()
     expect(page.locator("[data-testid=totp-qr]")).to_be_visible()
     audit.check(page, "two-factor-enroll")

@@ -36,6 +36,7 @@ def test_enroll_then_sign_in_with_a_code(
     expect(page.locator("[data-testid=two-factor]")).to_contain_text("Off")
 
     page.locator("[data-testid=two-factor]").get_by_role("link", name="Manage").click()
+    page.get_by_label("Your password").fill(PASSWORD)
     page.get_by_role("button", name="Set up two-factor authentication").click()
     expect(page.locator("[data-testid=totp-qr]")).to_be_visible()
     page.screenshot(path=str(screenshots / "two-factor-enroll.png"), full_page=True)

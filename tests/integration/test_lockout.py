@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 import requests
 from flask import Flask
@@ -22,6 +23,7 @@ from idp.models import OneTimeToken, OutboxItem, Role, User, utcnow
 from idp.runtime import Runtime
 from idp.worker import build_worker
 from tests.conftest import empty_tables, make_settings
+from tests.integration.test_two_factor import _enable as _enable_two_factor
 from tests.helpers import (
     count_verifications,
     create_user,
@@ -258,6 +260,23 @@ def test_unlock_link_works_once(client: FlaskClient, runtime: Runtime) -> None:
     again = _use_link(client.application.test_client(), url)
     assert again.status_code == 400
     assert "invalid, has already been used, or has expired" in again.get_data(as_text=True)
+
+
+def test_the_unlock_link_of_a_two_factor_account_asks_for_a_code_and_logs_wrong_ones(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    user = create_user(runtime)
+    secret, _ = _enable_two_factor(runtime, user.id, datetime.now(UTC) - timedelta(minutes=2))
+    _lock(client, runtime)
+    (url,) = _unlock_urls(runtime)
+    wrong = _use_link(client, url, code="000000")
+    assert wrong.status_code == 400 and "That code is not valid." in wrong.get_data(as_text=True)
+    assert _user(runtime).locked_at is not None
+    (failure,) = events(runtime, EventTag.SECOND_FACTOR_FAILURE)
+    assert failure.user_id == user.id and failure.details == {"during": "unlock"}
+    done = _use_link(client, url, code=f" {pyotp.TOTP(secret).now()} ")
+    assert done.status_code == 303
+    assert _user(runtime).locked_at is None
 
 
 def test_expired_tampered_and_stale_unlock_links_are_refused(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -12,15 +13,19 @@ from urllib.parse import parse_qs, urlsplit
 import pyotp
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from idp.events import EventTag
 from idp.models import OutboxItem, RecoveryCode, User
 from idp.runtime import Runtime
+from idp.security.ratelimit import RateLimiter
+from idp.security.reauth import PasswordConfirmation
 from idp.security.secretbox import SecretBox, SecretBoxError
 from idp.security.two_factor import (
     SEED_PURPOSE,
     AlreadyEnabled,
+    TwoFactorError,
     TwoFactorService,
     hash_recovery_code,
     totp_box,
@@ -46,6 +51,9 @@ def _service(runtime: Runtime, db: object, now: datetime) -> TwoFactorService:
         runtime.passwords,
         totp_box(runtime.settings),
         clock=lambda: now,
+        confirmation=PasswordConfirmation(
+            runtime.passwords, RateLimiter(runtime.store), runtime.store
+        ),
     )
 
 
@@ -62,7 +70,7 @@ def _enable(runtime: Runtime, user_id: str, now: datetime = T0) -> tuple[str, li
         user = db.get(User, user_id)
         assert user is not None
         service = _service(runtime, db, now)
-        secret = service.start_enrollment(user).secret
+        secret = service.start_enrollment(user, PASSWORD).secret
         codes = service.confirm_enrollment(user, secret, _code(secret, now))
     return secret, codes
 
@@ -81,7 +89,7 @@ def _post(client: FlaskClient, path: str, page: str, **fields: str) -> object:
 def _start_enrollment(client: FlaskClient) -> str:
     """Ask for a seed over HTTP and return the enrollment page."""
     status = _body(client.get("/account/two-factor"))
-    started = _post(client, "/account/two-factor/enroll", status)
+    started = _post(client, "/account/two-factor/enroll", status, password=PASSWORD)
     assert started.status_code == 303  # type: ignore[attr-defined]
     assert started.headers["Location"] == "/account/two-factor/enroll"  # type: ignore[attr-defined]
     page = client.get("/account/two-factor/enroll")
@@ -303,7 +311,7 @@ def test_setting_up_again_while_on_is_refused(client: FlaskClient, runtime: Runt
     _enable(runtime, user.id)
     page = _body(client.get("/account/two-factor"))
     assert "Set up two-factor authentication" not in page
-    response = _post(client, "/account/two-factor/enroll", page)
+    response = _post(client, "/account/two-factor/enroll", page, password=PASSWORD)
     assert response.status_code == 400  # type: ignore[attr-defined]
     assert "already on" in _body(response)
 
@@ -429,8 +437,100 @@ def test_a_second_tab_cannot_replace_the_seed_of_the_first(runtime: Runtime) -> 
         stale.totp_enabled_at = None  # what a tab that loaded the user earlier believes
         db.expunge(stale)
         service = _service(runtime, db, T0)
-        other = service.start_enrollment(stale).secret
+        other = service.start_enrollment(stale, PASSWORD).secret
         with pytest.raises(AlreadyEnabled):
             service.confirm_enrollment(stale, other, _code(other, T0))
     t1 = T0 + timedelta(seconds=30)
     assert _verify(runtime, user.id, _code(secret, t1), t1) == "otp"
+
+
+# Turning it on needs the password, and is mailed -------------------------------------------
+def test_setting_up_needs_the_password(client: FlaskClient, runtime: Runtime) -> None:
+    """Someone at a signed-in browser cannot turn it on with their own authenticator (the
+    owner would be locked out: a password reset asks for the code too)."""
+    user = create_user(runtime)
+    sign_in(client)
+    page = _body(client.get("/account/two-factor"))
+    assert 'id="enroll-password" name="password" type="password"' in page
+    for password in ("", "not my password"):
+        refused = _post(client, "/account/two-factor/enroll", page, password=password)
+        assert refused.status_code == 400  # type: ignore[attr-defined]
+        assert "That is not your current password." in _body(refused)
+        assert 'aria-describedby="enroll-error"' in _body(refused)
+        assert client.get("/account/two-factor/enroll").status_code == 303  # no key to show
+    for _ in range(4):  # the shared re-authentication limit: 5 guesses per 5 minutes
+        _post(client, "/account/two-factor/enroll", page, password="still not it")
+    limited = _post(client, "/account/two-factor/enroll", page, password=PASSWORD)
+    assert limited.status_code == 429  # type: ignore[attr-defined]
+    assert _user(runtime, user.id).totp_enabled_at is None
+
+
+def test_turning_it_on_mails_the_owner(client: FlaskClient, runtime: Runtime) -> None:
+    create_user(runtime)
+    sign_in(client)
+    assert _mails(runtime, "two_factor_enabled") == []
+    _enroll_over_http(client)
+    (mail,) = _mails(runtime, "two_factor_enabled")
+    assert mail["to"] == "alice@example.com"
+
+
+def test_an_account_without_a_password_confirms_by_a_fresh_sso_sign_in(runtime: Runtime) -> None:
+    """An SSO-only account has no password to type: it confirms by a fresh sign-in with its
+    organization, like every other sensitive change (it could turn it on, never off)."""
+    user = create_user(runtime)
+    secret, _ = _enable(runtime, user.id, T0)
+    with runtime.session_factory() as db:
+        db.execute(update(User).where(User.id == user.id).values(password_hash=None))
+        db.commit()
+
+    def service(db: Session, fresh: float | None) -> TwoFactorService:
+        confirmation = PasswordConfirmation(
+            runtime.passwords, RateLimiter(runtime.store), runtime.store, lambda: fresh
+        )
+        return TwoFactorService(
+            db, runtime.passwords, totp_box(runtime.settings), confirmation=confirmation
+        )
+
+    with runtime.session_factory() as db:
+        stored = db.get(User, user.id)
+        assert stored is not None
+        with pytest.raises(TwoFactorError, match="sign in again with your organization"):
+            service(db, None).disable(stored, "")
+        with pytest.raises(TwoFactorError, match="sign in again with your organization"):
+            service(db, time.time() - 600).regenerate_recovery_codes(stored, "")
+        service(db, time.time() - 10).disable(stored, "")
+    assert _user(runtime, user.id).totp_enabled_at is None
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_new_recovery_codes_wait_for_a_concurrent_change_of_the_same_account(
+    runtime: Runtime,
+) -> None:
+    """Two "new recovery codes" at once must not leave twenty working codes: each change takes
+    the account's row lock first, so the second one waits for the first to commit."""
+    user = create_user(runtime)
+    _enable(runtime, user.id, T0)
+    holder = runtime.session_factory()
+    holder.execute(select(User.id).where(User.id == user.id).with_for_update())
+    made: list[list[str]] = []
+
+    def regenerate() -> None:
+        with runtime.session_factory() as db:
+            stored = db.get(User, user.id)
+            assert stored is not None
+            made.append(_service(runtime, db, T0).regenerate_recovery_codes(stored, PASSWORD))
+
+    worker = threading.Thread(target=regenerate)
+    worker.start()
+    worker.join(timeout=1.5)
+    try:
+        assert worker.is_alive(), "the change did not wait for the account's row lock"
+        holder.add_all(  # what the concurrent change inserts before it commits
+            RecoveryCode(user_id=user.id, code_hash=f"{n:064x}", created_at=T0) for n in range(10)
+        )
+    finally:
+        holder.commit()
+        holder.close()
+    worker.join(timeout=30)
+    assert len(made) == 1 and len(made[0]) == 10
+    assert count(runtime, RecoveryCode) == 10  # the other change's codes were replaced

@@ -80,6 +80,11 @@ ALLOWED_LITERALS = {
         "enforce_sso", "allow_guests",
     },
     "organizations/settings.html": {"square", "wide"},
+    "_confirm_identity.html": {"password"},
+    "account/two_factor.html": {
+        "enroll-password", "enroll-error", "regenerate-password", "regenerate-error",
+        "disable-password", "disable-error",
+    },
 }
 Token = tuple[int, str, str]  # (line, kind, value)
 
