@@ -28,7 +28,7 @@ from idp.security.authentication import AuthenticationService, SignInCollaborato
 from idp.security.device_trust import DeviceTrust
 from idp.security.devices import DEVICE_COOKIE, ClientInfo
 from idp.security.email_change import EmailChangeService
-from idp.security.email_verification import EmailVerificationService
+from idp.security.email_verification import EmailVerificationService, VerificationResender
 from idp.security.lockout import LockoutService
 from idp.security.mail_requests import MailRequestLimits
 from idp.security.notifications import AccountNotifier
@@ -160,6 +160,9 @@ def authentication_service() -> AuthenticationService:
             observer=AlertService(db, rt.store, rt.settings),
             second_factor=two_factor_service(),
             mailer=notifier(),
+            verification=VerificationResender(
+                email_verification_service(), mail_request_limits()
+            ),
         ),
     )
 

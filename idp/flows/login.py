@@ -17,7 +17,6 @@ from idp.runtime import runtime
 from idp.security import csrf
 from idp.security.authentication import (
     GENERIC_FAILURE,
-    EmailNotVerified,
     InvalidCredentials,
     InvalidSecondFactor,
     SecondFactorRequired,
@@ -38,11 +37,16 @@ bp = Blueprint("login", __name__)
 WRONG_CODE = lazy_gettext("That code is not valid. Try again with a new code.")
 
 
-def _form(error: str | None = None, email: str = "", status: int = 200) -> tuple[str, int]:
+def _form(
+    error: str | None = None, email: str = "", status: int = 200, *, failed: bool = False
+) -> tuple[str, int]:
+    """The sign-in form; ``failed``: after a refused sign-in (the generic message, and the
+    reminder that a new account's address must be verified first)."""
     return (
         render_template(
             "login/login.html",
             error=error,
+            failed=failed,
             email=email,
             next=safe_next(request.values.get("next"), default=""),
             signed_out="signed_out" in request.args,
@@ -133,7 +137,11 @@ def login_submit() -> Response | tuple[str, int]:
         return _form(gettext("Enter your email address and your password."), email, 400)
     try:
         outcome = authentication_service().sign_in(
-            email, password, client_info(), request.cookies.get(TRUST_COOKIE)
+            email,
+            password,
+            client_info(),
+            request.cookies.get(TRUST_COOKIE),
+            return_to=safe_next(target, default=""),
         )
     except RateLimited as limited:
         return _too_many(
@@ -146,16 +154,7 @@ def login_submit() -> Response | tuple[str, int]:
             signup_enabled=runtime().settings.signup_enabled,
         )
     except InvalidCredentials:
-        return _form(GENERIC_FAILURE, email)
-    except EmailNotVerified as unverified:
-        # Only after the right password: nothing is revealed to someone who does not know it.
-        return render_template(
-            "login/unverified.html",
-            ticket=unverified.ticket,
-            sent=False,
-            limited=False,
-            next=safe_next(target, default=""),
-        ), 403
+        return _form(GENERIC_FAILURE, email, failed=True)
     if isinstance(outcome, SecondFactorRequired):
         response = redirect(
             url_for("login.code_form", next=safe_next(target, default="") or None), 303
@@ -193,7 +192,7 @@ def code_submit() -> Response | tuple[str, int]:
         )
     except InvalidSecondFactor as refused:
         if refused.ended:  # start again with the password: the generic sign-in failure
-            response = make_response(_form(GENERIC_FAILURE))
+            response = make_response(_form(GENERIC_FAILURE, failed=True))
             clear_pending_cookie(response)
             return response
         return render_template(

@@ -1,6 +1,6 @@
-"""Sign-up (``/signup``, when ``IDP_SIGNUP_ENABLED``), the email verification link
-(``/verify-email/<token>``) and "send the link again" after a sign-in with an unverified
-address (``/login/verify-email``).
+"""Sign-up (``/signup``, when ``IDP_SIGNUP_ENABLED``) and the email verification link
+(``/verify-email/<token>``). A sign-in with the right password for an address not verified
+yet mails a new link (see :mod:`idp.security.authentication`).
 
 Thin views over :class:`idp.signup.SignupService` and
 :class:`idp.security.email_verification.EmailVerificationService`. The sign-up page answers the
@@ -26,7 +26,6 @@ from idp.security.email_verification import VerificationLinkError
 from idp.security.ratelimit import RateLimited
 from idp.security.redirects import safe_next
 from idp.services import (
-    authentication_service,
     email_verification_service,
     mail_request_limits,
     signup_service,
@@ -125,30 +124,3 @@ def verify_submit(token: str) -> Response:
     # Checked again on the way out: the stored value was checked when it was stored.
     target = safe_next(verified.return_to, default="") or None
     return redirect(url_for("login.login_form", verified=1, next=target), 303)
-
-
-@bp.post("/login/verify-email")
-def resend() -> Response:
-    ticket = request.form.get("ticket", "")
-    user = authentication_service().unverified_user(ticket)
-    if user is None:  # the ticket expired, or the address was verified meanwhile
-        return redirect(url_for("login.login_form"), 303)
-    try:
-        mail_request_limits().check(request.remote_addr or "", user.email)
-    except RateLimited as limited:
-        response = make_response(
-            render_template(
-                "login/unverified.html", ticket=ticket, sent=False, limited=True, next=_next()
-            ),
-            429,
-        )
-        response.headers["Retry-After"] = str(limited.retry_after)
-        return response
-    verification = email_verification_service()
-    verification.start_email_verification(user, return_to=_next())
-    verification.db.commit()
-    return make_response(
-        render_template(
-            "login/unverified.html", ticket=ticket, sent=True, limited=False, next=_next()
-        )
-    )

@@ -177,11 +177,14 @@ def password_reset_done(user: User) -> Message:
 def verify_email(user: User, address: str, verify_url: str, hours: int, *, change: bool) -> Message:
     """A link that proves ``address`` belongs to the account's owner: the account's own address
     (sign-up), or a new address before an email change takes effect (``change``). Sent to
-    ``address``, which is therefore also the ``email`` the footer names."""
+    ``address``, which is therefore also the ``email`` the footer names. An account not
+    verified yet is greeted by its address: its name was typed by whoever signed up, who
+    need not be the address's owner (no stranger's words in our mail)."""
+    greeting = _greeting(user) if user.email_verified else {"name": address}
     return Message(
         "verify_email",
         {
-            **_greeting(user),
+            **greeting,
             "email": address,
             "address": address,
             "verify_url": verify_url,

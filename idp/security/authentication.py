@@ -9,9 +9,10 @@ Cheat Sheet). The order of checks matters:
    device the owner has signed in from before (it has its own bucket);
 3. the attempt takes a numbered slot in its bucket; only slots up to the threshold may verify
    a password; the failure in the last slot locks the account and mails an unlock link;
-4. an account whose email address is not verified yet (sign-up) starts no session: after the
-   right password it is told so and may ask for the link again (the page reveals nothing to
-   someone who does not know the password);
+4. an account whose email address is not verified yet (sign-up) starts no session, and the
+   right password gets the same answer as a wrong one: anyone can sign up with any address
+   and a password of their choosing, so an answer of its own would tell them whether the
+   address had an account before. Its mailbox gets a new verification link instead;
 5. with a second factor, a pending sign-in is kept server-side for a few minutes and the
    session starts only after a valid code. The attempt count is reset only when the whole
    sign-in succeeded: a wrong code counts as a failed attempt in the password's bucket (the one
@@ -64,16 +65,6 @@ class InvalidSecondFactor(Exception):
         self.ended = ended
 
 
-class EmailNotVerified(Exception):
-    """The password was right but the account's address is not verified yet. ``ticket`` lets
-    this browser ask for the verification link again (:meth:`AuthenticationService.
-    unverified_user`), for a few minutes."""
-
-    def __init__(self, ticket: str) -> None:
-        super().__init__("email address not verified")
-        self.ticket = ticket
-
-
 class SignInObserver(Protocol):
     """Told about sign-ins inside their transaction (login alerts)."""
 
@@ -95,6 +86,13 @@ class SecondFactor(Protocol):
 
 class Mailer(Protocol):
     def account_locked(self, db: Session, user: User, unlock_token: str) -> None: ...
+
+
+class VerificationMailer(Protocol):
+    def resend_verification(self, user: User, ip: str, return_to: str) -> None:
+        """Queue a new verification link for ``user`` in the caller's transaction, unless the
+        mailed-link limits say no."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -128,6 +126,7 @@ class SignInCollaborators:
     observer: SignInObserver
     second_factor: SecondFactor
     mailer: Mailer
+    verification: VerificationMailer
 
 
 class AuthenticationService:
@@ -166,13 +165,21 @@ class AuthenticationService:
             ]
         )
 
-    def _fail(self, user: User | None, client: ClientInfo, reason: str) -> InvalidCredentials:
+    def _fail(
+        self, user: User | None, client: ClientInfo, reason: str, *, alert: bool = True
+    ) -> InvalidCredentials:
         details = {"reason": reason, "user_agent": client.user_agent[:200]}
-        self._record_failure(EventTag.LOGIN_FAILURE, user, client, details)
+        self._record_failure(EventTag.LOGIN_FAILURE, user, client, details, alert=alert)
         return InvalidCredentials(reason)
 
     def _record_failure(
-        self, tag: EventTag, user: User | None, client: ClientInfo, details: dict[str, str]
+        self,
+        tag: EventTag,
+        user: User | None,
+        client: ClientInfo,
+        details: dict[str, str],
+        *,
+        alert: bool = True,
     ) -> None:
         """Record a refused attempt and queue the owner's failed-sign-in alert, in one
         transaction (the alert's window is closed again if it does not commit)."""
@@ -184,7 +191,11 @@ class AuthenticationService:
             actor=Actor(ip=client.ip, user_agent=client.user_agent),
             details=details,
         )
-        undo = self.c.observer.on_sign_in_failure(user, client.ip) if user is not None else None
+        undo = (
+            self.c.observer.on_sign_in_failure(user, client.ip)
+            if user is not None and alert
+            else None
+        )
         try:
             self.db.commit()
         except Exception:
@@ -200,9 +211,17 @@ class AuthenticationService:
         return self._fail(user, client, "locked")
 
     def sign_in(
-        self, email: str, password: str, client: ClientInfo, trust_token: str | None = None
+        self,
+        email: str,
+        password: str,
+        client: ClientInfo,
+        trust_token: str | None = None,
+        *,
+        return_to: str = "",
     ) -> SignInResult | SecondFactorRequired:
-        """Check the password; raise InvalidCredentials, or RateLimited past a limit."""
+        """Check the password; raise InvalidCredentials, or RateLimited past a limit.
+        ``return_to``: a same-origin path (checked by the caller) a new verification link
+        leads back to, should the address need one."""
         self._rate_limit(client.ip)
         user = self.accounts.find_user_by_email(email) if len(email) <= 320 else None
         if user is None:
@@ -228,38 +247,16 @@ class AuthenticationService:
             return SecondFactorRequired(self._pending(user, slot))
         self.c.lockout.reset(user, bucket)
         if not user.email_verified:
-            raise self._unverified(user, client)
+            raise self._unverified(user, client, return_to)
         return self._complete(user, client, amr="pwd")
 
     # Unverified address ------------------------------------------------------------------
-    def _unverified_key(self, ticket: str) -> str:
-        return self.store.key("unverified", hashlib.sha256(ticket.encode()).hexdigest())
-
-    def _unverified(self, user: User, client: ClientInfo) -> EmailNotVerified:
-        """No session; the event (without a login alert: the owner did nothing wrong) and a
-        short-lived ticket for "send the link again"."""
-        record_event(
-            self.db,
-            EventTag.LOGIN_FAILURE,
-            user_id=user.id,
-            organization_id=self.accounts.primary_organization_of(user),
-            actor=Actor(ip=client.ip, user_agent=client.user_agent),
-            details={"reason": "email_unverified", "user_agent": client.user_agent[:200]},
-        )
-        self.db.commit()
-        ticket = secrets.token_urlsafe(32)
-        self.store.client.set(self._unverified_key(ticket), user.id, ex=UNVERIFIED_SECONDS)
-        return EmailNotVerified(ticket)
-
-    def unverified_user(self, ticket: str | None) -> User | None:
-        """The still unverified account a ticket of :class:`EmailNotVerified` stands for."""
-        if not ticket or len(ticket) > 100:
-            return None
-        user_id = self.store.client.get(self._unverified_key(ticket))
-        if user_id is None:
-            return None
-        user = self.db.get(User, user_id if isinstance(user_id, str) else user_id.decode())
-        return user if user is not None and not user.email_verified else None
+    def _unverified(self, user: User, client: ClientInfo, return_to: str) -> InvalidCredentials:
+        """The right password for an address not verified yet: refused like a wrong one, with
+        a new verification link queued for the mailbox (no login alert: the owner did nothing
+        wrong)."""
+        self.c.verification.resend_verification(user, client.ip, return_to)
+        return self._fail(user, client, "email_unverified", alert=False)
 
     # Second factor -------------------------------------------------------------------------
     def _pending_key(self, token: str) -> str:

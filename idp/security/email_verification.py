@@ -40,6 +40,7 @@ Usage by the email change, for instance::
 from __future__ import annotations
 
 import enum
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +55,11 @@ from idp.mail import messages, queue_mail
 from idp.models import OneTimeToken, User, utcnow
 from idp.models.credentials import RETURN_TO_MAX
 from idp.security.devices import hash_key
+from idp.security.mail_requests import MailRequestLimits
+from idp.security.ratelimit import RateLimited
 from idp.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class VerificationPurpose(enum.StrEnum):
@@ -213,3 +218,23 @@ class EmailVerificationService:
                 details={"address": row.address},
             )
         return VerifiedAddress(user.id, row.address, purpose, row.return_to or "")
+
+
+class VerificationResender:
+    """A new verification link for an unverified account whose password was just typed right
+    (sign-in answers it like a wrong password, see :mod:`idp.security.authentication`),
+    within the per-address and per-IP limits of every mailed link; past them, nothing is
+    sent and nothing is said."""
+
+    def __init__(self, verification: EmailVerificationService, limits: MailRequestLimits) -> None:
+        self.verification = verification
+        self.limits = limits
+
+    def resend_verification(self, user: User, ip: str, return_to: str) -> None:
+        """Queue the link in the caller's transaction (the caller commits)."""
+        try:
+            self.limits.check(ip, user.email)
+        except RateLimited:
+            log.info("verification link for user %s not sent again: limit reached", user.id)
+            return
+        self.verification.start_email_verification(user, return_to=return_to)

@@ -147,10 +147,9 @@ def test_sign_up_verify_then_sign_in(page: Page, mailing_server: MailingServer) 
     # The worker makes the account, then its mail: once the mail is there, so is the account.
     _mail(mailing_server.smtp, email, "Verify your email address")
 
-    _sign_in(page, email, PASSWORD)  # not verified yet: no session
-    expect(page.get_by_test_id("unverified")).to_contain_text("not verified yet")
-    page.get_by_role("button", name="Send the link again").click()
-    expect(page.get_by_test_id("verification-sent")).to_be_visible()
+    _sign_in(page, email, PASSWORD)  # not verified yet: refused like a wrong password
+    expect(page.get_by_role("alert")).to_contain_text("Incorrect email or password.")
+    expect(page.get_by_test_id("verify-first")).to_be_visible()  # and a new link is mailed
 
     deadline = time.monotonic() + 15
     while len([m for m in mailing_server.smtp.to(email)

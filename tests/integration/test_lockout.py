@@ -23,7 +23,6 @@ from idp.models import OneTimeToken, OutboxItem, Role, User, utcnow
 from idp.runtime import Runtime
 from idp.worker import build_worker
 from tests.conftest import empty_tables, make_settings
-from tests.integration.test_two_factor import _enable as _enable_two_factor
 from tests.helpers import (
     count_verifications,
     create_user,
@@ -32,6 +31,7 @@ from tests.helpers import (
     login_form,
     sign_in,
 )
+from tests.integration.test_two_factor import _enable as _enable_two_factor
 from tests.oidc import serve
 from tests.services import free_port, idp_env, run_idp
 

@@ -478,7 +478,7 @@ def test_an_account_without_a_password_confirms_by_a_fresh_sso_sign_in(runtime: 
     """An SSO-only account has no password to type: it confirms by a fresh sign-in with its
     organization, like every other sensitive change (it could turn it on, never off)."""
     user = create_user(runtime)
-    secret, _ = _enable(runtime, user.id, T0)
+    _enable(runtime, user.id, T0)
     with runtime.session_factory() as db:
         db.execute(update(User).where(User.id == user.id).values(password_hash=None))
         db.commit()

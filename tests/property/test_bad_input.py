@@ -230,7 +230,6 @@ OTHER_FORMS = (
     "/login/code",
     "/login/sso",
     "/login/sso/link",
-    "/login/verify-email",
     "/authorize/consent",
     "/logout",
     "/password/forgot",
