@@ -2,6 +2,11 @@
 (``/verify-email/<token>``). A sign-in with the right password for an address not verified
 yet mails a new link (see :mod:`idp.security.authentication`).
 
+Verifying an account's address also asks for the account's password: whoever signs up picks
+the password, so a link that verified by a click alone would let someone sign up another
+person's address, wait for its owner to click "Verify" in the mail, and hold a verified
+account at that address with a password of their own ("pre-account hijacking").
+
 Thin views over :class:`idp.signup.SignupService` and
 :class:`idp.security.email_verification.EmailVerificationService`. The sign-up page answers the
 same for a new and an existing address; an SSO-enforced domain goes to its organization's
@@ -21,13 +26,16 @@ from flask_babel import lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.flows.login import _enforced_sso
+from idp.models import User
 from idp.runtime import runtime
 from idp.security.email_verification import VerificationLinkError
 from idp.security.ratelimit import RateLimited
+from idp.security.reauth import WrongPassword
 from idp.security.redirects import safe_next
 from idp.services import (
     email_verification_service,
     mail_request_limits,
+    password_confirmation,
     signup_service,
 )
 from idp.signup import SignupError, SignupForm
@@ -36,6 +44,10 @@ bp = Blueprint("signup", __name__)
 INVALID_LINK = lazy_gettext(
     "This verification link is invalid, has already been used, or has expired."
 )
+NOT_THE_PASSWORD = lazy_gettext(
+    "That is not the password of this account. If you did not create it, do not verify it."
+)
+TOO_MANY = lazy_gettext("Too many attempts. Wait a few minutes and try again.")
 
 
 def _next() -> str:
@@ -98,28 +110,47 @@ def signup_submit() -> Response:
     return _signup_page(sent=True, form=form)
 
 
+def _verify_page(
+    token: str | None, user: User | None = None, error: str | None = None
+) -> str:
+    return render_template(
+        "signup/verify.html",
+        token=token,
+        email=user.email if user else "",
+        error=error,
+        asks_password=user is not None and user.password_hash is not None,
+    )
+
+
 @bp.get("/verify-email/<token>")
 def verify_form(token: str) -> Response:
     try:
         _, user = email_verification_service().find(token)
     except VerificationLinkError:
-        return make_response(
-            render_template("signup/verify.html", token=None, error=INVALID_LINK), 400
-        )
-    return make_response(
-        render_template("signup/verify.html", token=token, email=user.email, error=None)
-    )
+        return make_response(_verify_page(None, error=INVALID_LINK), 400)
+    return make_response(_verify_page(token, user))
 
 
 @bp.post("/verify-email/<token>")
 def verify_submit(token: str) -> Response:
     service = email_verification_service()
     try:
+        _, user = service.find(token)
+    except VerificationLinkError:
+        return make_response(_verify_page(None, error=INVALID_LINK), 400)
+    if user.password_hash is not None:  # proves that the one who signed up is verifying
+        try:
+            password_confirmation().check(user, request.form.get("password", ""))
+        except RateLimited as limited:
+            response = make_response(_verify_page(token, user, TOO_MANY), 429)
+            response.headers["Retry-After"] = str(limited.retry_after)
+            return response
+        except WrongPassword:
+            return make_response(_verify_page(token, user, NOT_THE_PASSWORD), 400)
+    try:
         verified = service.confirm(token)
     except VerificationLinkError:
-        return make_response(
-            render_template("signup/verify.html", token=None, error=INVALID_LINK), 400
-        )
+        return make_response(_verify_page(None, error=INVALID_LINK), 400)
     service.db.commit()
     # Checked again on the way out: the stored value was checked when it was stored.
     target = safe_next(verified.return_to, default="") or None

@@ -62,8 +62,8 @@ def test_a_signed_up_account_gets_tokens_only_after_verifying_then_true(
     path = _verification_path(rt)
     page = browser.http.get(base + path, timeout=10)
     token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-    done = browser.http.post(base + path, data={"csrf_token": token}, timeout=10,
-                             allow_redirects=False)
+    done = browser.http.post(base + path, data={"csrf_token": token, "password": PASSWORD},
+                             timeout=10, allow_redirects=False)
     assert done.status_code == 303
 
     response, state, nonce, verifier = _sign_in(rp, browser)

@@ -87,11 +87,12 @@ def _path(url: str) -> str:
     return "/" + url.split("://", 1)[1].split("/", 1)[1]
 
 
-def verify(client: FlaskClient, url: str) -> TestResponse:
+def verify(client: FlaskClient, url: str, password: str = PASSWORD) -> TestResponse:
     page = client.get(_path(url))
     if page.status_code != 200:
         return page
-    return client.post(_path(url), data={"csrf_token": csrf_token(page.get_data(as_text=True))})
+    return client.post(_path(url), data={"csrf_token": csrf_token(page.get_data(as_text=True)),
+                                         "password": password})
 
 
 def _user(rt: Runtime, email: str = BOB) -> User | None:
@@ -488,3 +489,25 @@ def test_the_verification_mail_carries_no_words_of_whoever_signed_up(
     text = _text(mail)
     assert "evil.example" not in text and "suspended" not in text
     assert f"Hello {BOB}," in text
+
+
+def test_verifying_needs_the_password_of_the_account(
+    browser: FlaskClient, rt: Runtime, smtp: MailServer
+) -> None:
+    """Pre-account hijacking: someone signs up another person's address with a password of
+    their own; the owner, mailed the link, must not be able to verify that account by a
+    click (it would leave a verified account at their address that someone else holds)."""
+    sign_up(browser)
+    (url,) = verification_links(rt, smtp)
+    owner = browser.application.test_client()  # the mailbox's owner, who never signed up
+    page = owner.get(_path(url)).get_data(as_text=True)
+    assert 'name="password" type="password"' in page
+    assert "If you did not create an account, do not verify it" in page
+    for password in ("", "what the owner might guess"):
+        refused = verify(owner, url, password=password)
+        assert refused.status_code == 400
+        assert "That is not the password of this account." in refused.get_data(as_text=True)
+    assert not _user(rt).email_verified  # type: ignore[union-attr]
+    assert events(rt, EventTag.EMAIL_VERIFIED) == []
+    assert verify(browser, url).status_code == 303  # the one who chose the password
+    assert _user(rt).email_verified  # type: ignore[union-attr]
