@@ -113,8 +113,10 @@ class AccountService:
         organization: str | None = None,
         role: Role = Role.MEMBER,
         email_verified: bool = True,
+        commit: bool = True,
     ) -> User:
-        """Create a user (and membership); nothing is written when any part is refused."""
+        """Create a user (and membership); nothing is written when any part is refused.
+        ``commit=False`` only flushes: the caller commits (or rolls back) the whole change."""
         email = validate_email(email)
         first_name = _validate_name("first name", first_name)
         last_name = _validate_name("last name", last_name)
@@ -145,7 +147,7 @@ class AccountService:
             organization_id=org.id if org else None,
             details={"role": role.value} if org else {},
         )
-        self._commit(f"a user with email {email} already exists")
+        self._commit(f"a user with email {email} already exists", flush_only=not commit)
         return user
 
     def primary_organization_id(self, user_id: str) -> str | None:
@@ -163,9 +165,12 @@ class AccountService:
         memberships = memberships_of(self.db, user)
         return memberships[0].organization_id if memberships else None
 
-    def _commit(self, conflict_message: str) -> None:
+    def _commit(self, conflict_message: str, *, flush_only: bool = False) -> None:
         try:
-            self.db.commit()
+            if flush_only:
+                self.db.flush()
+            else:
+                self.db.commit()
         except IntegrityError:  # a concurrent creation won the race
             self.db.rollback()
             raise AccountError(conflict_message) from None

@@ -440,6 +440,7 @@ def sso_link(
                 domains,
                 LinkOptions(jit=jit, enforce_sso=enforce_sso, allow_guests=allow_guests),
             )
+            db.commit()
         except SsoConnectionError as exc:
             raise CommandError(str(exc)) from None
         data = {

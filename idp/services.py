@@ -294,6 +294,8 @@ def invitation_service() -> InvitationService:
         organization_service(),
         account_service(),
         rt.passwords,
+        rate_limiter(),
+        rt.store,
         issuer=rt.settings.issuer,
         valid_days=rt.settings.invitation_days,
         actor=client_actor(),

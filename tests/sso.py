@@ -60,6 +60,7 @@ class World:
             ConnectionService(db, EntraDirectory(self.fake.authority, self.fake.graph_url),
                               secret_box(self.runtime.settings.secret_key)).link(
                 organization, tenant, client_id, secret, domains, LinkOptions(**options))
+            db.commit()
 
     def new_browser(self) -> None:
         """Forget cookies: the next request comes from another browser."""

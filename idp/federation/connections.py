@@ -29,6 +29,7 @@ from idp.models.base import new_id
 from idp.security.secretbox import SecretBox, SecretBoxError
 
 SECRET_PURPOSE = b"idp sso secrets"
+MAX_DOMAINS = 200  # email domains of one connection
 
 
 class SsoConnectionError(LocalizedError):
@@ -139,7 +140,8 @@ class ConnectionService:
         domains: Iterable[str],
         options: LinkOptions = LinkOptions(),
     ) -> SsoConnection:
-        """Create (or replace) the organization's connection after testing it; commits.
+        """Create (or replace) the organization's connection after testing it, in the
+        caller's transaction (flushed; the caller records its event and commits once).
         ``credential``: a client secret (str) or certificate; None keeps the stored one."""
         org = self._organization(organization)
         client_id = client_id.strip()
@@ -185,7 +187,7 @@ class ConnectionService:
         connection.allow_guests = options.allow_guests
         kept = {d.domain: d for d in connection.domains}
         connection.domains = [kept.get(n) or SsoDomain(domain=n) for n in names]
-        self.db.commit()
+        self.db.flush()
         return connection
 
     def _organization(self, organization: Organization | str) -> Organization:
@@ -211,6 +213,8 @@ class ConnectionService:
                 names.append(name)
         if not names:
             raise SsoConnectionError(N_("give at least one domain"))
+        if len(names) > MAX_DOMAINS:
+            raise SsoConnectionError(N_("give at most %(n)s domains"), n=MAX_DOMAINS)
         for name in names:
             owner = self.db.get(SsoDomain, name)
             if owner is not None and owner.connection.organization_id != organization_id:

@@ -90,7 +90,8 @@ def members(org_id: str) -> tuple[str, int] | Response:
 
 
 _DONE = {
-    "unlocked": "Unlocked.",
+    "unlocked": lazy_gettext("Unlocked."),
+    "not_locked": lazy_gettext("That account was not locked: nothing was changed."),
     "invited": lazy_gettext("Invitation sent."),
     "withdrawn": lazy_gettext("Invitation withdrawn."),
     "changed": lazy_gettext("Role changed."),
@@ -114,8 +115,9 @@ def unlock_member(org_id: str, user_id: str) -> Response:
     if member is None:
         abort(404)
     lockout = lockout_service()
-    if lockout.unlock(member, client_actor(), by="organization admin", admin_id=admin.id):
-        notifier().account_unlocked(db, member, UNLOCKED_BY_ADMIN, org.name)
+    if not lockout.unlock(member, client_actor(), by="organization admin", admin_id=admin.id):
+        return redirect(url_for("admin.members", org_id=org.id, not_locked=1), 303)
+    notifier().account_unlocked(db, member, UNLOCKED_BY_ADMIN, org.name)
     db.commit()
     return redirect(url_for("admin.members", org_id=org.id, unlocked=1), 303)
 

@@ -72,6 +72,8 @@ def _refused(exc: OrganizationError, back: str | None = None) -> Response:
         render_template("organizations/refused.html", message=exc.message, back=back),
         exc.status,
     )
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
 

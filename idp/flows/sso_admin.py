@@ -4,39 +4,49 @@ tenant (saving always tests the connection first), test a saved connection, remo
 Authorization is the same as every organization admin page (:func:`managed_org`): an owner or
 admin of *that* organization, checked on the server for every request. Secrets and private keys
 are write-only: the page never shows them, and leaving the field empty keeps the stored one.
+
+A typed value longer than its field's limit is refused with the field's name, never cut: the
+domains field holds :data:`~idp.federation.connections.MAX_DOMAINS` domains of the longest
+length. Saving and testing call Entra ID and Graph (up to three calls of up to 10 s each), so
+they share one rate limit per organization.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, redirect, render_template, request, url_for
-from flask_babel import gettext
+from flask import Blueprint, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext, lazy_gettext
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from idp.events import EventTag, record_event
-from idp.federation.connections import LinkOptions, SsoConnectionError
+from idp.federation.connections import MAX_DOMAINS, LinkOptions, SsoConnectionError
 from idp.federation.credentials import ClientCertificate, ClientSecret, Credential, CredentialError
 from idp.flows.admin import managed_org
 from idp.flows.sso import post_logout_redirect_uri
 from idp.i18n import N_
 from idp.models import Organization
 from idp.runtime import request_db, runtime
-from idp.services import client_actor, connection_service, current_session
+from idp.security.ratelimit import RateLimited
+from idp.services import client_actor, connection_service, current_session, rate_limiter
 
 bp = Blueprint("sso_admin", __name__)
 log = logging.getLogger("idp.federation")
 MAX_PEM = 20_000
-FORM_FIELDS = (
-    "tenant_id",
-    "client_id",
-    "domains",
-    "credential",
-    "jit",
-    "enforce_sso",
-    "allow_guests",
-)
+# The typed fields, their labels on the page and their longest accepted values: a tenant is a
+# GUID or a domain name (253); the domains field holds MAX_DOMAINS names of 253 characters
+# with ", " between them, as the page shows the saved ones.
+TEXT_FIELDS = {
+    "tenant_id": (lazy_gettext("Directory (tenant) ID"), 253),
+    "client_id": (lazy_gettext("Application (client) ID"), 100),
+    "client_secret": (lazy_gettext("Client secret value"), 1_000),
+    "domains": (lazy_gettext("Email domains"), MAX_DOMAINS * (253 + 2)),
+}
+OPTIONS = ("jit", "enforce_sso", "allow_guests")
+# Saving and testing a connection (Entra ID and Graph calls), per organization.
+REMOTE_CHECKS = 10
+REMOTE_CHECKS_WINDOW = 600
 
 
 def _page(
@@ -111,14 +121,63 @@ def _credential() -> Credential | None:
     return ClientSecret(secret) if secret else None
 
 
+def _too_long() -> str | None:
+    """The error naming the first typed field longer than its limit, if one is."""
+    for name, (label, limit) in TEXT_FIELDS.items():
+        if len(request.form.get(name, "")) > limit:
+            return str(
+                gettext(
+                    "The field “%(field)s” is too long: at most %(n)s characters.",
+                    field=label,
+                    n=limit,
+                )
+            )
+    return None
+
+
+def _form() -> dict[str, str]:
+    """The submitted form to show again (the secret never is): typed values whole, the
+    credential kind and the options as the page knows them."""
+    form = {k: request.form.get(k, "") for k in TEXT_FIELDS if k != "client_secret"}
+    certificate = request.form.get("credential") == "certificate"
+    form["credential"] = "certificate" if certificate else "secret"
+    form.update({k: "on" if request.form.get(k) else "" for k in OPTIONS})
+    return form
+
+
+def _count_remote_check(org: Organization) -> None:
+    """Count one save or test of the organization's connection; raise
+    :class:`~idp.security.ratelimit.RateLimited` past the limit."""
+    key = runtime().store.key("rl", "sso-check", org.id)
+    rate_limiter().check(key, REMOTE_CHECKS, REMOTE_CHECKS_WINDOW)
+
+
+def _too_many(
+    org: Organization, limited: RateLimited, form: dict[str, str] | None = None
+) -> Response:
+    error = gettext(
+        "Too many connection tests and saves for this organization (at most %(n)s in "
+        "%(minutes)s minutes). Try again in a few minutes.",
+        n=REMOTE_CHECKS,
+        minutes=REMOTE_CHECKS_WINDOW // 60,
+    )
+    response = make_response(*_page(org, error=error, form=form, status=429))
+    response.headers["Retry-After"] = str(limited.retry_after)
+    return response
+
+
 @bp.post("/organizations/<org_id>/sso")
 def save(org_id: str) -> tuple[str, int] | Response:
     org, admin = managed_org(org_id)
-    form = {k: request.form.get(k, "")[:2000] for k in FORM_FIELDS}
+    form = _form()
+    too_long = _too_long()
+    if too_long is not None:
+        return _page(org, error=too_long, form=form, status=400)
     domains = [d for d in form["domains"].replace(",", " ").split() if d]
     service = connection_service()
     try:
         credential = _credential()
+        _count_remote_check(org)
         connection = service.link(
             org,
             form["tenant_id"],
@@ -131,6 +190,8 @@ def save(org_id: str) -> tuple[str, int] | Response:
                 allow_guests=bool(form["allow_guests"]),
             ),
         )
+    except RateLimited as limited:
+        return _too_many(org, limited, form)
     except (SsoConnectionError, CredentialError) as exc:
         request_db().rollback()
         return _page(org, error=exc.translated(), form=form, status=400)
@@ -158,6 +219,10 @@ def test(org_id: str) -> tuple[str, int] | Response:
     connection = service.for_organization(org.id)
     if connection is None:
         return _page(org, error=gettext("There is no connection to test yet."), status=400)
+    try:
+        _count_remote_check(org)
+    except RateLimited as limited:
+        return _too_many(org, limited)
     try:
         verified = service.test(connection)
     except SsoConnectionError as exc:

@@ -10,6 +10,16 @@ Accepting needs an account with the invited address: either the one signed in (a
 account is told which address the invitation is for), or a new one made through the link —
 receiving the link proves control of the mailbox, so that account's email counts as verified.
 Inviting someone as an owner is for owners only, as granting the role is.
+
+An invitation grants its role with its author's rights at the moment it is *accepted*: the
+author must still be a member allowed to invite with that role (:func:`~.policy.may_invite`),
+otherwise the link is refused (and demoting or removing a member withdraws their invitations,
+:func:`~.service.withdraw_invitations`). Accepting locks the organization's memberships first,
+as every membership change does, so a demotion cannot slip in between check and join.
+
+Sending is rate limited (fixed windows in the store): per organization, so one organization
+cannot be used to mail the world, and per invited address, so re-sending cannot flood a mailbox
+(whatever the organizations sending).
 """
 
 from __future__ import annotations
@@ -27,9 +37,16 @@ from idp.accounts import AccountError, AccountService, normalize_email, validate
 from idp.events import Actor, EventTag, record_event
 from idp.mail import messages, queue_mail
 from idp.models import Invitation, Membership, Organization, Role, User, utcnow
-from idp.organizations.policy import Action, allows
+from idp.organizations.policy import Action, may_invite
 from idp.organizations.service import NotAllowed, OrganizationError, OrganizationService
 from idp.security.passwords import PasswordPolicyError, PasswordService
+from idp.security.ratelimit import RateLimited, RateLimiter
+from idp.store import Store
+
+INVITATIONS_PER_ORGANIZATION = 50
+INVITATIONS_PER_ORGANIZATION_WINDOW = 3600
+INVITATIONS_PER_ADDRESS = 5
+INVITATIONS_PER_ADDRESS_WINDOW = 24 * 3600
 
 
 class InvitationError(OrganizationError):
@@ -48,6 +65,22 @@ class WrongAccount(InvitationError):
     """Signed in as another account than the invited address."""
 
     status = 403
+
+
+class InviterLostRights(InvitationError):
+    """The invitation's author may no longer invite with its role."""
+
+    status = 403
+
+
+class TooManyInvitations(InvitationError):
+    """A sending limit is reached; ``retry_after`` seconds until the window ends."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class AccountExists(InvitationError):
@@ -74,6 +107,8 @@ class InvitationService:
         organizations: OrganizationService,
         accounts: AccountService,
         passwords: PasswordService,
+        limiter: RateLimiter,
+        store: Store,
         *,
         issuer: str,
         valid_days: int,
@@ -83,6 +118,8 @@ class InvitationService:
         self.organizations = organizations
         self.accounts = accounts
         self.passwords = passwords
+        self.limiter = limiter
+        self.store = store
         self.issuer = issuer.rstrip("/")
         self.valid = timedelta(days=valid_days)
         self.actor = actor
@@ -94,7 +131,7 @@ class InvitationService:
     def invite(self, user: User, org_id: str, email: str, role: Role) -> SentInvitation:
         """Mail an invitation; an earlier pending one to the same address is replaced."""
         org, my_role = self.organizations.authorize(user, org_id, Action.INVITE)
-        if role is Role.OWNER and not allows(my_role, Action.MANAGE_OWNERS):
+        if not may_invite(my_role, role):
             raise NotAllowed(gettext("Only an owner can invite someone as an owner."))
         try:
             email = validate_email(email)
@@ -112,6 +149,7 @@ class InvitationService:
                     organization=org.name,
                 )
             )
+        self._count_sending(org, normalized, email)
         now = utcnow()
         self.db.execute(
             update(Invitation)
@@ -160,6 +198,44 @@ class InvitationService:
         self.db.commit()
         return SentInvitation(invitation, link)
 
+    def _count_sending(self, org: Organization, normalized: str, email: str) -> None:
+        """Count one invitation against the organization's and the address's limits; raise
+        :class:`TooManyInvitations` past either. The address is keyed by its SHA-256, so the
+        store never holds it."""
+        try:
+            self.limiter.check(
+                self.store.key("rl", "invite", "org", org.id),
+                INVITATIONS_PER_ORGANIZATION,
+                INVITATIONS_PER_ORGANIZATION_WINDOW,
+            )
+        except RateLimited as limited:
+            raise TooManyInvitations(
+                gettext(
+                    "%(organization)s has sent too many invitations recently (at most %(n)s "
+                    "an hour). Try again later.",
+                    organization=org.name,
+                    n=INVITATIONS_PER_ORGANIZATION,
+                ),
+                limited.retry_after,
+            ) from None
+        digest = hashlib.sha256(normalized.encode()).hexdigest()
+        try:
+            self.limiter.check(
+                self.store.key("rl", "invite", "address", digest),
+                INVITATIONS_PER_ADDRESS,
+                INVITATIONS_PER_ADDRESS_WINDOW,
+            )
+        except RateLimited as limited:
+            raise TooManyInvitations(
+                gettext(
+                    "%(email)s has been invited too many times recently (at most %(n)s times "
+                    "a day). Try again later.",
+                    email=email,
+                    n=INVITATIONS_PER_ADDRESS,
+                ),
+                limited.retry_after,
+            ) from None
+
     def pending(self, org_id: str) -> list[Invitation]:
         return list(
             self.db.scalars(
@@ -192,7 +268,8 @@ class InvitationService:
 
     # Accepting ---------------------------------------------------------------------------
     def find(self, token: str) -> tuple[Invitation, Organization]:
-        """The pending invitation of a link, or :class:`InvitationInvalid`."""
+        """The pending invitation of a link; :class:`InvitationInvalid` when there is none,
+        :class:`InviterLostRights` when its author may no longer invite with its role."""
         if not token or len(token) > 100:
             raise InvitationInvalid
         invitation = self.db.scalar(
@@ -203,7 +280,32 @@ class InvitationService:
         org = self.db.get(Organization, invitation.organization_id)
         if org is None:
             raise InvitationInvalid
+        self._check_inviter(invitation, org)
         return invitation, org
+
+    def _check_inviter(self, invitation: Invitation, org: Organization) -> None:
+        """Refuse an invitation whose author is no longer a member allowed to grant its role."""
+        inviter = invitation.invited_by
+        role = self.organizations.role_of(inviter, org.id) if inviter else None
+        if not may_invite(role, invitation.role):
+            raise InviterLostRights(
+                gettext(
+                    "This invitation can no longer be accepted: the person who sent it is no "
+                    "longer allowed to grant the role it offers. Ask an owner or admin of "
+                    "%(organization)s for a new invitation.",
+                    organization=org.name,
+                )
+            )
+
+    def _lock_and_recheck(self, invitation: Invitation, org: Organization) -> None:
+        """Lock the organization's memberships, then check the author's rights again: a
+        demotion committed since :meth:`find` read them is seen, a later one waits."""
+        self.organizations.lock(org.id)
+        try:
+            self._check_inviter(invitation, org)
+        except InviterLostRights:
+            self.db.rollback()  # releases the lock
+            raise
 
     def accept(self, user: User, token: str) -> Organization:
         """Join as ``user``, who must have the invited address."""
@@ -218,6 +320,7 @@ class InvitationService:
                     email2=user.email,
                 )
             )
+        self._lock_and_recheck(invitation, org)
         self._claim(invitation, user)
         if self.organizations.role_of(user.id, org.id) is None:
             self.db.add(Membership(user_id=user.id, organization_id=org.id, role=invitation.role))
@@ -231,7 +334,8 @@ class InvitationService:
     def register(
         self, token: str, first_name: str, last_name: str, password: str, again: str
     ) -> tuple[User, Organization]:
-        """Create the invited account (its email verified by the link) and join."""
+        """Create the invited account (its email verified by the link) and join, in one
+        transaction: nothing is written (the invitation stays usable) when any part fails."""
         invitation, org = self.find(token)
         if self.accounts.find_user_by_email(invitation.email) is not None:
             raise AccountExists
@@ -241,14 +345,14 @@ class InvitationService:
             self.passwords.check_policy(password, email=invitation.email)
         except PasswordPolicyError as exc:
             raise InvitationError(str(exc)) from None
-        self._claim(invitation, None)
-        try:  # commits the claim with the account
+        try:  # hashes the password: before taking the organization's lock
             user = self.accounts.create_user(
                 invitation.email,
                 password,
                 first_name=first_name,
                 last_name=last_name,
                 email_verified=True,
+                commit=False,
             )
         except AccountError:
             self.db.rollback()
@@ -260,7 +364,8 @@ class InvitationService:
                     n=100,
                 )
             ) from None
-        invitation.accepted_by = user.id
+        self._lock_and_recheck(invitation, org)
+        self._claim(invitation, user)
         self.db.add(Membership(user_id=user.id, organization_id=org.id, role=invitation.role))
         user.current_organization_id = org.id
         self._joined(user, org, invitation)

@@ -5,6 +5,7 @@ Roles (:class:`~idp.models.Role`): the *owner* is the organization's legal repre
 (``None`` below). Two rules sit on top of the table, because they depend on the target:
 
 - only owners grant the owner role or take it away (change an owner's role, remove an owner);
+  inviting someone as an owner grants it, so only owners do that too (:func:`may_invite`);
 - the last owner can be neither demoted, nor removed, nor leave: an organization always has
   someone legally responsible for it.
 """
@@ -69,3 +70,13 @@ def needs_owner(current: Role, new: Role | None) -> bool:
     """Whether changing a member's role from ``current`` to ``new`` (None: removing them)
     touches ownership, which only owners may do."""
     return Role.OWNER in (current, new)
+
+
+def may_invite(role: Role | None, invited: Role) -> bool:
+    """Whether someone with ``role`` (None: not a member) may invite someone as ``invited``.
+
+    Checked when the invitation is sent and again when it is accepted: an invitation grants
+    its role with the rights its author has *then*, not the ones they had when sending it."""
+    if not allows(role, Action.INVITE):
+        return False
+    return invited is not Role.OWNER or allows(role, Action.MANAGE_OWNERS)

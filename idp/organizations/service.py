@@ -7,6 +7,11 @@ the organization row first, so two owners demoting each other at once cannot lea
 an owner. Each change records one event with the acting user and the request's origin, and
 commits.
 
+A member who is demoted, removed or leaves loses the right to grant roles by invitation: their
+pending invitations for a role they can no longer grant are withdrawn in the same transaction
+(one ``organization:invitation:revoke`` event each), so a link sent earlier cannot hand out
+the rights its author lost.
+
 Deleting an organization (owners only, with their password) deletes its memberships,
 invitations, SSO connection (with its domains and linked Entra identities) and logos; the
 members' accounts survive. Its events are kept for the members' own logs, with the
@@ -24,19 +29,30 @@ from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService, load_memberships
 from idp.events import Actor, EventTag, record_event
-from idp.models import Event, Membership, Organization, Role, StoredImage, User
+from idp.models import (
+    Event,
+    Invitation,
+    Membership,
+    Organization,
+    Role,
+    StoredImage,
+    User,
+    utcnow,
+)
 from idp.models.federation import FederatedIdentity
-from idp.organizations.policy import Action, allows, needs_owner
+from idp.organizations.policy import Action, allows, may_invite, needs_owner
 from idp.security.reauth import PasswordConfirmation
 
 MAX_NAME = 200
 
 
 class OrganizationError(Exception):
-    """A refused request; ``message`` is for the person who made it, ``status`` its HTTP code."""
+    """A refused request; ``message`` is for the person who made it, ``status`` its HTTP code
+    (and ``retry_after``, in seconds, when it is 429)."""
 
     message = lazy_gettext("That cannot be done.")
     status = 400
+    retry_after: int | None = None
 
     def __init__(self, message: str | None = None) -> None:
         if message is not None:
@@ -70,6 +86,47 @@ class MemberRow:
 
     user: User
     role: Role
+
+
+def withdraw_invitations(
+    db: Session,
+    org_id: str,
+    inviter_id: str,
+    role: Role | None,
+    *,
+    by: str | None,
+    actor: Actor | None,
+) -> None:
+    """Withdraw the pending invitations that ``inviter_id`` sent for ``org_id`` and that
+    someone with ``role`` (None: no longer a member) may not send, in the caller's
+    transaction; each records ``organization:invitation:revoke`` as done by ``by`` (None: the
+    inviter's account is being deleted, so the event names neither them nor anyone)."""
+    now = utcnow()
+    pending = db.scalars(
+        select(Invitation).where(
+            Invitation.organization_id == org_id,
+            Invitation.invited_by == inviter_id,
+            Invitation.accepted_at.is_(None),
+            Invitation.revoked_at.is_(None),
+            Invitation.expires_at > now,
+        )
+    ).all()
+    for invitation in pending:
+        if may_invite(role, invitation.role):
+            continue
+        invitation.revoked_at = now
+        record_event(
+            db,
+            EventTag.INVITATION_REVOKED,
+            user_id=by,
+            organization_id=org_id,
+            actor=actor,
+            details={
+                "email": invitation.email,
+                "invitation_id": invitation.id,
+                **({"invited_by": inviter_id} if by is not None else {}),
+            },
+        )
 
 
 def clean_name(name: str) -> str:
@@ -221,7 +278,7 @@ class OrganizationService:
 
     # Members -----------------------------------------------------------------------------
     def change_role(self, user: User, org_id: str, member_id: str, new_role: Role) -> None:
-        self._lock(org_id)  # first: the roles read below are then the current ones
+        self.lock(org_id)  # first: the roles read below are then the current ones
         _, my_role = self.authorize(user, org_id, Action.CHANGE_ROLE)
         membership = self._membership(org_id, member_id)
         current = membership.role
@@ -234,6 +291,7 @@ class OrganizationService:
                 gettext("This is the organization's only owner: appoint another owner first.")
             )
         membership.role = new_role
+        self._withdraw_invitations(user, membership, new_role)
         self._event(
             EventTag.MEMBER_ROLE_CHANGED,
             user,
@@ -247,14 +305,14 @@ class OrganizationService:
         if member_id == user.id:
             self.leave(user, org_id)
             return
-        self._lock(org_id)
+        self.lock(org_id)
         _, my_role = self.authorize(user, org_id, Action.REMOVE_MEMBER)
         membership = self._membership(org_id, member_id)
         if needs_owner(membership.role, None) and not allows(my_role, Action.MANAGE_OWNERS):
             raise NotAllowed(gettext("Only an owner can remove an owner."))
         if membership.role is Role.OWNER and self._owners(org_id) <= 1:
             raise LastOwner  # unreachable while the remover is another owner; kept as a guard
-        self._drop(membership)
+        self._drop(user, membership)
         self._event(
             EventTag.MEMBER_REMOVED,
             user,
@@ -265,7 +323,7 @@ class OrganizationService:
 
     def leave(self, user: User, org_id: str) -> None:
         """Leave an organization; the last owner cannot."""
-        self._lock(org_id)
+        self.lock(org_id)
         self.authorize(user, org_id, Action.LEAVE)
         membership = self._membership(org_id, user.id)
         if membership.role is Role.OWNER and self._owners(org_id) <= 1:
@@ -275,14 +333,14 @@ class OrganizationService:
                     "or delete the organization."
                 )
             )
-        self._drop(membership)
+        self._drop(user, membership)
         self._event(EventTag.MEMBER_LEFT, user, org_id, {"role": membership.role.value})
         self.db.commit()
 
     # Helpers -----------------------------------------------------------------------------
-    def _lock(self, org_id: str) -> None:
+    def lock(self, org_id: str) -> None:
         """Serialize membership changes of one organization (row lock on PostgreSQL; SQLite
-        has a single writer anyway)."""
+        has a single writer anyway), until the transaction ends."""
         self.db.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())
 
     def _membership(self, org_id: str, user_id: str) -> Membership:
@@ -305,10 +363,24 @@ class OrganizationService:
             or 0
         )
 
-    def _drop(self, membership: Membership) -> None:
-        """End a membership, and with it the organization's Entra ID link to the account:
-        its tenant must not go on signing a former member in (to their other organizations,
-        say, after they changed the account's address to their own)."""
+    def _withdraw_invitations(self, user: User, membership: Membership, role: Role | None) -> None:
+        """Withdraw the member's pending invitations that ``role`` (None: gone) cannot grant;
+        ``user`` is who changed the membership."""
+        withdraw_invitations(
+            self.db,
+            membership.organization_id,
+            membership.user_id,
+            role,
+            by=user.id,
+            actor=self.actor,
+        )
+
+    def _drop(self, user: User, membership: Membership) -> None:
+        """End a membership (``user`` ends it), and with it the member's pending invitations
+        and the organization's Entra ID link to the account: its tenant must not go on
+        signing a former member in (to their other organizations, say, after they changed the
+        account's address to their own)."""
+        self._withdraw_invitations(user, membership, None)
         member = self.db.get(User, membership.user_id)
         if member is not None and member.current_organization_id == membership.organization_id:
             member.current_organization_id = None

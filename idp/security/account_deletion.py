@@ -12,7 +12,9 @@ Otherwise, in one transaction: every live session ends through
 queues back-channel logouts to relying services), then the user row is deleted, and with it,
 by ``ON DELETE CASCADE``, devices, sessions, second factor and recovery codes, one-time links,
 federated (Entra) identities, consents, token families with their refresh and access tokens,
-memberships and pending email changes; the profile picture is deleted too.
+memberships and pending email changes; the profile picture is deleted too. The invitations
+the account sent and that are still pending are withdrawn (without its rights, nobody may
+accept them), one ``organization:invitation:revoke`` event each, without user or IP.
 
 The activity log keeps the account's events, de-identified: ``user_id``, IP address, device,
 session and details (which can hold addresses) are cleared. What remains says that something
@@ -32,6 +34,7 @@ from sqlalchemy.orm import Session
 from idp.events import Actor, EventTag, record_event
 from idp.media.store import ImageStore
 from idp.models import Event, Membership, Organization, Role, User, UserSession
+from idp.organizations.service import withdraw_invitations
 from idp.security.reauth import PasswordConfirmation
 from idp.security.sessions import SessionService
 
@@ -133,6 +136,8 @@ class AccountDeletionService:
         ).all()
         for session_id in live:
             self.sessions.end(session_id, ACCOUNT_DELETED, commit=False)
+        for org_id in organizations:
+            withdraw_invitations(self.db, org_id, user_id, None, by=None, actor=None)
         self.db.flush()
         self.db.execute(
             update(Event)

@@ -370,6 +370,43 @@ def test_organization_admins_unlock_their_members_only(app: Flask, runtime: Runt
         page.get_data(as_text=True))}).status_code == 404
 
 
+def test_unlocking_says_whether_the_member_was_locked_in_the_admins_language(
+        app: Flask, runtime: Runtime) -> None:
+    create_user(runtime, "alice@example.com", organization="Acme")
+    create_user(runtime, "admin@acme.example", organization="Acme", role=Role.ADMIN,
+                first_name="Ada")
+    org_id = _org_id(runtime, "Acme")
+    alice_id = _user(runtime).id
+    path = f"/organizations/{org_id}/members"
+    admin = app.test_client()
+    sign_in(admin, email="admin@acme.example")
+    mails = _outbox_count(runtime)
+
+    token = csrf_token(admin.get(path).get_data(as_text=True))
+    done = admin.post(f"{path}/{alice_id}/unlock", data={"csrf_token": token})
+    assert done.status_code == 303
+    page = admin.get(done.headers["Location"]).get_data(as_text=True)
+    assert "That account was not locked: nothing was changed." in page
+    assert "Unlocked." not in page
+    assert events(runtime, EventTag.ACCOUNT_UNLOCKED) == []
+    assert _outbox_count(runtime) == mails
+
+    _lock(app.test_client(), runtime)
+    with runtime.session_factory() as db:
+        db.execute(update(User).where(User.email == "admin@acme.example").values(locale="fr"))
+        db.commit()
+    token = csrf_token(admin.get(path).get_data(as_text=True))
+    done = admin.post(f"{path}/{alice_id}/unlock", data={"csrf_token": token})
+    page = admin.get(done.headers["Location"]).get_data(as_text=True)
+    assert "Déverrouillé." in page and "Unlocked." not in page
+    assert _user(runtime).locked_at is None
+
+
+def _outbox_count(rt: Runtime) -> int:
+    with rt.session_factory() as db:
+        return len(db.scalars(select(OutboxItem.id)).all())
+
+
 def _org_id(rt: Runtime, name: str) -> str:
     from idp.models import Organization
 

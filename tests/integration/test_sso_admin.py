@@ -4,6 +4,7 @@ confirmation, events, and every forbidden request refused on the server."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from idp.federation.connections import secret_box
+from idp.flows import sso_admin
 from idp.models import Organization, SsoConnection
 from idp.models.accounts import Role
 from tests.fake_entra.client import ClientCertificate as FakeCertificate
@@ -260,3 +262,102 @@ def test_a_failed_test_and_a_refused_save_are_told_in_french(world: World) -> No
                    private_key_file=(BytesIO(b"key"), "key.pem"))
     text = refused.get_data(as_text=True)  # type: ignore[attr-defined]
     assert "le certificat doit être un fichier texte PEM" in text
+
+
+def test_a_failure_after_the_connection_test_saves_nothing(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection and its event are one transaction: when recording the event fails,
+    no connection is left behind."""
+    def failing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the activity log is unavailable")
+
+    monkeypatch.setattr(sso_admin, "record_event", failing)
+    org = org_id(world)
+    as_user(world)
+    assert save(world, org).status_code == 500  # type: ignore[attr-defined]
+    assert connection(world, org) is None
+    assert events(world.runtime, "organization:sso:save") == []
+
+
+def _long_domains(n: int) -> list[str]:
+    """``n`` distinct domain names of 240 characters (labels of 63)."""
+    return [f"{'a' * 63}.{'b' * 63}.{'c' * 63}.{'e' * 39}.d{i:03d}.com" for i in range(n)]
+
+
+def test_two_hundred_long_domains_are_saved_whole_and_the_page_saves_them_again(
+        world: World) -> None:
+    names = _long_domains(200)
+    for name in names:
+        world.fake.add_domain(TENANT, name)
+    org = org_id(world)
+    as_user(world)
+    response = save(world, org, domains=", ".join(names))
+    assert response.status_code == 303, response.get_data(as_text=True)  # type: ignore[attr-defined]
+    row = connection(world, org)
+    assert row is not None and row.domain_names == sorted(names)
+    # The page shows every saved domain, and saving it unchanged keeps them all.
+    page = world.client.get(f"/organizations/{org}/sso").get_data(as_text=True)
+    shown = re.search(r'name="domains"[^>]*value="([^"]*)"', page, re.S)
+    assert shown is not None and len(shown.group(1)) > 2000
+    again = save(world, org, domains=shown.group(1), client_secret="")
+    assert again.status_code == 303, again.get_data(as_text=True)  # type: ignore[attr-defined]
+    row = connection(world, org)
+    assert row is not None and row.domain_names == sorted(names)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("domains", "northwind.com, " * 3400 + "x",
+     "The field “Email domains” is too long: at most 51000 characters."),
+    ("tenant_id", "a" * 254,
+     "The field “Directory (tenant) ID” is too long: at most 253 characters."),
+    ("client_id", "c" * 101,
+     "The field “Application (client) ID” is too long: at most 100 characters."),
+    ("client_secret", "s" * 1001,
+     "The field “Client secret value” is too long: at most 1000 characters."),
+])
+def test_a_value_too_long_is_refused_naming_its_field(world: World, field: str, value: str,
+                                                      message: str) -> None:
+    org = org_id(world)
+    as_user(world)
+    graph_calls = world.fake.count_requests("/v1.0/organization", service="graph")
+    response = save(world, org, **{field: value})
+    assert response.status_code == 400  # type: ignore[attr-defined]
+    assert message in response.get_data(as_text=True)  # type: ignore[attr-defined]
+    assert connection(world, org) is None
+    assert world.fake.count_requests("/v1.0/organization", service="graph") == graph_calls
+
+
+def test_more_than_two_hundred_domains_are_refused(world: World) -> None:
+    org = org_id(world)
+    as_user(world)
+    response = save(world, org, domains=" ".join(f"d{i}.northwind.com" for i in range(201)))
+    assert response.status_code == 400  # type: ignore[attr-defined]
+    assert "give at most 200 domains" in response.get_data(as_text=True)  # type: ignore[attr-defined]
+    assert connection(world, org) is None
+
+
+def test_testing_and_saving_are_rate_limited_per_organization(world: World) -> None:
+    org = org_id(world)
+    as_user(world)
+    assert save(world, org).status_code == 303  # type: ignore[attr-defined]
+    settings = f"/organizations/{org}/sso"
+    path = f"{settings}/test"
+    for _ in range(sso_admin.REMOTE_CHECKS - 1):
+        passed = world.client.post(path, data={"csrf_token": page_token(world, settings)})
+        assert passed.status_code == 200
+    calls = world.fake.count_requests("/v1.0/organization", service="graph")
+    limited = world.client.post(path, data={"csrf_token": page_token(world, settings)})
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    assert "Too many connection tests and saves for this organization" in (
+        limited.get_data(as_text=True))
+    refused = save(world, org, enforce_sso="on")
+    assert refused.status_code == 429  # type: ignore[attr-defined]
+    assert world.fake.count_requests("/v1.0/organization", service="graph") == calls
+    row = connection(world, org)
+    assert row is not None and not row.enforce_sso  # nothing saved
+    # Another organization has its own limit.
+    create_user(world.runtime, "owner@fabrikam.com", organization="Fabrikam", role=Role.OWNER)
+    world.fake.add_domain(TENANT, "fabrikam.com")
+    as_user(world, "owner@fabrikam.com")
+    other = save(world, org_id(world, "Fabrikam"), domains="fabrikam.com")
+    assert other.status_code == 303  # type: ignore[attr-defined]

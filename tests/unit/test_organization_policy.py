@@ -6,7 +6,7 @@ import pytest
 
 from idp.models import Role
 from idp.models.accounts import initials_of
-from idp.organizations.policy import ALLOWED, Action, allows, needs_owner
+from idp.organizations.policy import ALLOWED, Action, allows, may_invite, needs_owner
 
 
 def test_owners_may_do_everything_and_admins_all_but_ownership_and_deletion() -> None:
@@ -32,6 +32,19 @@ def test_members_may_only_see_switch_and_leave_and_outsiders_nothing() -> None:
 )
 def test_what_touches_ownership(current: Role, new: Role | None, touches: bool) -> None:
     assert needs_owner(current, new) is touches
+
+
+@pytest.mark.parametrize(
+    ("inviter", "may"),
+    [
+        (Role.OWNER, {Role.OWNER, Role.ADMIN, Role.MEMBER}),
+        (Role.ADMIN, {Role.ADMIN, Role.MEMBER}),
+        (Role.MEMBER, set()),
+        (None, set()),
+    ],
+)
+def test_who_may_invite_with_which_role(inviter: Role | None, may: set[Role]) -> None:
+    assert {role for role in Role if may_invite(inviter, role)} == may
 
 
 @pytest.mark.parametrize(
