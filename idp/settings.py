@@ -100,9 +100,26 @@ class Settings:
     def uses_embedded_database(self) -> bool:
         return make_url(self.database_url).get_backend_name() == "sqlite"
 
+    @property
+    def uses_default_database(self) -> bool:
+        """Whether the database is the embedded default: the SQLite file in the data dir,
+        where a generated secret key is kept beside it."""
+        url = make_url(self.database_url)
+        if url.get_backend_name() != "sqlite" or not url.database:
+            return False
+        try:
+            return Path(url.database).resolve() == default_database_path(self.data_dir)
+        except (RuntimeError, OSError):
+            return False
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated again."""
         return load_settings(overrides={**dataclasses.asdict(self), **changes}, environ={})
+
+
+def default_database_path(data_dir: str) -> Path:
+    """The SQLite file of the embedded default database."""
+    return (Path(data_dir) / "idp.sqlite3").resolve()
 
 
 def _fields() -> dict[str, type]:
@@ -213,7 +230,7 @@ def _validate(v: dict[str, Any]) -> Settings:
         data_dir = Path(v["data_dir"] or "./var").expanduser()
         v["data_dir"] = str(data_dir)
         if not v["database_url"]:
-            v["database_url"] = f"sqlite:///{(data_dir / 'idp.sqlite3').resolve()}"
+            v["database_url"] = f"sqlite:///{default_database_path(str(data_dir))}"
     except (RuntimeError, OSError) as exc:  # "~nosuchuser", a symlink loop
         raise SettingsError("data_dir", f"cannot be used: {exc}") from None
     try:
@@ -326,12 +343,25 @@ def _validate(v: dict[str, Any]) -> Settings:
 
 
 def ensure_secret_key(settings: Settings) -> Settings:
-    """Return settings with a secret key, generating one once into the data dir if none is set."""
+    """Return settings with a secret key: ``IDP_SECRET_KEY``, else the key kept in the data dir.
+
+    A key is generated (once, into ``data_dir/secret_key``) only for the embedded default
+    database, which lives beside it. For any other database a key made up here would be unknown
+    to the servers already using that database: what a command sealed with it (signing keys,
+    SSO secrets) would be unreadable to them. So without ``IDP_SECRET_KEY`` or a key file the
+    start stops with :class:`SettingsError` naming ``IDP_SECRET_KEY``, and nothing is written.
+    """
     if settings.secret_key:
         return settings
     path = Path(settings.data_dir) / "secret_key"
     try:
         if not path.exists():
+            if not settings.uses_default_database:
+                raise SettingsError(
+                    "secret_key",
+                    "not set; give the key of the servers using this database (one is "
+                    "generated only for the embedded SQLite database in IDP_DATA_DIR)",
+                )
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:

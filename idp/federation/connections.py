@@ -10,8 +10,9 @@ connection id, and never shown.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, func, literal, select
 from sqlalchemy.orm import Session
@@ -44,6 +45,16 @@ _ENFORCES_SSO = HotSelect(
     .outerjoin(SsoDomain, SsoDomain.domain == bindparam("domain"))
     .outerjoin(SsoConnection, SsoConnection.id == SsoDomain.connection_id)
 )
+
+
+def saved_event_details(connection: SsoConnection) -> dict[str, Any]:
+    """The details of the ``organization:sso:save`` event of a connection just saved."""
+    return {
+        "tenant_id": connection.tenant_id,
+        "client_id": connection.client_id,
+        "domains": connection.domain_names,
+        "credential": "certificate" if connection.certificate else "secret",
+    }
 
 
 def secret_box(secret_key: str) -> SecretBox:
@@ -138,9 +149,11 @@ class ConnectionService:
         credential: Credential | str | None,
         domains: Iterable[str],
         options: LinkOptions = LinkOptions(),
+        before_commit: Callable[[SsoConnection], object] | None = None,
     ) -> SsoConnection:
         """Create (or replace) the organization's connection after testing it; commits.
-        ``credential``: a client secret (str) or certificate; None keeps the stored one."""
+        ``credential``: a client secret (str) or certificate; None keeps the stored one.
+        ``before_commit`` adds to the same transaction (the event recording the change)."""
         org = self._organization(organization)
         client_id = client_id.strip()
         if not client_id or len(client_id) > 100:
@@ -185,6 +198,8 @@ class ConnectionService:
         connection.allow_guests = options.allow_guests
         kept = {d.domain: d for d in connection.domains}
         connection.domains = [kept.get(n) or SsoDomain(domain=n) for n in names]
+        if before_commit is not None:
+            before_commit(connection)
         self.db.commit()
         return connection
 

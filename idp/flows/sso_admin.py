@@ -16,12 +16,12 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from idp.events import EventTag, record_event
-from idp.federation.connections import LinkOptions, SsoConnectionError
+from idp.federation.connections import LinkOptions, SsoConnectionError, saved_event_details
 from idp.federation.credentials import ClientCertificate, ClientSecret, Credential, CredentialError
 from idp.flows.admin import managed_org
 from idp.flows.sso import post_logout_redirect_uri
 from idp.i18n import N_
-from idp.models import Organization
+from idp.models import Organization, SsoConnection
 from idp.runtime import request_db, runtime
 from idp.services import client_actor, connection_service, current_session
 
@@ -117,37 +117,34 @@ def save(org_id: str) -> tuple[str, int] | Response:
     form = {k: request.form.get(k, "")[:2000] for k in FORM_FIELDS}
     domains = [d for d in form["domains"].replace(",", " ").split() if d]
     service = connection_service()
+
+    def record_saved(connection: SsoConnection) -> None:
+        record_event(
+            request_db(),
+            EventTag.SSO_CONNECTION_SAVED,
+            user_id=admin.id,
+            organization_id=org.id,
+            actor=client_actor(),
+            details=saved_event_details(connection),
+        )
+
     try:
-        credential = _credential()
-        connection = service.link(
+        service.link(
             org,
             form["tenant_id"],
             form["client_id"],
-            credential,
+            _credential(),
             domains,
             LinkOptions(
                 jit=bool(form["jit"]),
                 enforce_sso=bool(form["enforce_sso"]),
                 allow_guests=bool(form["allow_guests"]),
             ),
+            before_commit=record_saved,
         )
     except (SsoConnectionError, CredentialError) as exc:
         request_db().rollback()
         return _page(org, error=exc.translated(), form=form, status=400)
-    record_event(
-        request_db(),
-        EventTag.SSO_CONNECTION_SAVED,
-        user_id=admin.id,
-        organization_id=org.id,
-        actor=client_actor(),
-        details={
-            "tenant_id": connection.tenant_id,
-            "client_id": connection.client_id,
-            "domains": connection.domain_names,
-            "credential": "certificate" if connection.certificate else "secret",
-        },
-    )
-    request_db().commit()
     return redirect(url_for("sso_admin.settings_page", org_id=org.id, saved=1), 303)
 
 

@@ -131,3 +131,30 @@ def test_given_secret_key_is_used_as_is(tmp_path: Path) -> None:
     )
     assert s.secret_key == key
     assert not (tmp_path / "secret_key").exists()
+
+
+def test_no_secret_key_is_made_up_for_a_database_other_than_the_embedded_default(
+    tmp_path: Path,
+) -> None:
+    """The servers using that database have their own key: one invented here (a command run
+    from another directory) would seal what they cannot open."""
+    for url in ("postgresql://idp@db.internal/idp", f"sqlite:///{tmp_path / 'elsewhere.db'}"):
+        s = load_settings(environ={"IDP_DATA_DIR": str(tmp_path / "var"), "IDP_DATABASE_URL": url})
+        with pytest.raises(SettingsError, match=r"^IDP_SECRET_KEY: not set"):
+            ensure_secret_key(s)
+        assert not (tmp_path / "var").exists()
+    # a key already kept in the data dir (a server started there before) is still used
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "secret_key").write_text("k" * 40)
+    assert ensure_secret_key(s).secret_key == "k" * 40
+
+
+def test_the_embedded_default_database_is_the_sqlite_file_in_the_data_dir(tmp_path: Path) -> None:
+    default = load_settings(environ={"IDP_DATA_DIR": str(tmp_path / "var")})
+    assert default.uses_default_database
+    same = f"sqlite:///{tmp_path / 'var' / 'idp.sqlite3'}"
+    named = load_settings(environ={"IDP_DATA_DIR": str(tmp_path / "var"), "IDP_DATABASE_URL": same})
+    assert named.uses_default_database
+    other = load_settings(environ={"IDP_DATA_DIR": str(tmp_path / "var"),
+                                   "IDP_DATABASE_URL": "postgresql://idp@db/idp"})
+    assert not other.uses_default_database
