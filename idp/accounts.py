@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager
 from sqlalchemy.orm.attributes import set_committed_value
 
-from idp.events import EventTag, record_event
+from idp.events import EventTag, by_operator, record_event
 from idp.models import Membership, Organization, Role, User
 from idp.security.passwords import PasswordService
 
@@ -89,16 +90,24 @@ class AccountService:
         )
 
     def create_organization(self, name: str) -> Organization:
-        name = name.strip()
-        if not name or len(name) > 200 or any(ord(c) < 0x20 for c in name):
-            raise AccountError("organization name must be 1 to 200 printable characters")
+        """Create an organization for the ``idp`` command (no owner yet): its name normalized
+        as the web form does (:func:`idp.organizations.service.clean_name`)."""
+        from idp.organizations.service import NameRefused, clean_name  # it imports this module
+
+        try:
+            name = clean_name(name)
+        except NameRefused:
+            raise AccountError("organization name must be 1 to 200 printable characters") from None
         if self.find_organization(name) is not None:
             raise AccountError(f"an organization named {name!r} already exists")
         org = Organization(name=name)
         self.db.add(org)
         self.db.flush()
         record_event(
-            self.db, EventTag.ORGANIZATION_CREATED, organization_id=org.id, details={"name": name}
+            self.db,
+            EventTag.ORGANIZATION_CREATED,
+            organization_id=org.id,
+            details=by_operator({"name": name}),
         )
         self._commit(f"an organization named {name!r} already exists")
         return org

@@ -10,19 +10,23 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from sqlalchemy.orm import Session
 
 from idp.accounts import AccountError, AccountService
+from idp.events import COMMAND_ACTOR, by_operator
 from idp.federation.credentials import Credential
-from idp.models import Role
+from idp.models import Role, SsoConnection, User
 from idp.models.clients import DEFAULT_SCOPES
 from idp.provider.clients import ClientError, ClientService
 from idp.runtime import Runtime
 from idp.security.passwords import PasswordPolicyError, PasswordService
 from idp.settings import Settings, SettingsError, ensure_secret_key, load_settings
+
+if TYPE_CHECKING:
+    from idp.provider.keys import KeyService
 
 
 class CommandError(click.ClickException):
@@ -30,10 +34,27 @@ class CommandError(click.ClickException):
 
 
 def _settings() -> Settings:
+    """The settings, with the secret key (invented only for the embedded default database:
+    see :func:`idp.settings.ensure_secret_key`)."""
     try:
         return ensure_secret_key(load_settings())
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
+
+
+def _require_servers_key(keys: KeyService) -> None:
+    """Refuse, before anything is sealed, when ``IDP_SECRET_KEY`` cannot open the current
+    signing keys: it is not the servers' key, and they could not open what it seals."""
+    from idp.provider.keys import KeyDecryptionError
+
+    try:
+        keys.check_secret_key()
+    except KeyDecryptionError as exc:
+        raise CommandError(
+            f"IDP_SECRET_KEY cannot open the current signing key {exc.kid}: give the servers' "
+            "key (replaced it on purpose? `idp keys rotate --secret-key-changed`); "
+            "nothing was changed"
+        ) from None
 
 
 @contextmanager
@@ -58,7 +79,20 @@ def _emit(as_json: bool, data: dict[str, Any], plain: str) -> None:
     click.echo(json.dumps(data) if as_json else plain)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class CommandGroup(click.Group):
+    """A group of subcommands. Called without one, it prints its usage on standard output
+    and fails (exit 2, a usage error) with one line on stderr, like any other mistake."""
+
+    group_class = type  # its subgroups (db, org, user, ...) are CommandGroups too
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:
+            click.echo(ctx.get_help())
+            raise click.UsageError(f"missing command after `{ctx.command_path}`", ctx)
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """idp: identity provider and SSO gateway."""
 
@@ -98,7 +132,9 @@ def db_upgrade() -> None:
     settings = _settings()
     _upgrade(settings)
     with _db(settings) as session:
-        key_service_for(session, settings).ensure_keys()
+        keys = key_service_for(session, settings)
+        _require_servers_key(keys)
+        keys.ensure_keys()
     click.echo("database is up to date")
 
 
@@ -176,19 +212,19 @@ def user_create(
                 organization=organization,
                 role=Role(role or "member"),
                 email_verified=not unverified,
+                commit=not unverified,
             )
+            if unverified:  # the account and its verification mail in one transaction
+                from idp.security.email_verification import EmailVerificationService
+
+                EmailVerificationService(
+                    accounts.db, settings, accounts, actor=COMMAND_ACTOR
+                ).start_email_verification(created)
+                accounts.db.commit()
         except (AccountError, PasswordPolicyError) as exc:
             raise CommandError(
                 f"password refused: {exc}" if isinstance(exc, PasswordPolicyError) else str(exc)
             ) from None
-        if unverified:
-            from idp.events import Actor
-            from idp.security.email_verification import EmailVerificationService
-
-            EmailVerificationService(
-                accounts.db, settings, accounts, actor=Actor(user_agent="idp command")
-            ).start_email_verification(created)
-            accounts.db.commit()
         _emit(
             as_json,
             {"id": created.id, "email": created.email, "email_verified": created.email_verified},
@@ -209,7 +245,6 @@ def _runtime(settings: Settings) -> Iterator[Runtime]:
 @click.argument("email")
 def user_unlock(email: str) -> None:
     """Unlock a locked account (and mail its owner)."""
-    from idp.events import Actor
     from idp.mail.messages import UNLOCKED_BY_ADMIN
     from idp.security.lockout import LockoutService
     from idp.security.notifications import AccountNotifier
@@ -220,7 +255,7 @@ def user_unlock(email: str) -> None:
         if found is None:
             raise CommandError(f"no user with email {email}")
         lockout = LockoutService(db, rt.store, settings)
-        if lockout.unlock(found, Actor(user_agent="idp command"), by="operator"):
+        if lockout.unlock(found, COMMAND_ACTOR, by="operator"):
             AccountNotifier(settings.issuer).account_unlocked(db, found, UNLOCKED_BY_ADMIN)
             db.commit()
             click.echo(f"unlocked {found.email}")
@@ -275,7 +310,7 @@ def client_create(
     """Register a client; prints client_id (and client_secret, shown only now)."""
     with _db(_settings()) as db:
         try:
-            created = ClientService(db).create(
+            created = ClientService(db, changed_by=by_operator()).create(
                 name,
                 list(redirect_uris),
                 public=public,
@@ -327,7 +362,7 @@ def client_delete(client_id: str) -> None:
     """Delete a client with its consents and tokens."""
     with _db(_settings()) as db:
         try:
-            ClientService(db).delete(client_id)
+            ClientService(db, changed_by=by_operator()).delete(client_id)
         except ClientError as exc:
             raise CommandError(str(exc)) from None
         click.echo(f"deleted {client_id}")
@@ -340,7 +375,7 @@ def client_rotate_secret(client_id: str, as_json: bool) -> None:
     """Replace a confidential client's secret; prints the new one (shown only now)."""
     with _db(_settings()) as db:
         try:
-            secret = ClientService(db).rotate_secret(client_id)
+            secret = ClientService(db, changed_by=by_operator()).rotate_secret(client_id)
         except ClientError as exc:
             raise CommandError(str(exc)) from None
         _emit(
@@ -354,16 +389,26 @@ def keys() -> None:
 
 
 @keys.command("rotate")
+@click.option(
+    "--secret-key-changed",
+    is_flag=True,
+    help="IDP_SECRET_KEY was replaced on purpose: make new keys although it cannot open the "
+    "current ones.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def keys_rotate(as_json: bool) -> None:
-    """Make new signing keys current; older keys stay published until their tokens expire."""
+def keys_rotate(secret_key_changed: bool, as_json: bool) -> None:
+    """Make new signing keys current; older keys stay published until their tokens expire.
+    Refused when IDP_SECRET_KEY cannot open the current keys (unless --secret-key-changed)."""
     from idp.services import key_service_for
 
     settings = _settings()
     with _db(settings) as db:
         service = key_service_for(db, settings)
+        if not secret_key_changed:
+            _require_servers_key(service)
         service.ensure_keys()
-        kids = service.rotate()
+        details = {"secret_key_changed": True} if secret_key_changed else {}
+        kids = service.rotate(recorded_by=by_operator(details))
         _emit(as_json, {"current": kids}, "\n".join(kids))
 
 
@@ -424,10 +469,12 @@ def sso_link(
         secret_box,
     )
     from idp.federation.entra import EntraDirectory
+    from idp.services import key_service_for
 
     credential = _sso_credential(client_secret_stdin, certificate_file, private_key_file)
     settings = _settings()
     with _db(settings) as db:
+        _require_servers_key(key_service_for(db, settings))
         service = ConnectionService(
             db, EntraDirectory.from_settings(settings), secret_box(settings.secret_key)
         )
@@ -440,6 +487,7 @@ def sso_link(
                 domains,
                 LinkOptions(jit=jit, enforce_sso=enforce_sso, allow_guests=allow_guests),
             )
+            _record_sso_saved(db, connection)
             db.commit()
         except SsoConnectionError as exc:
             raise CommandError(str(exc)) from None
@@ -460,6 +508,20 @@ def sso_link(
             f"linked {organization} to tenant {connection.tenant_id} "
             f"({', '.join(connection.domain_names)})",
         )
+
+
+def _record_sso_saved(db: Session, connection: SsoConnection) -> None:
+    """The ``organization:sso:save`` event of ``idp sso link``: no user, by the operator."""
+    from idp.events import EventTag, record_event
+    from idp.federation.connections import saved_event_details
+
+    record_event(
+        db,
+        EventTag.SSO_CONNECTION_SAVED,
+        organization_id=connection.organization_id,
+        actor=COMMAND_ACTOR,
+        details=by_operator(saved_event_details(connection)),
+    )
 
 
 def _sso_credential(

@@ -45,6 +45,10 @@ class EventTag(enum.StrEnum):
     TOKEN_REVOKED = "oauth:token:revoke"
     CONSENT_GRANTED = "oauth:consent:grant"
     CONSENT_REVOKED = "oauth:consent:revoke"
+    CLIENT_CREATED = "oauth:client:create"
+    CLIENT_DELETED = "oauth:client:delete"
+    CLIENT_SECRET_ROTATED = "oauth:client:rotate_secret"
+    SIGNING_KEYS_ROTATED = "oauth:keys:rotate"
     ORGANIZATION_CREATED = "organization:create"
     SSO_CONNECTION_SAVED = "organization:sso:save"
     SSO_CONNECTION_REMOVED = "organization:sso:remove"
@@ -72,6 +76,17 @@ class Actor:
 
     ip: str = ""
     user_agent: str = ""
+
+
+# Who did it, in an event's details (``"by"``): an operator with the ``idp`` command.
+OPERATOR = "operator"
+COMMAND_ACTOR = Actor(user_agent="idp command")
+
+
+def by_operator(details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The details of an event caused by the ``idp`` command: ``details`` with
+    ``"by": "operator"`` (what the activity log shows as the actor when there is no user)."""
+    return {**(details or {}), "by": OPERATOR}
 
 
 def record_event(

@@ -105,6 +105,11 @@ class Settings:
         return load_settings(overrides={**dataclasses.asdict(self), **changes}, environ={})
 
 
+def default_database_path(data_dir: str) -> Path:
+    """The SQLite file of the embedded default database."""
+    return (Path(data_dir) / "idp.sqlite3").resolve()
+
+
 def _fields() -> dict[str, type]:
     hints = get_type_hints(Settings)
     return {f.name: hints[f.name] for f in dataclasses.fields(Settings)}
@@ -213,7 +218,7 @@ def _validate(v: dict[str, Any]) -> Settings:
         data_dir = Path(v["data_dir"] or "./var").expanduser()
         v["data_dir"] = str(data_dir)
         if not v["database_url"]:
-            v["database_url"] = f"sqlite:///{(data_dir / 'idp.sqlite3').resolve()}"
+            v["database_url"] = f"sqlite:///{default_database_path(str(data_dir))}"
     except (RuntimeError, OSError) as exc:  # "~nosuchuser", a symlink loop
         raise SettingsError("data_dir", f"cannot be used: {exc}") from None
     try:
@@ -326,7 +331,10 @@ def _validate(v: dict[str, Any]) -> Settings:
 
 
 def ensure_secret_key(settings: Settings) -> Settings:
-    """Return settings with a secret key, generating one once into the data dir if none is set."""
+    """Return settings with a secret key, generating one once into the data dir if none is set
+    (CONTRACT.md). A server database needs the servers' ``IDP_SECRET_KEY``: the commands that
+    seal something with the key refuse one that cannot open the current signing keys
+    (``idp.cli``), so a key made up by a command run elsewhere seals nothing."""
     if settings.secret_key:
         return settings
     path = Path(settings.data_dir) / "secret_key"

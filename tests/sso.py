@@ -3,6 +3,7 @@ organization ("Contoso") linked to its tenant, and helpers to run the sign-in.""
 
 from __future__ import annotations
 
+import base64
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -143,3 +144,34 @@ def fresh_guid() -> str:
 
 def claims_of_last_token(fake: FakeEntra) -> dict[str, Any]:
     return fake.id_tokens[-1]
+
+
+def unsupported_curve_pair() -> tuple[str, str]:
+    """(private key PEM, certificate PEM) on secp112r1, an elliptic curve the cryptography
+    library cannot load. It cannot make such keys either, so a P-384 pair is made and its curve
+    OID (1.3.132.0.34) replaced by secp112r1's (1.3.132.0.6): same DER length."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    p384_oid, secp112r1_oid = bytes.fromhex("06052b81040022"), bytes.fromhex("06052b81040006")
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "old curve")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(days=1))
+                   .not_valid_after(now + dt.timedelta(days=30))
+                   .sign(key, hashes.SHA384()))
+    key_der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    cert_der = certificate.public_bytes(serialization.Encoding.DER)
+    assert key_der.count(p384_oid) == cert_der.count(p384_oid) == 1
+
+    def pem(label: str, der: bytes) -> str:
+        body = base64.encodebytes(der.replace(p384_oid, secp112r1_oid)).decode()
+        return f"-----BEGIN {label}-----\n{body}-----END {label}-----\n"
+
+    return pem("PRIVATE KEY", key_der), pem("CERTIFICATE", cert_der)

@@ -47,7 +47,7 @@ from idp.activity.sentences import (
     product_label,
     tags_in,
 )
-from idp.events import ACCOUNT_PRODUCT
+from idp.events import ACCOUNT_PRODUCT, OPERATOR
 from idp.i18n import device_label
 from idp.models import Client, Device, Event, Membership, Role, User, UserSession
 from idp.models.base import BigIntId, UTCDateTime
@@ -178,7 +178,7 @@ class ActivityService:
         rows = []
         for e in events:
             member = members.get(e.user_id or "")
-            who = member.display_name if member else "A former member"
+            who = member.display_name if member else _without_member(e)
             entry = entry_for(e.action)
             rows.append(
                 ActivityRow(
@@ -249,6 +249,14 @@ class ActivityService:
         return {u.id: u for u in self.db.scalars(select(User).where(User.id.in_(user_ids)))}
 
 
+def _without_member(event: Event) -> str:
+    """Who did what an event without a (current) member records: an operator with the ``idp``
+    command, or a member since gone."""
+    if event.user_id is None and (event.details or {}).get("by") == OPERATOR:
+        return str(gettext("An operator"))
+    return "A former member"
+
+
 def _user_agent_label(user_agent: str) -> str:
     """The device of a User-Agent, in the page's language ("" when nothing is recognised)."""
     browser, os_name = _describe(user_agent)
@@ -293,7 +301,18 @@ def scope_conditions(scope: Scope, filters: ActivityFilters) -> list[ColumnEleme
     if filters.member_id is not None:  # the caller checked it is a member
         return [Event.user_id == filters.member_id, ours]
     members = select(Membership.user_id).where(Membership.organization_id == scope.organization_id)
-    return [Event.user_id.in_(members), ours]
+    return [or_(Event.user_id.in_(members), about_without_user(scope.organization_id)), ours]
+
+
+def about_without_user(organization_id: str) -> ColumnElement[bool]:
+    """Events about the organization itself that no user caused (``idp org create``,
+    ``idp sso link``). Only ``organization:*`` ones: other events without user are former
+    members' de-identified ones, kept for operators and shown to nobody."""
+    return and_(
+        Event.user_id.is_(None),
+        Event.organization_id == organization_id,
+        Event.action.startswith("organization:"),
+    )
 
 
 def not_another_organizations(organization_id: str) -> ColumnElement[bool]:

@@ -280,6 +280,32 @@ CATALOG: dict[str, Entry] = {
             N_("{who} removed an application's access to their account"),
         ),
     ),
+    EventTag.CLIENT_CREATED: Entry(
+        N_("Application registered"),
+        ActionGroup.APPLICATIONS,
+        _w(N_("An application was registered"), N_("An application was registered")),
+    ),
+    EventTag.CLIENT_DELETED: Entry(
+        N_("Application deleted"),
+        ActionGroup.APPLICATIONS,
+        _w(N_("An application was deleted"), N_("An application was deleted")),
+    ),
+    EventTag.CLIENT_SECRET_ROTATED: Entry(
+        N_("Application secret replaced"),
+        ActionGroup.APPLICATIONS,
+        _w(
+            N_("An application's client secret was replaced"),
+            N_("An application's client secret was replaced"),
+        ),
+    ),
+    EventTag.SIGNING_KEYS_ROTATED: Entry(
+        N_("Signing keys rotated"),
+        ActionGroup.APPLICATIONS,
+        _w(
+            N_("New keys now sign the tokens applications receive"),
+            N_("New keys now sign the tokens applications receive"),
+        ),
+    ),
     EventTag.ORGANIZATION_CREATED: Entry(
         N_("Organization created"),
         ActionGroup.SETTINGS,

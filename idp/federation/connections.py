@@ -10,8 +10,9 @@ connection id, and never shown.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, func, literal, select
 from sqlalchemy.orm import Session
@@ -45,6 +46,16 @@ _ENFORCES_SSO = HotSelect(
     .outerjoin(SsoDomain, SsoDomain.domain == bindparam("domain"))
     .outerjoin(SsoConnection, SsoConnection.id == SsoDomain.connection_id)
 )
+
+
+def saved_event_details(connection: SsoConnection) -> dict[str, Any]:
+    """The details of the ``organization:sso:save`` event of a connection just saved."""
+    return {
+        "tenant_id": connection.tenant_id,
+        "client_id": connection.client_id,
+        "domains": connection.domain_names,
+        "credential": "certificate" if connection.certificate else "secret",
+    }
 
 
 def secret_box(secret_key: str) -> SecretBox:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt
@@ -75,11 +76,17 @@ class ClientCertificate:
             ) from None
         except ValueError:
             raise CredentialError(N_("the private key is not a PEM private key")) from None
+        except UnsupportedAlgorithm:  # e.g. an elliptic curve the library does not know
+            raise _not_rsa() from None
         if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < MIN_RSA_BITS:
+            raise _not_rsa()
+        try:
+            certificate_key = certificate.public_key()
+        except UnsupportedAlgorithm:
             raise CredentialError(
-                N_("the private key must be RSA with at least %(bits)s bits"), bits=MIN_RSA_BITS
-            )
-        if certificate.public_key() != key.public_key():
+                N_("the certificate's public key uses an unsupported algorithm; use RSA")
+            ) from None
+        if certificate_key != key.public_key():
             raise CredentialError(N_("the private key does not belong to the certificate"))
         now = datetime.now(UTC)
         if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
@@ -135,6 +142,12 @@ class ClientCertificate:
 
 
 Credential = ClientSecret | ClientCertificate
+
+
+def _not_rsa() -> CredentialError:
+    return CredentialError(
+        N_("the private key must be RSA with at least %(bits)s bits"), bits=MIN_RSA_BITS
+    )
 
 
 def _load_certificate(pem: str) -> x509.Certificate:

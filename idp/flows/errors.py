@@ -13,9 +13,11 @@ from flask import Flask, Response, jsonify, make_response, render_template, requ
 from flask_babel import gettext, lazy_gettext
 from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import TimeoutError as StoreTimeoutError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing import BuildError
+
+from idp.runtime import request_db
 
 log = logging.getLogger("idp.errors")
 
@@ -102,6 +104,15 @@ def init_app(app: Flask) -> None:
     def _backend_down(exc: Exception) -> tuple[str | Response, int]:
         log.error("backend unavailable: %s", exc.__class__.__name__)
         return _page(503)
+
+    @app.errorhandler(DataError)
+    def _value_refused(exc: DataError) -> tuple[str | Response, int]:
+        """The database refused a value taken from the request (a NUL character, which
+        PostgreSQL text cannot hold; a number out of range): bad input, not a failure. The
+        request's transaction is rolled back, so nothing it began is kept."""
+        request_db().rollback()
+        log.info("value refused by the database: %s", type(exc.orig).__name__)
+        return _page(400)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response | tuple[str | Response, int]:

@@ -21,7 +21,12 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from idp.events import EventTag, record_event
-from idp.federation.connections import MAX_DOMAINS, LinkOptions, SsoConnectionError
+from idp.federation.connections import (
+    MAX_DOMAINS,
+    LinkOptions,
+    SsoConnectionError,
+    saved_event_details,
+)
 from idp.federation.credentials import ClientCertificate, ClientSecret, Credential, CredentialError
 from idp.flows.admin import managed_org
 from idp.flows.sso import post_logout_redirect_uri
@@ -175,6 +180,7 @@ def save(org_id: str) -> tuple[str, int] | Response:
         return _page(org, error=too_long, form=form, status=400)
     domains = [d for d in form["domains"].replace(",", " ").split() if d]
     service = connection_service()
+
     try:
         credential = _credential()
         _count_remote_check(org)
@@ -182,7 +188,7 @@ def save(org_id: str) -> tuple[str, int] | Response:
             org,
             form["tenant_id"],
             form["client_id"],
-            credential,
+            _credential(),
             domains,
             LinkOptions(
                 jit=bool(form["jit"]),
@@ -195,20 +201,6 @@ def save(org_id: str) -> tuple[str, int] | Response:
     except (SsoConnectionError, CredentialError) as exc:
         request_db().rollback()
         return _page(org, error=exc.translated(), form=form, status=400)
-    record_event(
-        request_db(),
-        EventTag.SSO_CONNECTION_SAVED,
-        user_id=admin.id,
-        organization_id=org.id,
-        actor=client_actor(),
-        details={
-            "tenant_id": connection.tenant_id,
-            "client_id": connection.client_id,
-            "domains": connection.domain_names,
-            "credential": "certificate" if connection.certificate else "secret",
-        },
-    )
-    request_db().commit()
     return redirect(url_for("sso_admin.settings_page", org_id=org.id, saved=1), 303)
 
 

@@ -80,6 +80,10 @@ class User(Base):
     lockout_threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     lock_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # Part of the name of the failed-attempt counters in the store; every unlock increments
+    # it, so an unlock recorded here starts a fresh count in every process, whatever store
+    # each one uses (an in-process store cannot be cleared from another process).
+    lockout_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     # The language the account chose (en, fr, de, it; None: from the browser), see idp.i18n.
     locale: Mapped[str | None] = mapped_column(String(16), nullable=True)

@@ -13,7 +13,8 @@ import hashlib
 import hmac
 import secrets
 import string
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from sqlalchemy import Connection, Table, bindparam, select
 from sqlalchemy.orm import Session
 
+from idp.events import EventTag, record_event
 from idp.models import utcnow
 from idp.models.clients import DEFAULT_SCOPES, Client
 from idp.net import is_loopback
@@ -36,6 +38,9 @@ class ClientError(ValueError):
 
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
+# Unicode categories refused in client names: control characters (tab, newline ...) and line
+# and paragraph separators would break one-client-per-line, tab-separated listings.
+_LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
 
 
 def new_client_id() -> str:
@@ -142,11 +147,20 @@ class CreatedClient:
 
 
 class ClientService:
-    def __init__(self, db: Session, reader: Callable[[], Connection] | None = None) -> None:
+    def __init__(
+        self,
+        db: Session,
+        reader: Callable[[], Connection] | None = None,
+        *,
+        changed_by: Mapping[str, Any] | None = None,
+    ) -> None:
         """``reader`` gives the connection :meth:`for_authentication` reads on (default: the
-        session's); requests pass their autocommit one (:func:`idp.runtime.request_reader`)."""
+        session's); requests pass their autocommit one (:func:`idp.runtime.request_reader`).
+        ``changed_by``: details naming who registers, changes or deletes clients through this
+        service (:func:`idp.events.by_operator` for the ``idp`` command), kept in each event."""
         self.db = db
         self.reader = reader or db.connection
+        self.changed_by = dict(changed_by or {})
         # Rows this request already read from the database, as columns (see remember()).
         self._read: dict[str, dict[str, Any] | None] = {}
 
@@ -207,6 +221,15 @@ class ClientService:
             raise ClientError(f"no client with id {client_id!r}")
         return client
 
+    def _record(self, tag: EventTag, client_id: str, details: dict[str, Any]) -> None:
+        """The change's activity-log event, in the change's transaction (product: the client)."""
+        record_event(
+            self.db,
+            tag,
+            product=client_id,
+            details={**details, **self.changed_by},
+        )
+
     def list_all(self) -> list[Client]:
         return list(self.db.scalars(select(Client).order_by(Client.created_at)))
 
@@ -225,6 +248,8 @@ class ClientService:
         name = name.strip()
         if not name or len(name) > 200:
             raise ClientError("client name must be 1 to 200 characters")
+        if any(unicodedata.category(c) in _LINE_BREAKING for c in name):
+            raise ClientError("client name must not contain control characters or line breaks")
         if not redirect_uris:
             raise ClientError("at least one --redirect-uri is required")
         uris = [validate_redirect_uri(u) for u in redirect_uris]
@@ -253,6 +278,11 @@ class ClientService:
             id_token_alg=id_token_alg,
         )
         self.db.add(client)
+        self._record(
+            EventTag.CLIENT_CREATED,
+            client.client_id,
+            {"name": name, "public": public, "first_party": first_party, "redirect_uris": uris},
+        )
         self.db.commit()
         return CreatedClient(client=client, secret=secret)
 
@@ -264,12 +294,15 @@ class ClientService:
         secret = secrets.token_urlsafe(32)
         client.secret_hash = secret_digest(secret)
         client.secret_rotated_at = utcnow()
+        self._record(EventTag.CLIENT_SECRET_ROTATED, client.client_id, {"name": client.name})
         self.db.commit()
         return secret
 
     def delete(self, client_id: str) -> None:
         """Delete a client; its consents and tokens go with it."""
-        self.db.delete(self.require(client_id))
+        client = self.require(client_id)
+        self.db.delete(client)
+        self._record(EventTag.CLIENT_DELETED, client.client_id, {"name": client.name})
         self.db.commit()
 
 

@@ -36,7 +36,7 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeAlias
@@ -47,6 +47,7 @@ from sqlalchemy import Connection, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from idp.events import EventTag, record_event
 from idp.models.base import utcnow
 from idp.models.keys import SigningKey
 from idp.security.secretbox import SecretBox, SecretBoxError
@@ -97,7 +98,8 @@ class KeyDecryptionError(SigningKeyError):
     def __init__(self, kid: str, reason: str | None = None) -> None:
         message = reason or (
             "signing keys cannot be decrypted with this IDP_SECRET_KEY; restore the secret key "
-            "they were created with, or run `idp keys rotate` to sign with new keys"
+            "they were created with, or run `idp keys rotate --secret-key-changed` to sign with "
+            "new keys"
         )
         super().__init__(f"{message} (key {kid})")
         self.kid = kid
@@ -340,16 +342,30 @@ class KeyService:
             self._cache_private(key)
             log.info("created %s signing key %s", alg, key.kid)
 
-    def rotate(self, alg: str | None = None) -> list[str]:
+    def check_secret_key(self) -> None:
+        """Raise :class:`KeyDecryptionError` unless this service's secret key opens every
+        current signing key: whoever is about to seal something (a new key, an SSO secret)
+        must hold the key the servers use, else the servers could not open it."""
+        for alg in ALGORITHMS:
+            try:
+                self.signing_key(alg)
+            except NoSigningKeyError:
+                continue
+
+    def rotate(
+        self, alg: str | None = None, *, recorded_by: Mapping[str, Any] | None = None
+    ) -> list[str]:
         """Make a new key current for ``alg`` (or every algorithm); return the new kids.
 
         The key it replaces gets ``retired_at`` and stays published (OIDC Core §10.1.1).
-        Commits once per algorithm.
+        Commits once per algorithm. With ``recorded_by`` (details naming who rotated, e.g.
+        :func:`idp.events.by_operator`), each rotation's transaction also records an
+        ``oauth:keys:rotate`` event.
         """
         algs = ALGORITHMS if alg is None else (check_alg(alg),)
-        return [self._rotate_one(a) for a in algs]
+        return [self._rotate_one(a, recorded_by) for a in algs]
 
-    def _rotate_one(self, alg: str) -> str:
+    def _rotate_one(self, alg: str, recorded_by: Mapping[str, Any] | None) -> str:
         key = _generate(alg)
         kid = str(key.kid)
         for _ in range(_ROTATE_ATTEMPTS):
@@ -362,6 +378,9 @@ class KeyService:
                 .execution_options(synchronize_session=False)
             )
             self.db.add(self._row(alg, key, now))
+            if recorded_by is not None:
+                details = {"alg": alg, "kid": kid, **recorded_by}
+                record_event(self.db, EventTag.SIGNING_KEYS_ROTATED, details=details)
             try:
                 self.db.commit()
             except IntegrityError:

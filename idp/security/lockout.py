@@ -7,6 +7,11 @@ attempts against a threshold T therefore cause exactly T verifications; the atte
 in slot T locks the account. The count is forgotten ``lockout_window_minutes`` after the first
 attempt and reset by a successful sign-in. The lock itself is durable (the users row), so
 losing the store never unlocks anyone.
+
+The counters' key holds the user's ``lockout_epoch``, which every unlock increments in the
+unlock's transaction: the unlocked account starts from a fresh count in every process, even
+where each process has its own in-process store (an operator's ``idp user unlock`` cannot
+clear the server's), and concurrent attempts within one epoch still share one exact count.
 """
 
 from __future__ import annotations
@@ -95,7 +100,7 @@ class LockoutService:
 
     # Counting ----------------------------------------------------------------------------
     def _key(self, user: User, bucket: str) -> str:
-        return self.store.key("lockout", user.id, bucket)
+        return self.store.key("lockout", user.id, str(user.lockout_epoch or 0), bucket)
 
     def take_slot(self, user: User, bucket: str) -> Slot:
         hit = self.limiter.hit(self._key(user, bucket), self.window)
@@ -169,12 +174,20 @@ class LockoutService:
         return user
 
     def unlock(self, user: User, actor: Actor, *, by: str, admin_id: str | None = None) -> bool:
-        """Unlock and reset the count, in the caller's transaction (the caller commits)."""
+        """Unlock and start a fresh count (a new epoch: see the module docstring), in the
+        caller's transaction (the caller commits)."""
         if user.locked_at is None:
             return False
+        self.reset(user, ACCOUNT_BUCKET)  # this process's store: the old count is dead anyway
         user.locked_at = None
         user.lock_id = None
-        self.reset(user, ACCOUNT_BUCKET)
+        # Incremented in SQL: two unlocks at once never both write the same next epoch.
+        self.db.execute(
+            update(User)
+            .where(User.id == user.id)
+            .values(lockout_epoch=User.lockout_epoch + 1)
+            .execution_options(synchronize_session="fetch")
+        )
         record_event(
             self.db,
             EventTag.ACCOUNT_UNLOCKED,

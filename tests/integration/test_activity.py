@@ -437,6 +437,41 @@ def test_what_a_member_did_in_another_organization_stays_there(
     assert "secret@globex.example" not in export and "new@acme.example" in export
 
 
+def test_what_the_idp_command_did_to_the_organization_shows_in_its_log_only(
+    runtime: Runtime, client: FlaskClient, orgs: dict[str, Any]
+) -> None:
+    """``idp org create`` and ``idp sso link`` record events without a user: the
+    organization's admins see them (by an operator); another organization's, and a former
+    member's de-identified events, stay out."""
+    base = at("2026-03-03T08:00:00")
+    ours, linked, theirs, former = add_events(
+        runtime,
+        dict(occurred_at=base, organization_id=orgs["acme"], action=EventTag.ORGANIZATION_CREATED,
+             details={"name": "Acme", "by": "operator"}),
+        dict(occurred_at=base + timedelta(hours=1), organization_id=orgs["acme"],
+             action=EventTag.SSO_CONNECTION_SAVED,
+             details={"domains": ["acme.example"], "by": "operator"}),
+        dict(occurred_at=base + timedelta(hours=2), organization_id=orgs["globex"],
+             action=EventTag.SSO_CONNECTION_SAVED,
+             details={"domains": ["globex.example"], "by": "operator"}),
+        dict(occurred_at=base + timedelta(hours=3), organization_id=orgs["acme"],
+             action=EventTag.USER_DELETED),
+    )
+    _sign_in_as(client, "carol@example.com")  # an admin of Acme
+    path = f"/organizations/{orgs['acme']}/activity"
+    _, html = page(client, path, to="2026-03-31")
+    shown = ids_on(html)
+    assert linked in shown and ours in shown
+    assert theirs not in shown and former not in shown
+    assert "An operator linked the organization to its Entra ID tenant" in html
+    assert ids_on(page(client, path, q="globex")[1]) == []
+    export = client.get(path + ".csv", query_string={"to": "2026-03-31"}).get_data(as_text=True)
+    assert "acme.example" in export and "globex.example" not in export
+    # picking a member shows that member's events only
+    bob = orgs["people"]["bob"].id
+    assert linked not in ids_on(page(client, path, member=bob)[1])
+
+
 def test_a_member_of_another_organization_cannot_be_picked(
     client: FlaskClient, orgs: dict[str, Any]
 ) -> None:

@@ -54,6 +54,7 @@ def test_purge_deletes_only_events_older_than_the_retention(runtime: Runtime) ->
 @pytest.fixture
 def env(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
     yield idp_env(database_url=database_url, data_dir=str(tmp_path / "var"),
+                  secret_key="the-servers-secret-key-0123456789-abcdefghijklmnop",
                   event_retention_days="30")
     engine = make_engine(database_url)
     with engine.begin() as conn:

@@ -10,9 +10,12 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from idp.db import make_engine
-from idp.models import Base, Event, Membership, Organization, Role, User
+from idp.models import Base, Event, Membership, Organization, OutboxItem, Role, SigningKey, User
 from tests.helpers import PASSWORD
 from tests.services import idp_env, run_idp
+
+# The key the servers of the database use (the operator's shell has it too).
+SECRET_KEY = "the-servers-secret-key-0123456789-abcdefghijklmnop"
 
 
 @pytest.fixture
@@ -20,6 +23,7 @@ def env(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
     yield idp_env(
         database_url=database_url,
         data_dir=str(tmp_path / "var"),
+        secret_key=SECRET_KEY,
         argon2_memory_kib="1024",
         argon2_time_cost="1",
     )
@@ -161,7 +165,9 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     from tests.services import free_port
 
     env = idp_env(
-        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x", data_dir=str(tmp_path)
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+        data_dir=str(tmp_path),
+        secret_key=SECRET_KEY,
     )
     _one_line_error(run_idp("org", "create", "Acme", env=env), "")
 
@@ -171,3 +177,60 @@ def test_db_upgrade_is_idempotent(env: dict[str, str]) -> None:
         result = run_idp("db", "upgrade", env=env)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "database is up to date"
+
+
+def test_the_embedded_default_database_still_gets_a_generated_key(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    env = idp_env(data_dir=str(data_dir))  # no IDP_DATABASE_URL: the SQLite file in data_dir
+    result = run_idp("db", "upgrade", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (data_dir / "idp.sqlite3").exists()
+    assert len((data_dir / "secret_key").read_text().strip()) >= 32
+    assert _count(f"sqlite:///{data_dir / 'idp.sqlite3'}", SigningKey) == 2
+
+
+@pytest.mark.parametrize("args", [[], ["user"], ["keys"], ["client"]])
+def test_a_command_group_alone_prints_its_usage_and_one_error_line(
+    env: dict[str, str], args: list[str]
+) -> None:
+    result = run_idp(*args, env=env)
+    assert result.returncode == 2
+    assert result.stdout.startswith(" ".join(["Usage: idp", *args, "[OPTIONS] COMMAND"]))
+    _one_line_error(result, "missing command")
+
+
+def test_org_names_are_normalized_like_the_web_form(env: dict[str, str]) -> None:
+    made = run_idp("org", "create", "  Acme \t  Corp  ", "--json", env=env)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["name"] == "Acme Corp"
+    _one_line_error(run_idp("org", "create", "ACME CORP", env=env), "already exists")
+
+
+def test_an_unverified_user_and_its_verification_mail_are_one_transaction(
+    env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the mail cannot be queued, no account is left behind without its link."""
+    from click.testing import CliRunner
+
+    from idp.cli import cli
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the outbox refused the mail")
+
+    monkeypatch.setattr("idp.security.email_verification.queue_mail", refuse)
+    result = CliRunner().invoke(
+        cli,
+        ["user", "create", "u@example.com", "--password-stdin", "--unverified"],
+        input=PASSWORD + "\n",
+        env={k: v for k, v in env.items() if k.startswith("IDP_")},
+    )
+    assert result.exit_code != 0 and isinstance(result.exception, RuntimeError)
+    assert _count(database_url, User) == 0
+    assert _count(database_url, Event) == 0
+    made = run_idp(
+        "user", "create", "u@example.com", "--password-stdin", "--unverified", "--json",
+        env=env, stdin=PASSWORD + "\n",
+    )
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["email_verified"] is False
+    assert _count(database_url, OutboxItem) == 1

@@ -10,13 +10,15 @@ import pytest
 from sqlalchemy import delete, select
 
 from idp.db import make_engine
-from idp.models import Base, Client, SigningKey
+from idp.models import Base, Client, Event, SigningKey
 from tests.services import idp_env, run_idp
+
+SECRET_KEY = "the-servers-secret-key-0123456789-abcdefghijklmnop"
 
 
 @pytest.fixture
 def env(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
-    yield idp_env(database_url=database_url, data_dir=str(tmp_path / "var"))
+    yield idp_env(database_url=database_url, data_dir=str(tmp_path / "var"), secret_key=SECRET_KEY)
     engine = make_engine(database_url)
     with engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
@@ -109,3 +111,88 @@ def test_keys_rotate_makes_new_current_keys_and_keeps_old_ones(
     current = {kid for kid, retired in rows if retired is None}
     assert current == set(second)
     assert len(rows) == 6  # the retired ones stay until their tokens have expired
+
+
+def _events(database_url: str) -> list[tuple[str, str, dict[str, object]]]:
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(Event.action, Event.product, Event.details).order_by(Event.id))
+        found = [(action, product, dict(details)) for action, product, details in rows]
+    engine.dispose()
+    return found
+
+
+def test_registering_rotating_and_deleting_a_client_are_in_the_activity_log(
+    env: dict[str, str], database_url: str
+) -> None:
+    made = json.loads(_ok("client", "create", "Shop", "--redirect-uri", "https://shop.example/cb",
+                          "--json", env=env))
+    client_id = made["client_id"]
+    _ok("client", "rotate-secret", client_id, env=env)
+    _ok("client", "delete", client_id, env=env)
+    logged = _events(database_url)
+    assert [(action, product) for action, product, _ in logged] == [
+        ("oauth:client:create", client_id),
+        ("oauth:client:rotate_secret", client_id),
+        ("oauth:client:delete", client_id),
+    ]
+    assert all(d["by"] == "operator" and d["name"] == "Shop" for _, _, d in logged)
+    assert logged[0][2]["redirect_uris"] == ["https://shop.example/cb"]
+    assert made["client_secret"] not in json.dumps([d for _, _, d in logged])
+
+
+@pytest.mark.parametrize("name", ["Shop\tAdmin", "Shop\nclient2\tEvil", "Shop\u2028Two"])
+def test_client_names_with_control_characters_or_line_breaks_are_refused(
+    env: dict[str, str], database_url: str, name: str
+) -> None:
+    _fails("client", "create", name, "--redirect-uri", "https://shop.example/cb", env=env,
+           text="control characters")
+    assert json.loads(_ok("client", "list", "--json", env=env)) == {"clients": []}
+    assert _events(database_url) == []
+
+
+def _keys(database_url: str) -> set[tuple[str, object]]:
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        rows = {(kid, retired) for kid, retired in conn.execute(
+            select(SigningKey.kid, SigningKey.retired_at))}
+    engine.dispose()
+    return rows
+
+
+def test_keys_rotate_is_in_the_activity_log(env: dict[str, str], database_url: str) -> None:
+    _ok("db", "upgrade", env=env)
+    kids = json.loads(_ok("keys", "rotate", "--json", env=env))["current"]
+    logged = _events(database_url)
+    assert [action for action, _, _ in logged] == ["oauth:keys:rotate"] * 2
+    assert [(d["alg"], d["kid"], d["by"]) for _, _, d in logged] == [
+        ("RS256", kids[0], "operator"), ("ES256", kids[1], "operator")]
+
+
+@pytest.mark.parametrize("args", [["keys", "rotate"], ["db", "upgrade"]])
+def test_a_secret_key_that_cannot_open_the_current_keys_seals_nothing(
+    env: dict[str, str], database_url: str, args: list[str]
+) -> None:
+    """Run with another IDP_SECRET_KEY than the servers', the command would make keys the
+    servers cannot open: it refuses before writing anything."""
+    _ok("db", "upgrade", env=env)
+    engine = make_engine(database_url)
+    with engine.begin() as conn:  # as a database from before ES256 keys: db upgrade adds one
+        conn.execute(delete(SigningKey).where(SigningKey.alg == "ES256"))
+    engine.dispose()
+    before = _keys(database_url)
+    wrong = {**env, "IDP_SECRET_KEY": "not-the-servers-key-0123456789-abcdefghijklmnop"}
+    _fails(*args, env=wrong, text="IDP_SECRET_KEY cannot open the current signing key")
+    assert _keys(database_url) == before
+    assert _events(database_url) == []
+
+
+def test_a_deliberately_replaced_secret_key_can_rotate_with_the_flag(
+    env: dict[str, str], database_url: str
+) -> None:
+    _ok("db", "upgrade", env=env)
+    replaced = {**env, "IDP_SECRET_KEY": "the-new-secret-key-0123456789-abcdefghijklmnop"}
+    kids = json.loads(_ok("keys", "rotate", "--secret-key-changed", "--json", env=replaced))
+    assert {kid for kid, retired in _keys(database_url) if retired is None} == set(kids["current"])
+    assert all(d["secret_key_changed"] is True for _, _, d in _events(database_url))
+    _ok("keys", "rotate", env=replaced)  # the new key opens the new keys

@@ -453,13 +453,44 @@ def test_organization_floor_limits_the_choice(client: FlaskClient, runtime: Runt
                                                   "threshold": "6"}).status_code == 303
 
 
+def test_the_command_unlocks_a_server_whose_store_is_in_process(tmp_path: Path,
+                                                                database_url: str) -> None:
+    """Without IDP_REDIS_URL the server and ``idp user unlock`` each have their own
+    in-process store: the unlock, recorded in the database, still gives the account a fresh
+    count on the server."""
+    settings = make_settings(tmp_path, database_url=database_url, redis_url="")
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    rt: Runtime = app.extensions["idp"]
+    try:
+        client = app.test_client()
+        create_user(rt)
+        _lock(client, rt)
+        env = idp_env(database_url=database_url, data_dir=str(tmp_path / "cli"),
+                      secret_key=settings.secret_key)
+        result = run_idp("user", "unlock", "alice@example.com", env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "unlocked alice@example.com"
+        assert sign_in(client).status_code == 303
+        # and counting starts again from zero: three more failures lock it again
+        client = app.test_client()
+        for _ in range(3):
+            sign_in(client, password=WRONG)
+        assert _user(rt).locked_at is not None
+        assert _failure_reasons(rt)[-3:] == ["bad_password"] * 3
+    finally:
+        empty_tables(rt)
+        rt.close()
+
+
 def test_operator_unlocks_with_the_command(tmp_path: Path, client: FlaskClient,
                                           runtime: Runtime) -> None:
     create_user(runtime)
     _lock(client, runtime)
     env = idp_env(database_url=runtime.settings.database_url,
                   redis_url=runtime.settings.redis_url,
-                  redis_prefix=runtime.settings.redis_prefix, data_dir=str(tmp_path / "cli"))
+                  redis_prefix=runtime.settings.redis_prefix, data_dir=str(tmp_path / "cli"),
+                  secret_key=runtime.settings.secret_key)
     result = run_idp("user", "unlock", "ALICE@example.com", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "unlocked alice@example.com"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from flask import Flask
 from sqlalchemy import select, update
 
@@ -375,3 +376,33 @@ def test_only_owners_invite_owners_and_members_are_not_invited_twice(
     assert again.status_code == 400
     assert "already a member" in again.get_data(as_text=True)
     assert count(runtime, Invitation) == 0
+
+
+# Bad input ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_nul_character_in_an_id_is_a_bad_request_that_changes_nothing(
+    app: Flask, runtime: Runtime
+) -> None:
+    """PostgreSQL text cannot hold NUL: the database refuses the value, and that is the
+    visitor's bad request (400, the usual error page), not a failure of idp (500)."""
+    org_id, users = _acme(runtime)
+    client = signed_in(app, "owner@example.com")
+    before = (count(runtime, Event), count(runtime, Membership), count(runtime, Organization))
+    answers = [
+        client.get("/organizations/%00/members"),
+        client.get("/organizations/%00/activity"),
+        client.get(f"/organizations/{org_id}/members/%00/remove"),
+        post(client, "/organizations/switch", org_id="\x00"),
+        post(client, f"/organizations/{org_id}/members/{users['member']}%00/role", role="admin"),
+        post(client, f"/organizations/{org_id}/members/%00/unlock"),
+    ]
+    assert "The request could not be understood." in answers[0].get_data(as_text=True)
+    for response in answers:
+        assert response.status_code == 400, (response.request.path, response.status_code)
+        assert "An unexpected error occurred" not in response.get_data(as_text=True)
+    assert (count(runtime, Event), count(runtime, Membership),
+            count(runtime, Organization)) == before
+    assert role_in(runtime, org_id, users["member"]) is Role.MEMBER
+    assert client.get(f"/organizations/{org_id}/members").status_code == 200  # still signed in

@@ -448,6 +448,7 @@ def test_idp_user_create_unverified_mails_a_link(tmp_path: Path, database_url: s
     from idp.models import Base
 
     env = idp_env(database_url=database_url, data_dir=str(tmp_path / "var"),
+                  secret_key="the-servers-secret-key-0123456789-abcdefghijklmnop",
                   argon2_memory_kib="1024", argon2_time_cost="1")
     try:
         plain = run_idp("user", "create", "op@example.com", "--password-stdin", "--json",

@@ -18,7 +18,7 @@ from idp.models import Organization, SsoConnection
 from idp.models.accounts import Role
 from tests.fake_entra.client import ClientCertificate as FakeCertificate
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events, sign_in
-from tests.sso import LOGGED_OUT, REDIRECT, World, make_world
+from tests.sso import LOGGED_OUT, REDIRECT, World, make_world, unsupported_curve_pair
 
 TENANT = "7e0a0b0d-2222-4333-8444-999988887777"
 CLIENT = "3c1d6c4e-5555-4666-8777-888899990000"
@@ -155,6 +155,22 @@ def test_a_certificate_can_be_uploaded_instead_of_a_secret(world: World) -> None
     assert response.status_code == 400  # type: ignore[attr-defined]
     text = response.get_data(as_text=True)  # type: ignore[attr-defined]
     assert "give both the certificate and its private key" in text
+
+
+def test_a_certificate_with_an_unsupported_algorithm_is_refused_with_the_reason(
+        world: World) -> None:
+    rsa_key = FakeCertificate.generate().private_key_pem
+    _, odd_certificate = unsupported_curve_pair()
+    org = org_id(world)
+    as_user(world)
+    response = save(world, org, credential="certificate", client_secret=None,
+                    certificate_file=(BytesIO(odd_certificate.encode()), "app.crt"),
+                    private_key_file=(BytesIO(rsa_key.encode()), "app.key"))
+    assert response.status_code == 400  # type: ignore[attr-defined]
+    text = response.get_data(as_text=True)  # type: ignore[attr-defined]
+    assert "public key uses an unsupported algorithm" in text
+    assert connection(world, org) is None
+    assert events(world.runtime, "organization:sso:save") == []
 
 
 def test_test_connection_reports_what_the_tenant_says(world: World) -> None:

@@ -20,7 +20,7 @@ from tests.fake_entra import FakeEntra
 from tests.fake_entra import jose as fake_jose
 from tests.fake_entra.client import ClientCertificate as FakeCertificate
 from tests.services import idp_env, run_idp
-from tests.sso import CLIENT_ID, SECRET, TID, World, make_world
+from tests.sso import CLIENT_ID, SECRET, TID, World, make_world, unsupported_curve_pair
 
 
 @pytest.fixture
@@ -108,6 +108,15 @@ def test_pairs_that_cannot_work_are_refused_with_the_reason() -> None:
         serialization.BestAvailableEncryption(b"passphrase")).decode()
     with pytest.raises(CredentialError, match="encrypted"):
         ClientCertificate.parse(encrypted, cert.certificate_pem)
+
+
+def test_an_algorithm_the_library_does_not_support_is_refused_with_the_reason() -> None:
+    cert = FakeCertificate.generate()
+    odd_key, odd_certificate = unsupported_curve_pair()
+    with pytest.raises(CredentialError, match="public key uses an unsupported algorithm"):
+        ClientCertificate.parse(cert.private_key_pem, odd_certificate)
+    with pytest.raises(CredentialError, match="must be RSA"):
+        ClientCertificate.parse(odd_key, cert.certificate_pem)
 
 
 # --- the command --------------------------------------------------------------------------

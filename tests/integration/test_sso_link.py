@@ -19,7 +19,7 @@ from idp.federation.connections import (
 )
 from idp.federation.credentials import ClientSecret
 from idp.federation.entra import EntraDirectory
-from idp.models import Base, Organization, SsoConnection
+from idp.models import Base, Event, Organization, SsoConnection
 from idp.runtime import Runtime
 from tests.fake_entra import FakeEntra, run_fake_entra
 from tests.services import idp_env, run_idp
@@ -194,3 +194,43 @@ def test_cli_refusals_are_one_line(env: dict[str, str], fake: FakeEntra, args: l
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("idp: ") and message in lines[0], done.stderr
     assert SECRET not in done.stderr
+
+
+def test_cli_link_is_in_the_organizations_activity_log(env: dict[str, str], fake: FakeEntra,
+                                                       database_url: str) -> None:
+    tid, client_id = _tenant(fake, "contoso.com")
+    org_id = run_idp("org", "create", "Contoso", env=env).stdout.strip()
+    done = run_idp("sso", "link", "Contoso", "--tenant-id", tid, "--client-id", client_id,
+                   "--client-secret-stdin", "--domain", "contoso.com", env=env,
+                   stdin=SECRET + "\n")
+    assert done.returncode == 0, done.stderr
+    engine = make_engine(database_url)
+    with make_session_factory(engine)() as db:
+        (saved,) = db.scalars(select(Event).where(Event.action == "organization:sso:save"))
+        assert (saved.organization_id, saved.user_id) == (org_id, None)
+        assert saved.details == {"tenant_id": tid, "client_id": client_id,
+                                 "domains": ["contoso.com"], "credential": "secret",
+                                 "by": "operator"}
+        created = db.scalar(select(Event).where(Event.action == "organization:create"))
+        assert created is not None and created.details["by"] == "operator"
+    engine.dispose()
+
+
+def test_cli_link_with_another_secret_key_than_the_servers_saves_nothing(
+        env: dict[str, str], fake: FakeEntra, database_url: str) -> None:
+    """The SSO secret would be sealed under a key the servers do not have."""
+    tid, client_id = _tenant(fake, "contoso.com")
+    assert run_idp("db", "upgrade", env=env).returncode == 0  # the servers' signing keys
+    assert run_idp("org", "create", "Contoso", env=env).returncode == 0
+    wrong = {**env, "IDP_SECRET_KEY": "w" * 48}
+    done = run_idp("sso", "link", "Contoso", "--tenant-id", tid, "--client-id", client_id,
+                   "--client-secret-stdin", "--domain", "contoso.com", env=wrong,
+                   stdin=SECRET + "\n")
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "IDP_SECRET_KEY cannot open the current signing key" in lines[0]
+    engine = make_engine(database_url)
+    with make_session_factory(engine)() as db:
+        assert db.scalar(select(SsoConnection)) is None
+        assert db.scalar(select(Event).where(Event.action == "organization:sso:save")) is None
+    engine.dispose()

@@ -119,6 +119,7 @@ def test_the_worker_deletes_them_every_hour(runtime: Runtime) -> None:
 def test_the_command_says_how_many_it_deleted(runtime: Runtime, database_url: str) -> None:
     _seed(runtime)
     env = idp_env(database_url=database_url, data_dir=str(runtime.settings.data_dir),
+                  secret_key=runtime.settings.secret_key,
                   unverified_account_days="10")
     result = run_idp("accounts", "purge-unverified", "--json", env=env)
     assert result.returncode == 0, result.stderr
