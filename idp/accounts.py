@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError

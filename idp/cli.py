@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from idp.accounts import AccountError, AccountService
 from idp.events import COMMAND_ACTOR, by_operator
 from idp.federation.credentials import Credential
-from idp.models import Role, SsoConnection, User
+from idp.models import Role, SsoConnection
 from idp.models.clients import DEFAULT_SCOPES
 from idp.provider.clients import ClientError, ClientService
 from idp.runtime import Runtime
@@ -261,6 +261,27 @@ def user_unlock(email: str) -> None:
             click.echo(f"unlocked {found.email}")
         else:
             click.echo(f"{found.email} is not locked")
+
+
+@user.command("reset-2fa")
+@click.argument("email")
+def user_reset_two_factor(email: str) -> None:
+    """Turn off two-factor authentication for an owner who lost both their authenticator and
+    their recovery codes (check who is asking first); mails the owner and is logged."""
+    from idp.security.two_factor import NotEnabled, TwoFactorService, totp_box
+
+    settings = _settings()
+    with _runtime(settings) as rt, rt.session_factory() as db:
+        found = AccountService(db, rt.passwords).find_user_by_email(email)
+        if found is None:
+            raise CommandError(f"no user with email {email}")
+        service = TwoFactorService(db, rt.passwords, totp_box(settings), actor=COMMAND_ACTOR)
+        try:
+            service.reset(found)
+        except NotEnabled:
+            click.echo(f"{found.email} has no two-factor authentication")
+            return
+        click.echo(f"two-factor authentication turned off for {found.email}")
 
 
 @cli.group()

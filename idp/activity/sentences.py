@@ -234,6 +234,12 @@ CATALOG: dict[str, Entry] = {
             N_("You turned off two-factor authentication"),
             N_("{who} turned off two-factor authentication"),
         ),
+        by_reason={
+            "operator": _w(
+                N_("An operator turned off your two-factor authentication"),
+                N_("An operator turned off {who}'s two-factor authentication"),
+            )
+        },
     ),
     EventTag.RECOVERY_CODES_REGENERATED: Entry(
         N_("New recovery codes"),

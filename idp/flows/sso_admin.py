@@ -180,7 +180,6 @@ def save(org_id: str) -> tuple[str, int] | Response:
         return _page(org, error=too_long, form=form, status=400)
     domains = [d for d in form["domains"].replace(",", " ").split() if d]
     service = connection_service()
-
     try:
         credential = _credential()
         _count_remote_check(org)
@@ -188,7 +187,7 @@ def save(org_id: str) -> tuple[str, int] | Response:
             org,
             form["tenant_id"],
             form["client_id"],
-            _credential(),
+            credential,
             domains,
             LinkOptions(
                 jit=bool(form["jit"]),
@@ -201,6 +200,15 @@ def save(org_id: str) -> tuple[str, int] | Response:
     except (SsoConnectionError, CredentialError) as exc:
         request_db().rollback()
         return _page(org, error=exc.translated(), form=form, status=400)
+    record_event(
+        request_db(),
+        EventTag.SSO_CONNECTION_SAVED,
+        user_id=admin.id,
+        organization_id=org.id,
+        actor=client_actor(),
+        details=saved_event_details(connection),
+    )
+    request_db().commit()
     return redirect(url_for("sso_admin.settings_page", org_id=org.id, saved=1), 303)
 
 

@@ -321,6 +321,17 @@ class TwoFactorService:
         if not self.is_enabled(user):
             raise NotEnabled
         self._check_password(user, password)
+        self._turn_off(user, {})
+
+    def reset(self, user: User) -> None:
+        """Turn it off for an owner who lost both their authenticator and their recovery codes
+        (``idp user reset-2fa``): no password is asked, the operator has checked who asks.
+        Recorded and mailed like any turning off, so an owner who did not ask hears of it."""
+        if not self.is_enabled(user):
+            raise NotEnabled
+        self._turn_off(user, {"reason": "operator"})
+
+    def _turn_off(self, user: User, details: dict[str, Any]) -> None:
         self._lock_user_row(user)
         self.db.execute(
             update(User)
@@ -329,7 +340,7 @@ class TwoFactorService:
             .execution_options(synchronize_session=False)
         )
         self.db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-        self._record(EventTag.TWO_FACTOR_DISABLED, user)
+        self._record(EventTag.TWO_FACTOR_DISABLED, user, details or None)
         self._notify(user, "two_factor_disabled")
         self.db.commit()
         _set_loaded(user, totp_secret=None, totp_enabled_at=None, totp_last_step=None)

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pyotp
@@ -31,6 +32,7 @@ from idp.security.two_factor import (
     totp_box,
 )
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events, sign_in
+from tests.services import idp_env, run_idp
 
 T0 = datetime(2030, 5, 17, 12, 0, 10, tzinfo=UTC)
 _SECRET = re.compile(r'data-testid="totp-secret">([A-Z2-7 ]+)</code>')
@@ -534,3 +536,31 @@ def test_new_recovery_codes_wait_for_a_concurrent_change_of_the_same_account(
     worker.join(timeout=30)
     assert len(made) == 1 and len(made[0]) == 10
     assert count(runtime, RecoveryCode) == 10  # the other change's codes were replaced
+
+
+def test_an_operator_turns_it_off_for_an_owner_who_lost_everything(
+    tmp_path: Path, client: FlaskClient, runtime: Runtime
+) -> None:
+    user = create_user(runtime)
+    _enable(runtime, user.id, datetime.now(UTC) - timedelta(minutes=2))
+    env = idp_env(database_url=runtime.settings.database_url,
+                  redis_url=runtime.settings.redis_url,
+                  redis_prefix=runtime.settings.redis_prefix, data_dir=str(tmp_path / "cli"),
+                  secret_key=runtime.settings.secret_key)
+    done = run_idp("user", "reset-2fa", "ALICE@example.com", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "two-factor authentication turned off for alice@example.com"
+    assert _user(runtime, user.id).totp_enabled_at is None
+    assert count(runtime, RecoveryCode) == 0
+    (event,) = events(runtime, EventTag.TWO_FACTOR_DISABLED)
+    assert event.details == {"reason": "operator"}
+    assert len(_mails(runtime, "two_factor_disabled")) == 1
+    signed_in = sign_in(client)  # the password alone, no code asked
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/account"
+    again = run_idp("user", "reset-2fa", "alice@example.com", env=env)
+    assert again.returncode == 0
+    assert again.stdout.strip() == "alice@example.com has no two-factor authentication"
+    missing = run_idp("user", "reset-2fa", "nobody@example.com", env=env)
+    assert missing.returncode != 0
+    assert missing.stderr.strip() == "idp: no user with email nobody@example.com"
+    assert len(events(runtime, EventTag.TWO_FACTOR_DISABLED)) == 1
