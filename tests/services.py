@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from idp.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
 RUN_ID = uuid.uuid4().hex[:10]
@@ -80,6 +82,18 @@ def idp_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     env.update({f"IDP_{k.upper()}": v for k, v in settings.items()})
     return env
+
+
+def runtime_env(settings: Settings, data_dir: Path) -> dict[str, str]:
+    """The environment of an ``idp`` command run next to a test's server: its database, store
+    and secret key, and a data dir of its own (as an operator's shell elsewhere would have)."""
+    return idp_env(
+        database_url=settings.database_url,
+        redis_url=settings.redis_url,
+        redis_prefix=settings.redis_prefix,
+        data_dir=str(data_dir),
+        secret_key=settings.secret_key,
+    )
 
 
 def run_idp(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:

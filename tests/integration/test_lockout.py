@@ -33,7 +33,7 @@ from tests.helpers import (
 )
 from tests.integration.test_two_factor import _enable as _enable_two_factor
 from tests.oidc import serve
-from tests.services import free_port, idp_env, run_idp
+from tests.services import free_port, idp_env, run_idp, runtime_env
 
 WRONG = "not the right password at all"
 
@@ -487,10 +487,7 @@ def test_operator_unlocks_with_the_command(tmp_path: Path, client: FlaskClient,
                                           runtime: Runtime) -> None:
     create_user(runtime)
     _lock(client, runtime)
-    env = idp_env(database_url=runtime.settings.database_url,
-                  redis_url=runtime.settings.redis_url,
-                  redis_prefix=runtime.settings.redis_prefix, data_dir=str(tmp_path / "cli"),
-                  secret_key=runtime.settings.secret_key)
+    env = runtime_env(runtime.settings, tmp_path / "cli")
     result = run_idp("user", "unlock", "ALICE@example.com", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "unlocked alice@example.com"

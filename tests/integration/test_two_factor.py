@@ -32,7 +32,7 @@ from idp.security.two_factor import (
     totp_box,
 )
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events, sign_in
-from tests.services import idp_env, run_idp
+from tests.services import run_idp, runtime_env
 
 T0 = datetime(2030, 5, 17, 12, 0, 10, tzinfo=UTC)
 _SECRET = re.compile(r'data-testid="totp-secret">([A-Z2-7 ]+)</code>')
@@ -543,10 +543,7 @@ def test_an_operator_turns_it_off_for_an_owner_who_lost_everything(
 ) -> None:
     user = create_user(runtime)
     _enable(runtime, user.id, datetime.now(UTC) - timedelta(minutes=2))
-    env = idp_env(database_url=runtime.settings.database_url,
-                  redis_url=runtime.settings.redis_url,
-                  redis_prefix=runtime.settings.redis_prefix, data_dir=str(tmp_path / "cli"),
-                  secret_key=runtime.settings.secret_key)
+    env = runtime_env(runtime.settings, tmp_path / "cli")
     done = run_idp("user", "reset-2fa", "ALICE@example.com", env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "two-factor authentication turned off for alice@example.com"
