@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from idp.accounts import AccountService
 from idp.events import Actor
 from idp.media.store import ImageStore
-from idp.models import User
+from idp.models import User, UserSession
 from idp.organizations.branding import BrandingService
 from idp.organizations.invitations import InvitationService
 from idp.organizations.service import OrganizationService
@@ -18,7 +18,7 @@ from idp.profile import ProfileService
 from idp.provider.clients import ClientService
 from idp.provider.codes import AuthorizationCodeStore
 from idp.provider.keys import KeyService
-from idp.provider.logout import end_session_tokens
+from idp.provider.logout import end_session_tokens, end_user_tokens
 from idp.provider.server import IdpAuthorizationServer, ProviderServices
 from idp.provider.tokens import TokenService
 from idp.runtime import request_db, request_reader, runtime
@@ -72,7 +72,13 @@ def account_service() -> AccountService:
 
 def session_service() -> SessionService:
     rt = runtime()
-    return SessionService(request_db(), rt.store, rt.settings, on_end=end_session_tokens)
+    return SessionService(
+        request_db(),
+        rt.store,
+        rt.settings,
+        on_end=end_session_tokens,
+        on_end_user=end_user_tokens,
+    )
 
 
 def key_service_for(db: Session, settings: Settings) -> KeyService:
@@ -160,9 +166,7 @@ def authentication_service() -> AuthenticationService:
             observer=AlertService(db, rt.store, rt.settings),
             second_factor=two_factor_service(),
             mailer=notifier(),
-            verification=VerificationResender(
-                email_verification_service(), mail_request_limits()
-            ),
+            verification=VerificationResender(email_verification_service(), mail_request_limits()),
         ),
     )
 
@@ -235,6 +239,12 @@ def current_session() -> ActiveSession | None:
         g.idp_session = session_service().resolve(request.cookies.get(session_cookie_name()))
     active: ActiveSession | None = g.idp_session
     return active
+
+
+def timed_out_session() -> UserSession | None:
+    """The browser's session when it has timed out (no live session): what a sign-out from
+    this browser still ends (see :meth:`SessionService.timed_out`)."""
+    return session_service().timed_out(request.cookies.get(session_cookie_name()))
 
 
 def connection_service() -> ConnectionService:

@@ -31,6 +31,7 @@ from idp.services import (
     connection_service,
     current_session,
     sso_service,
+    timed_out_session,
 )
 
 bp = Blueprint("login", __name__)
@@ -211,6 +212,10 @@ def logout() -> Response:
         # A session from SSO also signs out at the organization's Entra ID tenant.
         entra_logout = sso_service().logout_url(active.session_id, post_logout_redirect_uri())
         authentication_service().sign_out(active.session_id, active.user_id, client_info())
+    elif (stale := timed_out_session()) is not None:
+        # Idle on a page past the idle limit, then "Sign out": still the end of its tokens.
+        entra_logout = sso_service().logout_url(stale.id, post_logout_redirect_uri())
+        authentication_service().sign_out_timed_out(stale, client_info())
     csrf.rotate()
     response = redirect(entra_logout or url_for("login.login_form", signed_out=1), 303)
     clear_session_cookie(response)

@@ -39,6 +39,7 @@ from idp.services import (
     client_info,
     current_session,
     provider_services,
+    timed_out_session,
 )
 
 bp = Blueprint("oidc", __name__)
@@ -349,11 +350,14 @@ def end_session() -> ResponseReturnValue:
             "oidc/error.html", error=error.error, description=error.description or ""
         ), 400
     active = current_session()
+    # A session that timed out still has tokens to end (its sign-out was never asked for).
+    stale = timed_out_session() if active is None else None
+    browser_sid = active.session_id if active else stale.id if stale else None
     hinted_sid = (req.id_token_claims or {}).get("sid")
     confirmed = request.method == "POST" and csrf.is_valid(request.form.get(csrf.FIELD))
     if (
-        active is not None
-        and (req.needs_confirmation or hinted_sid != active.session_id)
+        browser_sid is not None
+        and (req.needs_confirmation or hinted_sid != browser_sid)
         and not confirmed
     ):
         return render_template(
@@ -361,6 +365,8 @@ def end_session() -> ResponseReturnValue:
         )
     if active is not None:
         authentication_service().sign_out(active.session_id, active.user_id, client_info())
+    elif stale is not None:
+        authentication_service().sign_out_timed_out(stale, client_info())
     if req.redirect_uri:
         # authlib has already added the request's state to it (RP-Initiated Logout §3).
         response = redirect(req.redirect_uri, 303)

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 from joserfc import jwt
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from idp.models import UserSession, utcnow
@@ -40,17 +40,57 @@ def end_session_tokens(
     if reason in SESSION_TIMEOUTS:
         return
     sessions = _with_replaced(db, session_id)
-    families = list(db.scalars(select(TokenFamily).where(TokenFamily.session_id.in_(sessions))))
+    families = db.scalars(select(TokenFamily).where(TokenFamily.session_id.in_(sessions)))
+    _revoke_and_notify(db, list(families), reason, session_id, clock)
+
+
+def end_user_tokens(
+    db: Session,
+    user_id: str,
+    reason: str,
+    keep_session: str | None,
+    clock: Callable[[], datetime] = utcnow,
+) -> None:
+    """Revoke every live token family the user's browser sessions started, but those of
+    ``keep_session`` (and of the sessions it replaced), and queue back-channel logouts (the
+    caller commits). For "sign out everywhere else", a password change or reset and account
+    deletion: after the live sessions have ended (:func:`end_session_tokens`), the families of
+    sessions that timed out are left, which these ends mean as well (a stolen password's
+    sign-in to an application with offline access must not outlive the reset)."""
+    kept = _with_replaced(db, keep_session) if keep_session else []
+    query = select(TokenFamily).where(
+        TokenFamily.user_id == user_id, TokenFamily.revoked_at.is_(None)
+    )
+    if kept:
+        query = query.where(
+            or_(TokenFamily.session_id.is_(None), TokenFamily.session_id.not_in(kept))
+        )
+    _revoke_and_notify(db, list(db.scalars(query)), reason, None, clock)
+
+
+def _revoke_and_notify(
+    db: Session,
+    families: list[TokenFamily],
+    reason: str,
+    session_id: str | None,
+    clock: Callable[[], datetime],
+) -> None:
+    """Revoke ``families`` (those not revoked yet) and queue one logout token per client and
+    session, with the sid the client knows (§2.4): the family's, else ``session_id``."""
     notified: set[tuple[str, str]] = set()
+    clients: dict[str, Client | None] = {}
     for family in families:
         if family.revoked_at is None:
             family.revoked_at = clock()
             family.revoked_reason = reason
-        # One logout token per client and session, with the sid the client knows (§2.4).
         sid = family.session_id or session_id
-        if (family.client_id, sid) in notified or family.user_id is None:
+        if sid is None or (family.client_id, sid) in notified or family.user_id is None:
             continue
-        client = db.scalar(select(Client).where(Client.client_id == family.client_id))
+        if family.client_id not in clients:
+            clients[family.client_id] = db.scalar(
+                select(Client).where(Client.client_id == family.client_id)
+            )
+        client = clients[family.client_id]
         if client is not None and client.backchannel_logout_uri:
             enqueue(
                 db,

@@ -136,6 +136,7 @@ class AccountDeletionService:
         ).all()
         for session_id in live:
             self.sessions.end(session_id, ACCOUNT_DELETED, commit=False)
+        self.sessions.end_tokens_of_others(user_id, ACCOUNT_DELETED, None)
         for org_id in organizations:
             withdraw_invitations(self.db, org_id, user_id, None, by=None, actor=None)
         self.db.flush()

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
 from idp.events import Actor, EventTag, record_event
-from idp.models import Device, User
+from idp.models import Device, User, UserSession
 from idp.security.device_trust import DeviceTrust
 from idp.security.devices import ClientInfo
 from idp.security.lockout import ACCOUNT_BUCKET, LockoutService, Slot
@@ -396,12 +396,22 @@ class AuthenticationService:
 
     def sign_out(self, session_id: str, user_id: str, client: ClientInfo) -> None:
         if self.sessions.end(session_id, "logout"):
-            record_event(
-                self.db,
-                EventTag.LOGOUT,
-                user_id=user_id,
-                organization_id=self.accounts.primary_organization_id(user_id),
-                actor=Actor(ip=client.ip, user_agent=client.user_agent),
-                session_id=session_id,
-            )
-            self.db.commit()
+            self._record_sign_out(session_id, user_id, client)
+
+    def sign_out_timed_out(self, row: UserSession, client: ClientInfo) -> None:
+        """ "Sign out" in a browser whose session has already timed out (idle on a page for
+        longer than the idle limit): the tokens the session gave relying services end as at
+        any sign-out, and the sign-out is recorded."""
+        self.sessions.end_timed_out(row, "logout")
+        self._record_sign_out(row.id, row.user_id, client)
+
+    def _record_sign_out(self, session_id: str, user_id: str, client: ClientInfo) -> None:
+        record_event(
+            self.db,
+            EventTag.LOGOUT,
+            user_id=user_id,
+            organization_id=self.accounts.primary_organization_id(user_id),
+            actor=Actor(ip=client.ip, user_agent=client.user_agent),
+            session_id=session_id,
+        )
+        self.db.commit()

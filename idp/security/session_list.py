@@ -146,8 +146,9 @@ class SessionListService:
         """End every session of the user but ``current_session_id``; how many were live.
 
         Sessions that idled out without anyone noticing yet are ended too, so their tokens
-        are revoked as well. With ``commit`` false the caller commits (one transaction with
-        what caused it, such as a password change)."""
+        are revoked as well, and so are the tokens that sessions which timed out earlier
+        left. With ``commit`` false the caller commits (one transaction with what caused it,
+        such as a password change)."""
         rows = self.db.scalars(
             select(UserSession)
             .where(
@@ -158,6 +159,7 @@ class SessionListService:
             .order_by(UserSession.created_at, UserSession.id)
         )
         count = sum(self._end(row, reason, by_session=current_session_id) for row in list(rows))
+        self.sessions.end_tokens_of_others(user_id, reason, current_session_id or None)
         if commit:
             self.db.commit()
         return count

@@ -28,6 +28,8 @@ TOUCH_INTERVAL_SECONDS = 60
 # How long an ended session's token may not be cached again: far longer than any request that
 # read the row before the ending committed takes to finish.
 ENDED_GUARD_SECONDS = 60
+# End reasons of a session that timed out (see resolve()).
+TIMEOUT_REASONS = frozenset({"idle", "expired"})
 
 # Publish a session to the store unless it is being ended (KEYS: entry, touch throttle, ended
 # guard; ARGV: entry, entry TTL, touch TTL). One script, so the check and the write are atomic.
@@ -41,6 +43,9 @@ return 1
 # Called inside the transaction that ends a session (db, session id, reason): the provider
 # revokes the session's tokens and queues back-channel logouts there.
 SessionEndHook = Callable[[Session, str, str], None]
+# Called inside the transaction that ends every other session of a user (db, user id, reason,
+# the session kept or None): the provider revokes what the user's ended sessions left.
+UserSessionsEndHook = Callable[[Session, str, str, str | None], None]
 
 
 @dataclass(frozen=True)
@@ -85,10 +90,12 @@ class SessionService:
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
         on_end: SessionEndHook | None = None,
+        on_end_user: UserSessionsEndHook | None = None,
     ) -> None:
         self.db = db
         self.store = store
         self.on_end = on_end
+        self.on_end_user = on_end_user
         self.idle = timedelta(minutes=settings.session_idle_minutes)
         self.absolute = timedelta(minutes=settings.session_absolute_minutes)
         self.clock = clock
@@ -169,6 +176,32 @@ class SessionService:
         active = _active(row)
         self._touch(active, now)
         return active
+
+    def end_tokens_of_others(self, user_id: str, reason: str, keep: str | None) -> None:
+        """After every other session of the user has ended: revoke what the sessions that
+        timed out earlier left to relying services (their ends revoke nothing, see
+        :data:`SessionEndHook`); the caller commits."""
+        if self.on_end_user is not None:
+            self.on_end_user(self.db, user_id, reason, keep)
+
+    def timed_out(self, token: str | None) -> UserSession | None:
+        """The session behind a cookie token when it ended by timing out (idle or past its
+        absolute lifetime), for a sign-out that should still end what it left; else None."""
+        if not token or len(token) > 100:
+            return None
+        row = self.db.scalar(select(UserSession).where(UserSession.token_hash == hash_key(token)))
+        if row is None or row.end_reason not in TIMEOUT_REASONS:
+            return None
+        return row
+
+    def end_timed_out(self, row: UserSession, reason: str) -> None:
+        """Sign out a session that had timed out (:meth:`timed_out`): its end reason becomes
+        ``reason`` and what it left to relying services ends as that end would have ended it
+        (tokens, back-channel logouts); the caller commits. Once only: the reason is no
+        longer a timeout."""
+        row.end_reason = reason
+        if self.on_end is not None:
+            self.on_end(self.db, row.id, reason)
 
     def end(
         self, session_id: str, reason: str, *, commit: bool = True, replaced_by: str | None = None
