@@ -15,13 +15,16 @@ class ConsentService:
     def __init__(self, db: Session) -> None:
         self.db = db
 
-    def _row(self, user_id: str, client_id: str) -> Consent | None:
-        return self.db.scalar(
-            select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
-        )
+    def _row(self, user_id: str, client_id: str, *, lock: bool = False) -> Consent | None:
+        query = select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
+        if lock:
+            query = query.with_for_update(read=True).execution_options(populate_existing=True)
+        return self.db.scalar(query)
 
-    def covers(self, user_id: str, client_id: str, scope: str) -> bool:
-        row = self._row(user_id, client_id)
+    def covers(self, user_id: str, client_id: str, scope: str, *, lock: bool = False) -> bool:
+        """Whether the user consented to every scope of ``scope`` for the client. ``lock``: a
+        share lock on the consent until the caller commits, so that a withdrawal waits."""
+        row = self._row(user_id, client_id, lock=lock)
         return row is not None and set(scope.split()) <= set(row.scopes.split())
 
     def grant(self, user_id: str, client_id: str, scope: str, actor: Actor) -> None:

@@ -48,6 +48,7 @@ from idp.provider.clients import (
     malformed_basic_credentials,
 )
 from idp.provider.codes import AuthorizationCode, AuthorizationCodeStore
+from idp.provider.consent import ConsentService
 from idp.provider.keys import KeyService
 from idp.provider.tokens import Principal, TokenService
 from idp.store import Store
@@ -145,11 +146,27 @@ class CodeGrant(_Grant, grants.AuthorizationCodeGrant):  # type: ignore[misc]
         """Nothing to do: redeeming already consumed the code atomically."""
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> Principal | None:
+        """The user the code was issued to, while the code's session is live and (for a client
+        that asks for consent) the consent still covers its scope; else None (invalid_grant).
+
+        The session row, and the consent row, are read with a share lock held until the token
+        is committed: a sign-out (or a withdrawn consent) at the same instant either comes
+        first, and the code is refused, or waits and then revokes the new tokens as well."""
         db = self.services.db
         user = db.get(User, authorization_code.user_id)
-        session = db.get(UserSession, authorization_code.session_id)
+        session = db.get(
+            UserSession,
+            authorization_code.session_id,
+            with_for_update={"read": True},
+            populate_existing=True,
+        )
         if user is None or session is None or session.ended_at is not None:
             return None  # signed out (or deleted) since the code was issued
+        client: RegisteredClient = self.request.client
+        if not client.row.first_party and not ConsentService(db).covers(
+            user.id, client.get_client_id(), authorization_code.scope, lock=True
+        ):
+            return None  # consent withdrawn since the code was issued
         return Principal(
             user=user,
             session_id=authorization_code.session_id,
