@@ -27,10 +27,14 @@ def _set(response: Response, name: str, value: str, max_age: int | None) -> None
 
 
 def set_session_cookies(response: Response, token: str, browser_key: str, trust_token: str) -> None:
-    settings = runtime().settings
-    _set(response, session_cookie_name(), token, settings.session_absolute_minutes * 60)
+    set_session_cookie(response, token)
     _set(response, DEVICE_COOKIE, browser_key, DEVICE_COOKIE_MAX_AGE)
     _set(response, TRUST_COOKIE, trust_token, TRUST_MAX_AGE)
+
+
+def set_session_cookie(response: Response, token: str) -> None:
+    """The session cookie alone, for a session whose token was renewed."""
+    _set(response, session_cookie_name(), token, runtime().settings.session_absolute_minutes * 60)
 
 
 def set_pending_cookie(response: Response, token: str) -> None:

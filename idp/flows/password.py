@@ -12,6 +12,7 @@ from flask import Blueprint, make_response, redirect, render_template, request, 
 from flask_babel import lazy_gettext
 from werkzeug.wrappers import Response
 
+from idp.flows.cookies import set_session_cookie
 from idp.models import User
 from idp.numbers import parse_whole
 from idp.runtime import request_db, runtime
@@ -85,4 +86,9 @@ def change() -> Response:
     except PasswordChangeError as exc:
         return _form(user, error=exc.message, sign_out_others=sign_out_others, status=400)
     csrf.rotate()
-    return redirect(url_for("password.form", changed=1, ended=result.other_sessions_ended), 303)
+    response = redirect(
+        url_for("password.form", changed=1, ended=result.other_sessions_ended), 303
+    )
+    if result.session_token is not None:
+        set_session_cookie(response, result.session_token)
+    return response

@@ -12,7 +12,8 @@ too) and the password policy of NIST SP 800-63B §5.1.1.2, the same as everywher
   ``password_changed`` mail, and — when the user asks, the default — the end of every other
   session of the account, which revokes their tokens and tells their relying services.
 
-Nothing is changed on any refusal. The session making the change stays signed in.
+Nothing is changed on any refusal. The session making the change stays signed in, under a
+new cookie token: a copy of the old cookie stops working.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class SameAsCurrent(PasswordChangeError):
 @dataclass(frozen=True)
 class PasswordChanged:
     other_sessions_ended: int
+    session_token: str | None  # the session's new cookie token (the old one no longer works)
 
 
 def reauth_key(store: Store, user_id: str) -> str:
@@ -150,5 +152,7 @@ class PasswordChangeService:
                 "email_changes_cancelled": email_changes_cancelled,
             },
         )
+        # The next request under the new token finds the session in the database.
+        token = self.sessions.sessions.renew(current_session_id)
         self.db.commit()
-        return PasswordChanged(other_sessions_ended=ended)
+        return PasswordChanged(other_sessions_ended=ended, session_token=token)

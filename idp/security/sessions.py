@@ -177,6 +177,23 @@ class SessionService:
         self._touch(active, now)
         return active
 
+    def renew(self, session_id: str) -> str | None:
+        """A new cookie token for a live session, the old one dead at once on every process
+        (OWASP Session Management Cheat Sheet, "Renew the Session ID After Any Privilege Level
+        Change": a copied cookie must not outlive a password change). Returns the new token,
+        or None when the session is not live; the caller commits (:meth:`resolve` then caches
+        the session again under the new token at its first request)."""
+        row = self.db.get(UserSession, session_id)
+        if row is None or row.ended_at is not None:
+            return None
+        pipe = self.store.client.pipeline(transaction=False)
+        pipe.set(self.store.session_ended_key(row.token_hash), "1", ex=ENDED_GUARD_SECONDS)
+        pipe.delete(self.store.session_key(row.token_hash))
+        pipe.execute()
+        token = secrets.token_urlsafe(32)
+        row.token_hash = hash_key(token)
+        return token
+
     def end_tokens_of_others(self, user_id: str, reason: str, keep: str | None) -> None:
         """After every other session of the user has ended: revoke what the sessions that
         timed out earlier left to relying services (their ends revoke nothing, see

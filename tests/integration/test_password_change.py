@@ -248,3 +248,30 @@ def test_signed_out_visitors_are_sent_to_sign_in(client: FlaskClient) -> None:
     page = client.get("/account/password")
     assert page.status_code == 303
     assert page.headers["Location"].endswith("/login?next=/account/password")
+
+
+@pytest.mark.parametrize("sign_out_others", [True, False])
+def test_the_changing_browser_gets_a_new_session_cookie_and_a_copy_of_the_old_one_dies(
+    app: Flask, runtime: Runtime, sign_out_others: bool
+) -> None:
+    """OWASP: the session id is renewed after a credential change; someone who copied the
+    cookie (the reason one changes a password) is out, whatever the checkbox said."""
+    create_user(runtime)
+    laptop = signed_in_client(app, FIREFOX_WINDOWS, "192.0.2.1")
+    sid = client_session_id(runtime, laptop)
+    old_cookie = laptop.get_cookie("idp_session")
+    assert old_cookie is not None
+    thief = app.test_client()
+    thief.set_cookie("idp_session", old_cookie.value)
+    assert is_signed_in(thief)
+
+    status, _ = change(laptop, sign_out_others=sign_out_others)
+
+    assert status == 303
+    new_cookie = laptop.get_cookie("idp_session")
+    assert new_cookie is not None and new_cookie.value != old_cookie.value
+    assert is_signed_in(laptop) and client_session_id(runtime, laptop) == sid  # same session
+    assert not is_signed_in(thief)
+    with runtime.session_factory() as db:
+        row = db.get(UserSession, sid)
+        assert row is not None and row.ended_at is None
