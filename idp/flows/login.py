@@ -9,10 +9,10 @@ from werkzeug.wrappers import Response
 from idp.flows.cookies import (
     PENDING_COOKIE,
     clear_pending_cookie,
-    clear_session_cookie,
     set_pending_cookie,
     set_session_cookies,
 )
+from idp.flows.sign_out import signed_out
 from idp.runtime import runtime
 from idp.security import csrf
 from idp.security.authentication import (
@@ -30,7 +30,6 @@ from idp.services import (
     client_info,
     connection_service,
     current_session,
-    sso_service,
     timed_out_session,
 )
 
@@ -204,19 +203,13 @@ def code_submit() -> Response | tuple[str, int]:
 
 @bp.post("/logout")
 def logout() -> Response:
-    from idp.flows.sso import post_logout_redirect_uri
-
     active = current_session()
-    entra_logout = None
+    ended = None
     if active is not None:
-        # A session from SSO also signs out at the organization's Entra ID tenant.
-        entra_logout = sso_service().logout_url(active.session_id, post_logout_redirect_uri())
         authentication_service().sign_out(active.session_id, active.user_id, client_info())
+        ended = active.session_id
     elif (stale := timed_out_session()) is not None:
         # Idle on a page past the idle limit, then "Sign out": still the end of its tokens.
-        entra_logout = sso_service().logout_url(stale.id, post_logout_redirect_uri())
         authentication_service().sign_out_timed_out(stale, client_info())
-    csrf.rotate()
-    response = redirect(entra_logout or url_for("login.login_form", signed_out=1), 303)
-    clear_session_cookie(response)
-    return response
+        ended = stale.id
+    return signed_out(ended)

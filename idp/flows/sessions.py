@@ -10,9 +10,8 @@ from __future__ import annotations
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from idp.flows.cookies import clear_session_cookie
+from idp.flows.sign_out import signed_out
 from idp.numbers import parse_whole
-from idp.security import csrf
 from idp.security.session_list import SessionNotFound
 from idp.services import session_list_service, signed_in_user
 
@@ -75,10 +74,7 @@ def end(session_id: str) -> Response:
     except SessionNotFound:
         abort(404)
     if session_id == active.session_id:
-        csrf.rotate()
-        response = redirect(url_for("login.login_form", signed_out=1), 303)
-        clear_session_cookie(response)
-        return response
+        return signed_out(session_id)
     return redirect(url_for("sessions.overview", ended=int(ended)), 303)
 
 

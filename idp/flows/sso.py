@@ -16,6 +16,7 @@ from flask_babel import gettext, lazy_gettext
 from werkzeug.wrappers import Response
 
 from idp.flows.login import _signed_in
+from idp.flows.sign_out import LOGGED_OUT_PATH, back_from_entra
 from idp.models import Organization, SsoConnection, User
 from idp.runtime import request_db, runtime
 
@@ -211,14 +212,9 @@ def _forget_link_offer(response: Response) -> None:
     )
 
 
-def post_logout_redirect_uri() -> str:
-    """The URI to register in Entra as the app's post-logout redirect (and redirect) URI."""
-    return f"{runtime().settings.issuer.rstrip('/')}/login/sso/logged-out"
-
-
-@bp.get("/login/sso/logged-out")
+@bp.get(LOGGED_OUT_PATH)
 def logged_out() -> Response:
-    return redirect(url_for("login.login_form", signed_out=1), 303)
+    return back_from_entra()
 
 
 @bp.get("/login/sso/front-logout")

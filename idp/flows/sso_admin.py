@@ -29,7 +29,7 @@ from idp.federation.connections import (
 )
 from idp.federation.credentials import ClientCertificate, ClientSecret, Credential, CredentialError
 from idp.flows.admin import managed_org
-from idp.flows.sso import post_logout_redirect_uri
+from idp.flows.sign_out import post_logout_redirect_uri
 from idp.i18n import N_
 from idp.models import Organization
 from idp.runtime import request_db, runtime

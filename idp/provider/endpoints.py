@@ -17,7 +17,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from idp.events import EventTag, record_event
-from idp.flows.cookies import clear_session_cookie
+from idp.flows.sign_out import signed_out
 from idp.models import User
 from idp.provider.authorize import (
     CONSENT,
@@ -367,11 +367,5 @@ def end_session() -> ResponseReturnValue:
         authentication_service().sign_out(active.session_id, active.user_id, client_info())
     elif stale is not None:
         authentication_service().sign_out_timed_out(stale, client_info())
-    if req.redirect_uri:
-        # authlib has already added the request's state to it (RP-Initiated Logout §3).
-        response = redirect(req.redirect_uri, 303)
-    else:
-        response = redirect(url_for("login.login_form", signed_out=1), 303)
-    csrf.rotate()
-    clear_session_cookie(response)
-    return response
+    # authlib has already added the request's state to the redirect (RP-Initiated Logout §3).
+    return signed_out(browser_sid, req.redirect_uri or None)
