@@ -332,10 +332,15 @@ def profile_service() -> ProfileService:
 
 def email_change_service() -> EmailChangeService:
     rt = runtime()
+    def sso_enforced(email: str) -> bool:
+        return connection_service().enforces_sso(email)
+
     return EmailChangeService(
         request_db(),
         account_service(),
         password_confirmation(),
+        mail_request_limits(),
+        sso_enforced,
         issuer=rt.settings.issuer,
         valid_minutes=rt.settings.email_change_link_minutes,
         actor=client_actor(),

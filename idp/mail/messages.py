@@ -236,6 +236,13 @@ def email_change_confirm(user: User, new_email: str, link: str, expires_at: date
     )
 
 
+def email_change_existing_address(owner: User) -> Message:
+    """Someone signed in to another account asked to use the address of this one (``owner``)
+    as theirs. The email change page answers as for a free address; only the owner learns
+    about it, here, and nothing changed. No word of the other account (not even its name)."""
+    return Message("email_change_existing_address", _greeting(owner))
+
+
 def email_change_notice(user: User, new_email: str) -> Message:
     """To the old address: a change to ``new_email`` was asked for."""
     return Message("email_change_notice", {**_greeting(user), "new_email": new_email})
