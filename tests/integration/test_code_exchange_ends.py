@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 from sqlalchemy import delete, update
+from sqlalchemy.orm import Session
 
 from idp.models import UserSession
 from idp.models.clients import Consent
@@ -87,15 +88,23 @@ def test_a_first_party_code_needs_no_consent_row(live: Live) -> None:
     assert redeem(own, code, verifier).status_code == 200
 
 
-def _redeem_in_background(
-    rp: RelyingParty, code: str, verifier: str | None
-) -> tuple[threading.Thread, list[requests.Response]]:
+def redeemed_while(
+    rp: RelyingParty, code: str, verifier: str | None, pending: Session
+) -> requests.Response:
+    """Redeem the code while ``pending`` holds an uncommitted change: the exchange must wait
+    for it; then commit the change and return the exchange's answer."""
     answers: list[requests.Response] = []
-    thread = threading.Thread(
-        target=lambda: answers.append(redeem(rp, code, verifier))
-    )
+    thread = threading.Thread(target=lambda: answers.append(redeem(rp, code, verifier)))
     thread.start()
-    return thread, answers
+    thread.join(timeout=1.5)
+    try:
+        assert thread.is_alive(), "the exchange did not wait for the concurrent change"
+    finally:
+        pending.commit()
+        pending.close()
+    thread.join(timeout=30)
+    [answer] = answers
+    return answer
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -109,17 +118,7 @@ def test_a_code_redeemed_while_its_session_is_being_signed_out_waits_and_is_refu
     ending = rt.session_factory()  # a sign-out that has marked the session, not committed yet
     ending.execute(update(UserSession).values(ended_at=datetime.now(UTC), end_reason="logout"))
 
-    thread, answers = _redeem_in_background(rp, code, verifier)
-    thread.join(timeout=1.5)
-    try:
-        assert thread.is_alive(), "the exchange did not wait for the sign-out"
-    finally:
-        ending.commit()
-        ending.close()
-    thread.join(timeout=30)
-
-    [answer] = answers
-    assert refused(answer)
+    assert refused(redeemed_while(rp, code, verifier, ending))
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -132,17 +131,7 @@ def test_a_code_redeemed_while_its_consent_is_being_withdrawn_waits_and_is_refus
     browser = Browser(base)
     partner.sign_in(browser)
     code, verifier = code_for(partner, browser)
-    withdrawing = rt.session_factory()
+    withdrawing = rt.session_factory()  # a withdrawal that has deleted the consent, uncommitted
     withdrawing.execute(delete(Consent))
 
-    thread, answers = _redeem_in_background(partner, code, verifier)
-    thread.join(timeout=1.5)
-    try:
-        assert thread.is_alive(), "the exchange did not wait for the withdrawal"
-    finally:
-        withdrawing.commit()
-        withdrawing.close()
-    thread.join(timeout=30)
-
-    [answer] = answers
-    assert refused(answer)
+    assert refused(redeemed_while(partner, code, verifier, withdrawing))
