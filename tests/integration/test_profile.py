@@ -14,7 +14,7 @@ from idp.events import EventTag
 from idp.models import StoredImage, User
 from idp.runtime import Runtime
 from tests.helpers import count, create_user, csrf_token, events
-from tests.images import picture
+from tests.images import picture, png_with_bad_exif, png_with_bad_raw_exif_text
 from tests.integration.test_account_access import FIREFOX_WINDOWS, Live, live_browser
 from tests.oidc import RelyingParty, register_client
 from tests.organizations import signed_in
@@ -116,6 +116,19 @@ def test_refused_uploads_say_why_and_change_nothing(app: Flask, runtime: Runtime
     assert big.status_code == 400 and "larger than 5 MB" in big.get_data(as_text=True)
     assert count(runtime, StoredImage) == 0
     assert _user(runtime).avatar_id is None
+
+
+def test_a_picture_with_broken_exif_is_kept_not_an_error(app: Flask, runtime: Runtime) -> None:
+    """Pillow cannot parse such EXIF (it raised out of the upload: a 500); the pixels are kept."""
+    create_user(runtime)
+    client = signed_in(app, "alice@example.com")
+    for data in (png_with_bad_exif(), png_with_bad_raw_exif_text()):
+        assert _upload(client, data).status_code == 303
+    avatar = _user(runtime).avatar_id
+    served = client.get(f"/media/{avatar}.png")
+    assert served.status_code == 200
+    assert Image.open(io.BytesIO(served.data)).size == (256, 256)
+    assert count(runtime, StoredImage) == 1
 
 
 def test_the_claims_follow_the_profile(live: Live) -> None:
