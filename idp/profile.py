@@ -61,6 +61,7 @@ class ProfileService:
         """Replace the profile picture; returns the new image id. Raises
         :class:`~idp.media.images.ImageRefused` with the reason. Commits."""
         stored = self.images.save(data, ImageKind.AVATAR)
+        self._lock(user)
         self.images.discard(user.avatar_id)
         user.avatar_id = stored.id
         self._event(user, EventTag.PICTURE_CHANGED, {"reason": "set"})
@@ -68,12 +69,21 @@ class ProfileService:
         return stored.id
 
     def remove_picture(self, user: User) -> None:
+        """Remove the profile picture (nothing to do without one). Commits."""
+        self._lock(user)
         if user.avatar_id is None:
+            self.db.commit()  # ends the lock
             return
         self.images.discard(user.avatar_id)
         user.avatar_id = None
         self._event(user, EventTag.PICTURE_CHANGED, {"reason": "removed"})
         self.db.commit()
+
+    def _lock(self, user: User) -> None:
+        """Lock the user's row and read ``avatar_id`` again under the lock (SELECT ... FOR
+        UPDATE on PostgreSQL; SQLite has one writer at a time), so that of two changes at once
+        the second sees the first one's picture and discards it: none is left behind."""
+        self.db.get(User, user.id, with_for_update=True, populate_existing=True)
 
     def _event(self, user: User, tag: EventTag, details: dict[str, object]) -> None:
         record_event(self.db, tag, user_id=user.id, actor=self.actor, details=details)
