@@ -7,29 +7,28 @@ a new picture gets a new id, so its URL changes and caches never show the old on
 
 from __future__ import annotations
 
+from typing import Literal
+
 from flask_babel import gettext
 from sqlalchemy.orm import Session
 
 from idp.events import Actor, EventTag, record_event
 from idp.media.store import ImageStore
 from idp.models import ImageKind, User
+from idp.names import PERSON_NAME_MAX, UnusableName, clean_person_name
 
-MAX_NAME = 100
+MAX_NAME = PERSON_NAME_MAX
 
 
 class ProfileError(ValueError):
     """A refused change; the message is for the account's owner."""
 
 
-def _clean(label: str, value: str) -> str:
-    value = " ".join(value.split())
-    if len(value) > MAX_NAME or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise ProfileError(
-            gettext("The first name must be at most %(n)s characters.", n=MAX_NAME)
-            if label == "first name"
-            else gettext("The last name must be at most %(n)s characters.", n=MAX_NAME)
-        )
-    return value
+def _clean(which: Literal["first", "last"], value: str) -> str:
+    try:
+        return clean_person_name(which, value)
+    except UnusableName as exc:
+        raise ProfileError(exc.message) from None
 
 
 class ProfileService:
@@ -40,7 +39,7 @@ class ProfileService:
 
     def rename(self, user: User, first_name: str, last_name: str) -> None:
         """Set the user's name; raises :class:`ProfileError`. Commits."""
-        first, last = _clean("first name", first_name), _clean("last name", last_name)
+        first, last = _clean("first", first_name), _clean("last", last_name)
         if not first and not last:
             raise ProfileError(gettext("Enter a first or a last name."))
         changed = [

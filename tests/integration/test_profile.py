@@ -62,6 +62,33 @@ def test_the_pencil_opens_the_name_form_and_save_changes_the_name(
     assert "at most 100 characters" in too_long.get_data(as_text=True)
 
 
+def test_a_name_with_characters_that_cannot_be_shown_is_refused_with_that_reason(
+    app: Flask, runtime: Runtime
+) -> None:
+    create_user(runtime)
+    client = signed_in(app, "alice@example.com")
+    form = client.get("/account/profile?edit=1").get_data(as_text=True)
+
+    def save(first: str, last: str = "") -> TestResponse:
+        return client.post("/account/profile/name", data={
+            "csrf_token": csrf_token(form), "first_name": first, "last_name": last})
+
+    for first, last, reason in [
+        ("Al\x01ice", "", "The first name contains characters that cannot be shown."),
+        ("Alice", "Lid\u202edell", "The last name contains characters that cannot be shown."),
+        ("Al\u200bice", "", "The first name contains characters that cannot be shown."),
+        ("\u200b", "", "The first name contains characters that cannot be shown."),
+        (" \u3000 ", "\t", "Enter a first or a last name."),  # only whitespace: empty
+    ]:
+        refused = save(first, last)
+        assert refused.status_code == 400, (first, last)
+        assert reason in refused.get_data(as_text=True), (first, last)
+    assert (_user(runtime).first_name, _user(runtime).last_name) == ("Alice", "Liddell")
+    assert events(runtime, EventTag.PROFILE_UPDATED) == []
+    assert save("Mehr\u200cnoosh", "  ").status_code == 303  # a joiner inside a word is kept
+    assert _user(runtime).first_name == "Mehr\u200cnoosh"
+
+
 def test_initials_are_shown_until_a_picture_is_uploaded(app: Flask, runtime: Runtime) -> None:
     create_user(runtime)
     client = signed_in(app, "alice@example.com")
