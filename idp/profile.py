@@ -13,6 +13,7 @@ from flask_babel import gettext
 from sqlalchemy.orm import Session
 
 from idp.events import Actor, EventTag, record_event
+from idp.i18n import LANGUAGES
 from idp.media.store import ImageStore
 from idp.models import ImageKind, User
 from idp.names import PERSON_NAME_MAX, UnusableName, clean_person_name
@@ -77,6 +78,20 @@ class ProfileService:
         user.avatar_id = None
         self._event(user, EventTag.PICTURE_CHANGED, {"reason": "removed"})
         self.db.commit()
+
+    def set_language(self, user: User, locale: str) -> bool:
+        """The account's language: one of :data:`~idp.i18n.LANGUAGES`, or ``""`` to follow
+        the browser's. Recorded with the new value (``details["locale"]``) in the same
+        transaction; True when it changed. Raises :class:`ProfileError` for another value.
+        Commits."""
+        if locale and locale not in LANGUAGES:
+            raise ProfileError(gettext("Choose one of the languages offered."))
+        if (user.locale or "") == locale:
+            return False
+        user.locale = locale or None
+        self._event(user, EventTag.LANGUAGE_CHANGED, {"locale": locale})
+        self.db.commit()
+        return True
 
     def _lock(self, user: User) -> None:
         """Lock the user's row and read ``avatar_id`` again under the lock (SELECT ... FOR

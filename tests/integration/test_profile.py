@@ -186,3 +186,27 @@ def test_the_claims_follow_the_profile(live: Live) -> None:
     fresh, nonce = shop.sign_in(browser)
     claims = shop.validate_id_token(fresh["id_token"], nonce)
     assert claims["picture"] == after["picture"]
+
+
+def test_changing_the_language_is_in_the_activity_log(app: Flask, runtime: Runtime) -> None:
+    """It was saved without an event, unlike every other setting."""
+    create_user(runtime)
+    client = signed_in(app, "alice@example.com")
+
+    def choose(locale: str) -> TestResponse:
+        token = csrf_token(client.get("/account/profile").get_data(as_text=True))
+        return client.post(
+            "/account/profile/language", data={"csrf_token": token, "locale": locale}
+        )
+
+    assert choose("en").status_code == 303
+    assert choose("en").status_code == 303  # unchanged: nothing recorded
+    [event] = events(runtime, EventTag.LANGUAGE_CHANGED)
+    assert (event.user_id, event.details) == (_user(runtime).id, {"locale": "en"})
+    log = client.get("/account/activity?type=settings").get_data(as_text=True)
+    assert "You changed your language" in log
+    assert choose("xx").status_code == 400  # refused: nothing changes, nothing recorded
+    assert choose("").status_code == 303  # the browser's language again
+    assert [e.details for e in events(runtime, EventTag.LANGUAGE_CHANGED)] == [
+        {"locale": "en"}, {"locale": ""}]
+    assert _user(runtime).locale is None
