@@ -11,6 +11,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from idp.events import EventTag, by_operator, record_event
 from idp.models import Membership, Organization, Role, User
+from idp.names import PERSON_NAME_MAX, UnusableName, clean_name
 from idp.security.passwords import PasswordService
 
 # Pragmatic address check (RFC 5321 limits): one @, no spaces, a dotted domain, and none of
@@ -69,10 +70,15 @@ def validate_email(email: str) -> str:
 
 
 def _validate_name(label: str, value: str) -> str:
-    value = value.strip()
-    if len(value) > 100 or any(ord(c) < 0x20 for c in value):
-        raise AccountError(f"{label} must be at most 100 printable characters")
-    return value
+    try:
+        return clean_name(value, PERSON_NAME_MAX)
+    except UnusableName as exc:
+        if exc.problem == "unshowable":
+            raise AccountError(
+                f"{label} contains characters that cannot be shown "
+                "(control, invisible formatting or private-use characters)"
+            ) from None
+        raise AccountError(f"{label} must be at most {PERSON_NAME_MAX} characters") from None
 
 
 class AccountService:

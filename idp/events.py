@@ -56,6 +56,7 @@ class EventTag(enum.StrEnum):
     USER_DELETED = "account:user:delete"
     PROFILE_UPDATED = "account:profile:update"
     PICTURE_CHANGED = "account:profile:picture"
+    LANGUAGE_CHANGED = "account:profile:language"
     EMAIL_CHANGE_REQUESTED = "account:email:change_request"
     EMAIL_CHANGED = "account:email:change"
     ORGANIZATION_RENAMED = "organization:rename"

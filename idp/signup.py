@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from flask_babel import gettext
 from sqlalchemy import and_, delete, exists, select, update
@@ -53,6 +53,7 @@ from idp.models import (
     utcnow,
 )
 from idp.models.credentials import RETURN_TO_MAX
+from idp.names import PERSON_NAME_MAX, UnusableName, clean_person_name
 from idp.outbox import ITEM_ID, enqueue
 from idp.security.email_verification import EmailVerificationService, VerificationPurpose
 from idp.security.passwords import PasswordPolicyError, PasswordService
@@ -60,7 +61,7 @@ from idp.settings import Settings
 
 log = logging.getLogger("idp.signup")
 
-NAME_MAX = 100
+NAME_MAX = PERSON_NAME_MAX
 SIGNUP_REQUEST = "signup_request"  # the outbox kind of a sign-up
 PASSWORD_HASH = "password_hash"  # the payload key removed once the request is handled
 PURGE_BATCH = 500
@@ -83,19 +84,16 @@ class SignupForm:
     confirmation: str
 
 
-def _name(label: str, value: str, *, required: bool) -> str:
-    value = value.strip()
+def _name(which: Literal["first", "last"], value: str, *, required: bool) -> str:
+    try:
+        value = clean_person_name(which, value)
+    except UnusableName as exc:
+        raise SignupError(exc.message) from None
     if required and not value:
         raise SignupError(
             gettext("Enter your first name.")
-            if label == "first name"
+            if which == "first"
             else gettext("Enter your last name.")
-        )
-    if len(value) > NAME_MAX or any(ord(c) < 0x20 for c in value):
-        raise SignupError(
-            gettext("Your first name must be at most %(n)s printable characters.", n=NAME_MAX)
-            if label == "first name"
-            else gettext("Your last name must be at most %(n)s printable characters.", n=NAME_MAX)
         )
     return value
 
@@ -120,8 +118,8 @@ class SignupService:
             email = validate_email(form.email)
         except AccountError:
             raise SignupError(gettext("Enter a valid email address.")) from None
-        first = _name("first name", form.first_name, required=True)
-        last = _name("last name", form.last_name, required=False)
+        first = _name("first", form.first_name, required=True)
+        last = _name("last", form.last_name, required=False)
         if not form.password or not form.confirmation:
             raise SignupError(gettext("Type your password twice."))
         if not hmac.compare_digest(form.password.encode(), form.confirmation.encode()):

@@ -364,6 +364,11 @@ CATALOG: dict[str, Entry] = {
             ),
         },
     ),
+    EventTag.LANGUAGE_CHANGED: Entry(
+        N_("Language"),
+        ActionGroup.SETTINGS,
+        _w(N_("You changed your language"), N_("{who} changed their language")),
+    ),
     EventTag.EMAIL_CHANGE_REQUESTED: Entry(
         N_("Email change requested"),
         ActionGroup.SECURITY,

@@ -42,6 +42,7 @@ from idp.federation.entra import EntraError
 from idp.federation.metadata import TenantMetadata
 from idp.federation.tokens import IdTokenValidator, TokenRejected
 from idp.models import FederatedIdentity, Membership, Organization, Role, SsoConnection, User
+from idp.names import PERSON_NAME_MAX, showable_name
 from idp.security.secretbox import SecretBoxError, b64encode
 from idp.store import Store
 
@@ -590,9 +591,9 @@ def _is_guest(claims: dict[str, Any]) -> bool:
 def _names(claims: dict[str, Any]) -> tuple[str, str]:
     given, family = claims.get("given_name"), claims.get("family_name")
     if isinstance(given, str) and isinstance(family, str):
-        return given[:100], family[:100]
+        return showable_name(given, PERSON_NAME_MAX), showable_name(family, PERSON_NAME_MAX)
     name = claims.get("name")
     if not isinstance(name, str):
         return "", ""
-    first, _, last = name.strip().partition(" ")
-    return first[:100], last[:100]
+    first, _, last = showable_name(name, 2 * PERSON_NAME_MAX + 1).partition(" ")
+    return first[:PERSON_NAME_MAX], last[:PERSON_NAME_MAX].strip()

@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 from idp.flows.cookies import clear_session_cookie
 from idp.models import User
 from idp.security import csrf
-from idp.security.account_deletion import DeletionBlocked
+from idp.security.account_deletion import AccountGone, DeletionBlocked
 from idp.security.ratelimit import RateLimited
 from idp.security.reauth import WrongPassword
 from idp.services import account_deletion_service, signed_in_user
@@ -48,6 +48,10 @@ def delete() -> Response:
     user = signed_in[1]
     try:
         account_deletion_service().delete(user, request.form.get("password", ""))
+    except AccountGone:  # deleted by another request at the same time: signed out now
+        response = redirect(url_for("login.login_form", next=request.path), 303)
+        clear_session_cookie(response)
+        return response
     except DeletionBlocked:
         return _page(user, status=409)
     except WrongPassword as exc:

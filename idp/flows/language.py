@@ -7,9 +7,10 @@ from flask import Blueprint, abort, redirect, request, url_for
 from werkzeug.wrappers import Response
 
 from idp.i18n import LANGUAGES, set_language_cookie
-from idp.runtime import request_db, runtime
+from idp.profile import ProfileError
+from idp.runtime import runtime
 from idp.security.redirects import safe_next
-from idp.services import signed_in_user
+from idp.services import profile_service, signed_in_user
 
 bp = Blueprint("language", __name__)
 
@@ -32,11 +33,10 @@ def save() -> Response:
     if signed_in is None:
         return redirect(url_for("login.login_form", next=url_for("profile.page")), 303)
     lang = request.form.get("locale", "")
-    if lang and lang not in LANGUAGES:
+    try:
+        profile_service().set_language(signed_in[1], lang)
+    except ProfileError:
         abort(400)
-    user = signed_in[1]
-    user.locale = lang or None
-    request_db().commit()
     response = redirect(url_for("profile.page", language=1), 303)
     if lang:
         set_language_cookie(response, lang, runtime().settings.secure_cookies)

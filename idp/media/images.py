@@ -3,25 +3,32 @@
 An upload is refused, with a reason its author can act on, when it is larger than
 :data:`MAX_BYTES`, is not an image Pillow can fully decode (``verify()``, then a real load of
 a fresh copy), is a decompression bomb (more than :data:`MAX_PIXELS`), or is smaller than the
-kind of picture needs. What is kept is never the uploaded file: the decoded pixels are
-re-encoded as PNG, so EXIF (with its GPS position), ICC profiles, comments and any payload
-hidden in the file are gone. Avatars and square logos are center-cropped square and scaled to
-:data:`SQUARE_SIZE`; rectangular logos keep their proportions within :data:`WIDE_BOX`.
+kind of picture needs. A broken EXIF block does not refuse the picture: its pixels are kept,
+unrotated (the orientation cannot be read). What is kept is never the uploaded file: the
+decoded pixels are re-encoded as PNG, so EXIF (with its GPS position), ICC profiles, comments
+and any payload hidden in the file are gone. Avatars and square logos are center-cropped
+square and scaled to :data:`SQUARE_SIZE`; rectangular logos keep their proportions within
+:data:`WIDE_BOX`.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
-from flask_babel import gettext
-from PIL import Image, ImageOps, UnidentifiedImageError
+from flask_babel import format_number, gettext
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from idp.models import ImageKind
 
 MAX_BYTES = 5 * 1024 * 1024
-MAX_PIXELS = 40_000_000  # about 6300 x 6300: far above any camera picture worth a logo
+# 4096 x 4096: above a 12-megapixel phone photo (4032 x 3024), far above what is kept (at most
+# 600 x 200). Decoding holds a few RGBA copies of 4 bytes a pixel, so this bounds the memory one
+# upload takes to a few hundred MB at most, whatever a small compressed file claims.
+MAX_SIDE = 4096
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
 MIN_SQUARE_SIDE = 210
 SQUARE_SIZE = 256
 WIDE_BOX = (600, 200)
@@ -56,11 +63,21 @@ def _open(data: bytes) -> Image.Image:
             with Image.open(io.BytesIO(data), formats=FORMATS) as probe:
                 if probe.width * probe.height > MAX_PIXELS:
                     raise ImageRefused(
-                        gettext("This picture has too many pixels. Upload a smaller one.")
+                        gettext(
+                            "This picture has too many pixels (%(width)s x %(height)s): "
+                            "at most %(limit)s are accepted (%(side)s x %(side)s). "
+                            "Upload a smaller one.",
+                            width=probe.width,
+                            height=probe.height,
+                            limit=format_number(MAX_PIXELS),
+                            side=MAX_SIDE,
+                        )
                     )
                 probe.verify()
             image = Image.open(io.BytesIO(data), formats=FORMATS)
             image.load()
+    except ImageRefused:
+        raise  # a ValueError too: not to be taken for "not a picture" below
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRefused(
             gettext("This picture has too many pixels. Upload a smaller one.")
@@ -70,10 +87,42 @@ def _open(data: bytes) -> Image.Image:
     return image
 
 
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# What Pillow raises while parsing a malformed EXIF block: a bad TIFF header (SyntaxError), a
+# "Raw profile type exif" PNG text that is not hex (ValueError), truncated or corrupt
+# directories (struct.error, OSError, EOFError).
+_BROKEN_EXIF = (SyntaxError, ValueError, struct.error, OSError, EOFError)
+
+
+def _orientation(image: Image.Image) -> Image.Transpose | None:
+    """How to turn the pixels upright per the EXIF orientation; ``None`` when they already are,
+    or when the EXIF block is broken (the picture is kept as it is rather than refused)."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation)
+    except _BROKEN_EXIF:
+        return None
+    return _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+
+
 def _rgba(image: Image.Image) -> Image.Image:
-    """The pixels only, upright (EXIF orientation applied), in RGBA: no metadata survives."""
-    upright = ImageOps.exif_transpose(image) or image
-    return upright.convert("RGBA")
+    """The pixels only, upright (EXIF orientation applied), in RGBA: no metadata survives.
+    No copy is made beyond what turning and converting need (memory, see :data:`MAX_PIXELS`)."""
+    method = _orientation(image)
+    upright = image.transpose(method) if method is not None else image
+    if upright is not image:
+        image.close()
+    rgba = upright.convert("RGBA")
+    if rgba is not upright:
+        upright.close()
+    return rgba
 
 
 def _encode(image: Image.Image) -> ProcessedImage:

@@ -54,6 +54,7 @@ class BrandingService:
         org, _ = self.organizations.authorize(user, org_id, Action.BRANDING)
         kind = LOGO_KINDS[which]
         stored = self.images.save(data, kind)
+        self._lock(org)
         if kind is ImageKind.SQUARE_LOGO:
             self.images.discard(org.square_logo_id)
             org.square_logo_id = stored.id
@@ -66,7 +67,9 @@ class BrandingService:
 
     def remove_logo(self, user: User, org_id: str, which: str) -> Organization:
         org, _ = self.organizations.authorize(user, org_id, Action.BRANDING)
-        if LOGO_KINDS[which] is ImageKind.SQUARE_LOGO:  # an unknown kind raises KeyError
+        kind = LOGO_KINDS[which]  # an unknown kind raises KeyError
+        self._lock(org)
+        if kind is ImageKind.SQUARE_LOGO:
             self.images.discard(org.square_logo_id)
             org.square_logo_id = None
         else:
@@ -75,6 +78,12 @@ class BrandingService:
         self._event(user, org, which, "removed")
         self.db.commit()
         return org
+
+    def _lock(self, org: Organization) -> None:
+        """Lock the organization's row and read its logo ids again under the lock (SELECT ...
+        FOR UPDATE on PostgreSQL), so that of two uploads at once the second discards the
+        first one's logo: no picture is left behind, served and never deleted."""
+        self.db.get(Organization, org.id, with_for_update=True, populate_existing=True)
 
     def _event(self, user: User, org: Organization, which: str, change: str) -> None:
         record_event(

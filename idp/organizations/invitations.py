@@ -37,6 +37,7 @@ from idp.accounts import AccountError, AccountService, normalize_email, validate
 from idp.events import Actor, EventTag, record_event
 from idp.mail import messages, queue_mail
 from idp.models import Invitation, Membership, Organization, Role, User, utcnow
+from idp.names import UnusableName, clean_person_name
 from idp.organizations.policy import Action, may_invite
 from idp.organizations.service import NotAllowed, OrganizationError, OrganizationService
 from idp.security.passwords import PasswordPolicyError, PasswordService
@@ -339,6 +340,11 @@ class InvitationService:
         invitation, org = self.find(token)
         if self.accounts.find_user_by_email(invitation.email) is not None:
             raise AccountExists
+        try:
+            first_name = clean_person_name("first", first_name)
+            last_name = clean_person_name("last", last_name)
+        except UnusableName as exc:
+            raise InvitationError(exc.message) from None
         if not password or password != again:
             raise InvitationError(gettext("Type the same password twice."))
         try:

@@ -27,6 +27,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from idp import names
 from idp.accounts import AccountService, load_memberships
 from idp.events import Actor, EventTag, record_event
 from idp.models import (
@@ -131,8 +132,15 @@ def withdraw_invitations(
 
 def clean_name(name: str) -> str:
     """The organization name as stored; :class:`NameRefused` when unusable."""
-    name = " ".join(name.split())
-    if not name or len(name) > MAX_NAME or any(ord(c) < 0x20 for c in name):
+    try:
+        name = names.clean_name(name, MAX_NAME)
+    except names.UnusableName as exc:
+        if exc.problem == "unshowable":
+            raise NameRefused(
+                gettext("The organization name contains characters that cannot be shown.")
+            ) from None
+        name = ""
+    if not name:
         raise NameRefused(
             gettext(
                 "Give the organization a name of 1 to %(MAX_NAME)s characters.", MAX_NAME=MAX_NAME

@@ -26,6 +26,7 @@ which list events by user, do not show it: it is for operators reading the table
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 from flask_babel import gettext
 from sqlalchemy import delete, func, select, update
@@ -73,6 +74,11 @@ class DeletionBlocked(Exception):
         self.blockers = blockers
 
 
+class AccountGone(Exception):
+    """The account was deleted meanwhile (a second "Delete my account" at the same time):
+    nothing was done; the request is as from a signed-out browser."""
+
+
 class AccountDeletionService:
     def __init__(
         self,
@@ -109,7 +115,8 @@ class AccountDeletionService:
     def delete(self, user: User, password: str) -> None:
         """Delete ``user`` for good. Raises :class:`DeletionBlocked`,
         :class:`~idp.security.reauth.WrongPassword` or
-        :class:`~idp.security.ratelimit.RateLimited`; commits."""
+        :class:`~idp.security.ratelimit.RateLimited`, or :class:`AccountGone` when another
+        request deleted the account meanwhile (nothing is done then); commits."""
         # Lock the user's organizations, as every membership change does, so nobody leaves
         # or is demoted between the check below and the deletion.
         self.db.execute(
@@ -121,6 +128,11 @@ class AccountDeletionService:
             )
             .with_for_update()
         )
+        # Then the account's own row, read again: a second deletion at the same time waits
+        # here for the first, then finds the row gone instead of recording a second deletion;
+        # a picture uploaded meanwhile is the one deleted below.
+        if self.db.get(User, user.id, with_for_update=True, populate_existing=True) is None:
+            self._gone()
         blockers = self.blockers(user)
         if blockers:
             raise DeletionBlocked(blockers)
@@ -146,13 +158,20 @@ class AccountDeletionService:
             .values(user_id=None, ip="", device_id=None, session_id=None, details={})
         )
         self.images.discard(user.avatar_id)
-        self.db.execute(delete(User).where(User.id == user_id))
+        deleted = self.db.execute(delete(User).where(User.id == user_id))
+        # Cannot happen under the row lock above; checked so a deletion is never recorded twice.
+        if deleted.rowcount != 1:  # type: ignore[attr-defined]
+            self._gone()
         self.db.expunge_all()
         for org_id in organizations:
             record_event(self.db, EventTag.USER_DELETED, organization_id=org_id)
         if not organizations:
             record_event(self.db, EventTag.USER_DELETED)
         self.db.commit()
+
+    def _gone(self) -> NoReturn:
+        self.db.rollback()
+        raise AccountGone
 
     def _count(self, org_id: str, role: Role | None = None) -> int:
         query = select(func.count()).select_from(Membership)

@@ -4,11 +4,17 @@ services told, the activity log kept without identities."""
 
 from __future__ import annotations
 
+import threading
+
 import pyotp
+import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
 from idp.events import EventTag
+from idp.media.store import ImageStore
 from idp.models import (
     Consent,
     Device,
@@ -24,6 +30,10 @@ from idp.models import (
 )
 from idp.provider.logout import BACKCHANNEL_LOGOUT
 from idp.runtime import Runtime
+from idp.security.account_deletion import AccountDeletionService, AccountGone
+from idp.security.ratelimit import RateLimiter
+from idp.security.reauth import PasswordConfirmation
+from idp.security.sessions import SessionService
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events, sign_in
 from tests.integration.conftest import Receiver
 from tests.integration.test_account_access import (
@@ -156,3 +166,81 @@ def test_guessing_the_password_to_delete_is_rate_limited(app: Flask, runtime: Ru
     assert statuses == [400] * 5 + [429]
     assert post(client, "/account/delete", password=PASSWORD).status_code == 429
     assert count(runtime, User) == 1
+
+
+def _deleting_meanwhile(runtime: Runtime, user_id: str) -> Session:
+    """Another "Delete my account" in progress: the row locked and deleted, not committed."""
+    holder = runtime.session_factory()
+    holder.execute(select(User.id).where(User.id == user_id).with_for_update())
+    holder.execute(delete(User).where(User.id == user_id))
+    return holder
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_second_deletion_at_the_same_time_waits_and_records_nothing(
+    app: Flask, runtime: Runtime
+) -> None:
+    """It waited for nothing before: it removed no row and recorded account:user:delete a
+    second time. Now it waits for the account's row lock, then finds the account gone."""
+    user = create_user(runtime)
+    outcome: list[BaseException | None] = []
+
+    def delete_again() -> None:
+        with app.test_request_context(), runtime.session_factory() as db:
+            stored = db.get(User, user.id)  # read before the first deletion commits
+            assert stored is not None
+            service = AccountDeletionService(
+                db,
+                PasswordConfirmation(runtime.passwords, RateLimiter(runtime.store),
+                                     runtime.store),
+                SessionService(db, runtime.store, runtime.settings),
+                ImageStore(db),
+            )
+            try:
+                service.delete(stored, PASSWORD)
+                outcome.append(None)
+            except AccountGone as exc:
+                outcome.append(exc)
+
+    holder = _deleting_meanwhile(runtime, user.id)
+    second = threading.Thread(target=delete_again)
+    second.start()
+    second.join(timeout=1.5)
+    try:
+        assert second.is_alive(), "the second deletion did not wait for the first"
+    finally:
+        holder.commit()
+        holder.close()
+    second.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], AccountGone)
+    assert events(runtime, EventTag.USER_DELETED) == []  # the holder recorded none either
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_page_of_a_second_deletion_at_the_same_time_is_as_signed_out(
+    app: Flask, runtime: Runtime
+) -> None:
+    create_user(runtime)
+    client = signed_in(app, "alice@example.com")
+    token = csrf_token(_delete_page(client))
+    with runtime.session_factory() as db:
+        user_id = db.scalars(select(User.id)).one()
+    answers: list[TestResponse] = []
+    holder = _deleting_meanwhile(runtime, user_id)
+    second = threading.Thread(
+        target=lambda: answers.append(
+            client.post("/account/delete", data={"csrf_token": token, "password": PASSWORD})
+        )
+    )
+    second.start()
+    second.join(timeout=1.5)
+    try:
+        assert second.is_alive(), "the second deletion did not wait for the first"
+    finally:
+        holder.commit()
+        holder.close()
+    second.join(timeout=30)
+    [answer] = answers
+    assert answer.status_code == 303 and "/login" in answer.headers["Location"]
+    assert "Max-Age=0" in answer.headers.get("Set-Cookie", "")
+    assert events(runtime, EventTag.USER_DELETED) == []

@@ -120,6 +120,16 @@ def test_org_and_user_creation(env: dict[str, str], database_url: str) -> None:
             "'king' is not one of",
         ),
         (["user", "create", "a@example.com"], PASSWORD, "--password-stdin"),
+        (
+            ["user", "create", "a@example.com", "--password-stdin", "--first-name", "Al\u202eice"],
+            PASSWORD,
+            "first name contains characters that cannot be shown",
+        ),
+        (
+            ["user", "create", "a@example.com", "--password-stdin", "--last-name", "\u200b"],
+            PASSWORD,
+            "last name contains characters that cannot be shown",
+        ),
         (["org", "create", ""], "", "organization name"),
         (["frobnicate"], "", "No such command"),
     ],

@@ -63,10 +63,12 @@ def _accept(client: FlaskClient, path: str) -> TestResponse:
         client.get("/organizations").get_data(as_text=True))})
 
 
-def _register(client: FlaskClient, path: str) -> TestResponse:
+def _register(
+    client: FlaskClient, path: str, first_name: str = "New", last_name: str = "Comer"
+) -> TestResponse:
     page = client.get("/login").get_data(as_text=True)
     return client.post(f"{path}/register", data={
-        "csrf_token": csrf_token(page), "first_name": "New", "last_name": "Comer",
+        "csrf_token": csrf_token(page), "first_name": first_name, "last_name": last_name,
         "password": PASSWORD, "password_again": PASSWORD})
 
 
@@ -225,6 +227,31 @@ def test_a_failure_while_joining_leaves_no_account_and_the_invitation_usable(
         carol = db.scalar(select(User).where(User.email_normalized == "carol@example.com"))
         assert carol is not None
     assert role_in(runtime, org_id, carol.id) is Role.MEMBER
+
+
+def test_registering_with_a_name_that_cannot_be_shown_is_refused_with_that_reason(
+    app: Flask, runtime: Runtime
+) -> None:
+    """It was refused as "at most 100 characters" (a control character) or accepted (a
+    zero-width space, a direction override)."""
+    org_id, _ = _acme(runtime)
+    admin = signed_in(app, "admin@example.com")
+    assert _invite(admin, org_id, "carol@example.com", "member").status_code == 303
+    path = _link(runtime, "carol@example.com")
+    visitor = app.test_client()
+    for first, last, reason in [
+        ("Ca\x01rol", "", "The first name contains characters that cannot be shown."),
+        ("\u200b", "", "The first name contains characters that cannot be shown."),
+        ("Carol", "\u202eKing", "The last name contains characters that cannot be shown."),
+    ]:
+        refused = _register(visitor, path, first, last)
+        assert refused.status_code == 400, (first, last)
+        assert reason in refused.get_data(as_text=True), (first, last)
+    assert count(runtime, User, User.email_normalized == "carol@example.com") == 0
+    assert _register(visitor, path, "  Carol ", " King ").status_code == 303
+    with runtime.session_factory() as db:
+        carol = db.scalar(select(User).where(User.email_normalized == "carol@example.com"))
+        assert carol is not None and (carol.first_name, carol.last_name) == ("Carol", "King")
 
 
 # Rate limits ---------------------------------------------------------------------------------

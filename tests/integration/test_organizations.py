@@ -84,6 +84,12 @@ def test_a_taken_or_empty_name_is_refused_with_the_reason(app: Flask, runtime: R
     assert "already exists" in taken.get_data(as_text=True)
     empty = post(client, "/organizations", name="   ")
     assert empty.status_code == 400
+    for name in ("Wonder\u200bland", "\u202eAcme", "Wonder\x01land"):
+        unshowable = post(client, "/organizations", name=name)
+        assert unshowable.status_code == 400
+        assert "The organization name contains characters that cannot be shown." in (
+            unshowable.get_data(as_text=True)
+        )
     assert count(runtime, Organization) == 1
 
 

@@ -14,7 +14,7 @@ from idp.events import EventTag
 from idp.models import StoredImage, User
 from idp.runtime import Runtime
 from tests.helpers import count, create_user, csrf_token, events
-from tests.images import picture
+from tests.images import picture, png_with_bad_exif, png_with_bad_raw_exif_text
 from tests.integration.test_account_access import FIREFOX_WINDOWS, Live, live_browser
 from tests.oidc import RelyingParty, register_client
 from tests.organizations import signed_in
@@ -60,6 +60,33 @@ def test_the_pencil_opens_the_name_form_and_save_changes_the_name(
     )
     assert too_long.status_code == 400
     assert "at most 100 characters" in too_long.get_data(as_text=True)
+
+
+def test_a_name_with_characters_that_cannot_be_shown_is_refused_with_that_reason(
+    app: Flask, runtime: Runtime
+) -> None:
+    create_user(runtime)
+    client = signed_in(app, "alice@example.com")
+    form = client.get("/account/profile?edit=1").get_data(as_text=True)
+
+    def save(first: str, last: str = "") -> TestResponse:
+        return client.post("/account/profile/name", data={
+            "csrf_token": csrf_token(form), "first_name": first, "last_name": last})
+
+    for first, last, reason in [
+        ("Al\x01ice", "", "The first name contains characters that cannot be shown."),
+        ("Alice", "Lid\u202edell", "The last name contains characters that cannot be shown."),
+        ("Al\u200bice", "", "The first name contains characters that cannot be shown."),
+        ("\u200b", "", "The first name contains characters that cannot be shown."),
+        (" \u3000 ", "\t", "Enter a first or a last name."),  # only whitespace: empty
+    ]:
+        refused = save(first, last)
+        assert refused.status_code == 400, (first, last)
+        assert reason in refused.get_data(as_text=True), (first, last)
+    assert (_user(runtime).first_name, _user(runtime).last_name) == ("Alice", "Liddell")
+    assert events(runtime, EventTag.PROFILE_UPDATED) == []
+    assert save("Mehr\u200cnoosh", "  ").status_code == 303  # a joiner inside a word is kept
+    assert _user(runtime).first_name == "Mehr\u200cnoosh"
 
 
 def test_initials_are_shown_until_a_picture_is_uploaded(app: Flask, runtime: Runtime) -> None:
@@ -118,6 +145,19 @@ def test_refused_uploads_say_why_and_change_nothing(app: Flask, runtime: Runtime
     assert _user(runtime).avatar_id is None
 
 
+def test_a_picture_with_broken_exif_is_kept_not_an_error(app: Flask, runtime: Runtime) -> None:
+    """Pillow cannot parse such EXIF (it raised out of the upload: a 500); the pixels are kept."""
+    create_user(runtime)
+    client = signed_in(app, "alice@example.com")
+    for data in (png_with_bad_exif(), png_with_bad_raw_exif_text()):
+        assert _upload(client, data).status_code == 303
+    avatar = _user(runtime).avatar_id
+    served = client.get(f"/media/{avatar}.png")
+    assert served.status_code == 200
+    assert Image.open(io.BytesIO(served.data)).size == (256, 256)
+    assert count(runtime, StoredImage) == 1
+
+
 def test_the_claims_follow_the_profile(live: Live) -> None:
     base, rt = live
     create_user(rt)
@@ -146,3 +186,27 @@ def test_the_claims_follow_the_profile(live: Live) -> None:
     fresh, nonce = shop.sign_in(browser)
     claims = shop.validate_id_token(fresh["id_token"], nonce)
     assert claims["picture"] == after["picture"]
+
+
+def test_changing_the_language_is_in_the_activity_log(app: Flask, runtime: Runtime) -> None:
+    """It was saved without an event, unlike every other setting."""
+    create_user(runtime)
+    client = signed_in(app, "alice@example.com")
+
+    def choose(locale: str) -> TestResponse:
+        token = csrf_token(client.get("/account/profile").get_data(as_text=True))
+        return client.post(
+            "/account/profile/language", data={"csrf_token": token, "locale": locale}
+        )
+
+    assert choose("en").status_code == 303
+    assert choose("en").status_code == 303  # unchanged: nothing recorded
+    [event] = events(runtime, EventTag.LANGUAGE_CHANGED)
+    assert (event.user_id, event.details) == (_user(runtime).id, {"locale": "en"})
+    log = client.get("/account/activity?type=settings").get_data(as_text=True)
+    assert "You changed your language" in log
+    assert choose("xx").status_code == 400  # refused: nothing changes, nothing recorded
+    assert choose("").status_code == 303  # the browser's language again
+    assert [e.details for e in events(runtime, EventTag.LANGUAGE_CHANGED)] == [
+        {"locale": "en"}, {"locale": ""}]
+    assert _user(runtime).locale is None

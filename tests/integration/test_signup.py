@@ -378,6 +378,9 @@ def test_the_form_explains_what_to_correct(browser: FlaskClient, rt: Runtime) ->
     cases = [({"email": "not-an-email"}, "valid email address"),
              ({"email": "a,b@example.com"}, "valid email address"),
              ({"first_name": ""}, "first name"),
+             ({"first_name": "\u200b \u00a0"}, "contains characters that cannot be shown"),
+             ({"first_name": " \u3000 "}, "Enter your first name."),
+             ({"first_name": "Bo\x01b"}, "The first name contains characters that cannot be"),
              ({"password": "short"}, "at least 12"),
              ({"again": "something else entirely"}, "not the same"),
              ({"email": "robert@example.com", "password": "robert has a password"}, "email")]

@@ -8,9 +8,16 @@ import io
 import pytest
 from PIL import Image
 
-from idp.media.images import MAX_BYTES, ImageRefused, process
+from idp.media.images import MAX_BYTES, MAX_PIXELS, MAX_SIDE, ImageRefused, process
 from idp.models import ImageKind
-from tests.images import jpeg_with_exif, picture
+from tests.images import (
+    jpeg_turned,
+    jpeg_with_exif,
+    picture,
+    png_with_bad_exif,
+    png_with_bad_raw_exif_text,
+    webp_with_bad_exif,
+)
 
 
 def _open(data: bytes) -> Image.Image:
@@ -70,3 +77,37 @@ def test_a_decompression_bomb_is_refused() -> None:
 def test_a_wide_logo_keeps_its_proportions() -> None:
     kept = _open(process(picture(1200, 300), ImageKind.WIDE_LOGO).data)
     assert kept.size == (600, 150)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [png_with_bad_exif(), png_with_bad_raw_exif_text(), webp_with_bad_exif()],
+    ids=["png-exif-chunk", "png-raw-profile-text", "webp-exif-chunk"],
+)
+def test_a_broken_exif_block_keeps_the_pixels_unrotated(data: bytes) -> None:
+    """Pillow raises while parsing such EXIF (SyntaxError, ValueError); the upload is not an
+    error for that: the orientation cannot be read, so the pixels are kept as they are."""
+    kept = _open(process(data, ImageKind.AVATAR).data)
+    assert kept.size == (256, 256) and not kept.getexif()
+    assert kept.getpixel((10, 128))[:3] == (30, 30, 200)  # the left half stays on the left
+    assert _open(process(data, ImageKind.WIDE_LOGO).data).size == (200, 200)
+
+
+def test_the_exif_orientation_turns_the_picture_upright() -> None:
+    # 400 x 300 stored, "rotate 90° clockwise to view" (6): upright it is 300 x 400, which
+    # fits the 600 x 200 box of a wide logo as 150 x 200 (unturned it would be 267 x 200).
+    assert _open(process(jpeg_turned(400, 300, 6), ImageKind.WIDE_LOGO).data).size == (150, 200)
+    assert _open(process(jpeg_turned(400, 300, 1), ImageKind.WIDE_LOGO).data).size == (267, 200)
+
+
+def test_more_pixels_than_a_4096_square_are_refused_with_the_size() -> None:
+    big = io.BytesIO()
+    Image.new("RGB", (MAX_SIDE + 1, MAX_SIDE), (10, 20, 30)).save(big, format="PNG")
+    assert len(big.getvalue()) < 100_000  # a small file, 16.8 million pixels
+    with pytest.raises(
+        ImageRefused,
+        match=r"too many pixels \(4097 x 4096\): at most 16,?777,?216 are accepted "
+        r"\(4096 x 4096\)",
+    ):
+        process(big.getvalue(), ImageKind.AVATAR)
+    assert MAX_PIXELS == 4096 * 4096
