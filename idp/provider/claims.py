@@ -101,9 +101,15 @@ def claims_of(values: ClaimValues, scope: str, issuer: str = "") -> dict[str, An
     scopes = set(scope.split())
     claims: dict[str, Any] = {"sub": values.user_id}
     if "profile" in scopes:
-        claims["name"] = f"{values.first_name} {values.last_name}".strip()
-        claims["given_name"] = values.first_name
-        claims["family_name"] = values.last_name
+        # OIDC Core §5.3.2: a claim without a value is omitted, not sent empty.
+        name = f"{values.first_name} {values.last_name}".strip()
+        for claim, value in (
+            ("name", name),
+            ("given_name", values.first_name),
+            ("family_name", values.last_name),
+        ):
+            if value:
+                claims[claim] = value
         if issuer and values.avatar_id:
             claims["picture"] = issuer.rstrip("/") + image_path(values.avatar_id)
         if issuer and values.logo_organization_id:

@@ -29,6 +29,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.rpinitiated import EndSessionEndpoint
+from flask import g
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
 from joserfc.jws import extract_compact
@@ -282,16 +283,26 @@ class IdTokens(OpenIDCode):  # type: ignore[misc]
         key = self.resolve().store.key("nonce", request.payload.client_id or "", nonce[:200])
         return bool(self.resolve().store.client.exists(key))
 
+    def _signing_key(self, client: RegisteredClient) -> Key:
+        """The key that signs this request's ID token, read once: authlib asks for the header
+        and for the key separately, and a rotation between the two would put one key's kid on
+        another key's signature (RFC 7515 §4.1.4)."""
+        alg = client.row.id_token_alg
+        held: tuple[str, Key] | None = g.get("idp_id_token_key")
+        if held is None or held[0] != alg:
+            held = (alg, self.resolve().keys.signing_key(alg))
+            g.idp_id_token_key = held
+        return held[1]
+
     def resolve_client_private_key(self, client: RegisteredClient) -> Key:
-        return self.resolve().keys.signing_key(client.row.id_token_alg)
+        return self._signing_key(client)
 
     def get_client_algorithm(self, client: RegisteredClient) -> str:
         return str(client.row.id_token_alg)
 
     def get_encode_header(self, client: RegisteredClient) -> dict[str, str]:
-        alg = client.row.id_token_alg
-        key = self.resolve().keys.signing_key(alg)
-        return {"alg": alg, "typ": "JWT", "kid": str(key.kid)}
+        key = self._signing_key(client)
+        return {"alg": client.row.id_token_alg, "typ": "JWT", "kid": str(key.kid)}
 
     def get_compatible_claims(self, request: OAuth2Request) -> dict[str, Any]:
         s = self.resolve()

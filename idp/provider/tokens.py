@@ -548,9 +548,13 @@ class TokenService:
             return None
         return row
 
-    def find_refresh_token(self, token: str, client_id: str) -> RefreshToken | None:
+    def find_refresh_token(
+        self, token: str, client_id: str, *, detect_reuse: bool = True
+    ) -> RefreshToken | None:
         """The live refresh token, or None. A rotated token presented again revokes its
-        family (and commits that revocation)."""
+        family (and commits that revocation), unless ``detect_reuse`` is false: introspection
+        (RFC 7662) only reports a status; reuse is a use at the token endpoint (RFC 9700
+        §4.14.2)."""
         if not token or len(token) > 200:
             return None
         row = self.db.scalar(
@@ -562,8 +566,9 @@ class TokenService:
         if family is None or family.client_id != client_id:
             return None
         if row.used_at is not None:
-            self.revoke_family(family.id, "refresh_token_reuse")
-            self.db.commit()
+            if detect_reuse:
+                self.revoke_family(family.id, "refresh_token_reuse")
+                self.db.commit()
             return None
         if family.revoked_at is not None or row.expires_at <= self.clock():
             return None
@@ -736,13 +741,13 @@ class TokenService:
                 if k in c
             }
             return {"active": True, "token_type": "Bearer", **body}
-        row = self.find_refresh_token(token, client_id) if token else None
+        row = self.find_refresh_token(token, client_id, detect_reuse=False) if token else None
         if row is not None:
             family = self.db.get(TokenFamily, row.family_id)
             assert family is not None
+            # No token_type: RFC 7662 §2.2 means an RFC 6749 §5.1 access token type.
             return {
                 "active": True,
-                "token_type": "refresh_token",
                 "scope": row.scope,
                 "client_id": family.client_id,
                 "sub": family.user_id,
