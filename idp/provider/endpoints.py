@@ -31,6 +31,7 @@ from idp.provider.clients import ID_TOKEN_ALGS, presented_client_id
 from idp.provider.consent import ConsentService
 from idp.provider.openapi import OPERATIONS, openapi_document
 from idp.provider.server import SCOPES_SUPPORTED, plain_client_credentials_request
+from idp.provider.tokens import NotIssuedToClient
 from idp.runtime import request_db, runtime
 from idp.security import csrf
 from idp.services import (
@@ -265,7 +266,8 @@ def introspect() -> ResponseReturnValue:
 @bp.post("/revoke")
 @csrf.exempt
 def revoke() -> ResponseReturnValue:
-    """RFC 7009: always 200 for a known client, whether or not the token was valid."""
+    """RFC 7009: 200 for an authenticated client, whether or not the token was valid (§2.2),
+    but 400 invalid_grant for a token issued to another client (§2.1, as authlib answers)."""
     try:
         client = _authenticated_client(
             ["client_secret_basic", "client_secret_post", "none"], "revocation"
@@ -276,7 +278,13 @@ def revoke() -> ResponseReturnValue:
     if not value:
         return jsonify(error="invalid_request", error_description="Missing 'token'."), 400
     services = provider_services()
-    services.tokens.revoke(value, client.get_client_id())
+    try:
+        services.tokens.revoke(value, client.get_client_id())
+    except NotIssuedToClient:
+        services.db.rollback()
+        return jsonify(
+            error="invalid_grant", error_description="The token was not issued to this client."
+        ), 400, NO_STORE
     record_event(
         services.db,
         EventTag.TOKEN_REVOKED,

@@ -478,14 +478,15 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "oidc.revoke": {
         "post": {
             "operationId": "revoke",
-            "summary": "Token revocation (RFC 7009 §2): 200 whether or not the token was valid.",
+            "summary": "Token revocation (RFC 7009 §2): 200 whether or not the token was valid; "
+            "a token issued to another client is refused (§2.1).",
             "security": _CLIENT_AUTH,
             "requestBody": _TOKEN_FORM,
             "responses": {
                 "200": {"description": "Revoked, or nothing to revoke (RFC 7009 §2.2)."},
                 "400": _error(
-                    ["invalid_request", "unsupported_token_type"],
-                    "RFC 7009 §2.2.1.",
+                    ["invalid_request", "unsupported_token_type", "invalid_grant"],
+                    "RFC 7009 §2.2.1; invalid_grant: the token was issued to another client.",
                     headers=_NO_STORE,
                 ),
                 "401": _error(

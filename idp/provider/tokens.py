@@ -333,6 +333,10 @@ class LiveToken:
     claim_values: ClaimValues | None = None
 
 
+class NotIssuedToClient(Exception):
+    """A client asked to revoke a token that was issued to another client (RFC 7009 §2.1)."""
+
+
 class TokenService:
     def __init__(
         self,
@@ -583,19 +587,25 @@ class TokenService:
         )
 
     def revoke(self, token: str, client_id: str) -> None:
-        """RFC 7009 §2.1: revoke a refresh token (and its family) or an access token, if it
-        belongs to ``client_id``. Unknown tokens are ignored."""
+        """RFC 7009 §2.1: revoke a refresh token (and its family) or an access token issued
+        to ``client_id``. Unknown and invalid tokens are ignored (§2.2); a token issued to
+        another client raises :class:`NotIssuedToClient` ("the request is refused and the
+        client is informed of the error"), and nothing is revoked."""
         row = self.db.scalar(
             select(RefreshToken).where(RefreshToken.token_hash == token_digest(token))
         )
         if row is not None:
             family = self.db.get(TokenFamily, row.family_id)
-            if family is not None and family.client_id == client_id:
+            if family is not None and family.client_id != client_id:
+                raise NotIssuedToClient
+            if family is not None:
                 self.revoke_family(family.id, "revoked_by_client")
             return
         claims = self._decode(token)
-        if claims is None or claims.get("client_id") != client_id:
+        if claims is None:
             return
+        if claims.get("client_id") != client_id:
+            raise NotIssuedToClient
         self.db.execute(
             update(AccessToken)
             .where(AccessToken.jti == str(claims.get("jti")), AccessToken.revoked_at.is_(None))

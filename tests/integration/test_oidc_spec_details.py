@@ -77,3 +77,24 @@ def test_an_id_token_names_the_key_that_signed_it_across_a_rotation(
     decoded = jwt.decode(tokens["id_token"], rp.keyset(), algorithms=["RS256"])
     assert decoded.claims["nonce"] == nonce
     assert decoded.header["kid"] != rotated[0]  # signed by the key the header names
+
+
+def test_revoking_another_clients_token_is_refused_and_revokes_nothing(live: Live) -> None:
+    """RFC 7009 §2.1: the token must have been issued to the client asking; otherwise the
+    request is refused and the client told. Tokens that are unknown stay a plain 200 (§2.2)."""
+    base, rt = live
+    create_user(rt)
+    shop = RelyingParty(base, register_client(rt, "Shop"))
+    wiki = RelyingParty(base, register_client(rt, "Wiki", redirect_uri="https://wiki.example/cb"))
+    tokens, _ = shop.sign_in(Browser(base))
+
+    for token in (tokens["refresh_token"], tokens["access_token"]):
+        refused = wiki.revoke(token)
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+        assert refused.headers["Cache-Control"] == "no-store"
+
+    assert shop.introspect(tokens["access_token"]).json()["active"] is True
+    assert shop.introspect(tokens["refresh_token"]).json()["active"] is True
+    assert wiki.revoke("not-a-token-at-all").status_code == 200
+    assert shop.revoke(tokens["refresh_token"]).status_code == 200
+    assert shop.introspect(tokens["access_token"]).json() == {"active": False}
