@@ -151,7 +151,8 @@ class AccountService:
             password_hash=self.passwords.hash(password),
         )
         self.db.add(user)
-        self.db.flush()
+        conflict = f"a user with email {email} already exists"
+        self._commit(conflict, flush_only=True)  # the user's id, or a concurrent creation's
         if org is not None:
             self.db.add(Membership(user_id=user.id, organization_id=org.id, role=role))
         record_event(
@@ -161,7 +162,7 @@ class AccountService:
             organization_id=org.id if org else None,
             details={"role": role.value} if org else {},
         )
-        self._commit(f"a user with email {email} already exists", flush_only=not commit)
+        self._commit(conflict, flush_only=not commit)
         return user
 
     def primary_organization_id(self, user_id: str) -> str | None:

@@ -5,6 +5,7 @@ organization and per invited address."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -297,3 +298,37 @@ def test_an_organization_sending_too_many_invitations_is_limited(
     # Another organization has its own limit.
     boss = signed_in(app, "boss@other.example")
     assert _invite(boss, other.id, "p3@example.com", "member").status_code == 303
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_registering_while_the_address_is_being_registered_elsewhere_says_sign_in(
+    app: Flask, runtime: Runtime
+) -> None:
+    """Two registrations of one address at the same instant (the invitation and a sign-up):
+    the second waits for the first and then answers "there is already an account", not 500."""
+    org_id, _ = _acme(runtime)
+    admin = signed_in(app, "admin@example.com")
+    assert _invite(admin, org_id, "carol@example.com", "member").status_code == 303
+    path = _link(runtime, "carol@example.com")
+    first = runtime.session_factory()  # the other registration, flushed, not committed yet
+    first.add(User(email="carol@example.com", email_normalized="carol@example.com",
+                   email_verified=True, first_name="Carol", last_name="First",
+                   password_hash=runtime.passwords.hash(PASSWORD)))
+    first.flush()
+    answers: list[TestResponse] = []
+    worker = threading.Thread(target=lambda: answers.append(_register(app.test_client(), path)))
+
+    worker.start()
+    worker.join(timeout=1.5)
+    try:
+        assert worker.is_alive(), "the registration did not wait for the other one"
+    finally:
+        first.commit()
+        first.close()
+    worker.join(timeout=30)
+
+    [answer] = answers
+    assert answer.status_code == 409
+    assert "There is already an account with this email address" in answer.get_data(as_text=True)
+    assert count(runtime, User, User.email_normalized == "carol@example.com") == 1
+    assert _pending(runtime, "carol@example.com") is not None
