@@ -19,6 +19,7 @@ from werkzeug.wrappers import Response
 from idp.events import EventTag, record_event
 from idp.flows.sign_out import signed_out
 from idp.models import User
+from idp.provider import cors
 from idp.provider.authorize import (
     CONSENT,
     LOGIN,
@@ -44,6 +45,7 @@ from idp.services import (
 )
 
 bp = Blueprint("oidc", __name__)
+cors.init_blueprint(bp)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
