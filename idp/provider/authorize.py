@@ -5,8 +5,14 @@ sign the user in, ask for consent, or issue a code.
 - ``prompt=login`` and ``max_age``: a fresh sign-in is required. The user is sent to the login
   form with a signed marker of when that was asked; coming back signed in after that moment
   satisfies the requirement, so neither loops.
+- ``prompt=select_account``: idp keeps one account per browser session, so choosing an account
+  means signing in on the form again: treated like ``prompt=login``.
 - ``prompt=consent``: ask again even if consent was given before. First-party clients are
   never asked.
+- ``request`` and ``request_uri`` (OIDC Core §6) are not supported: ``request_not_supported``
+  and ``request_uri_not_supported`` (§3.1.2.6).
+
+A parameter sent without a value is treated as omitted (RFC 6749 §3.1).
 """
 
 from __future__ import annotations
@@ -19,7 +25,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
-from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from authlib.oidc.core.errors import (
+    ConsentRequiredError,
+    LoginRequiredError,
+    RequestNotSupportedError,
+    RequestURINotSupportedError,
+)
 from sqlalchemy.orm import Session
 
 from idp.models import User
@@ -33,6 +44,8 @@ CONSENT = "consent"
 ISSUE = "issue"
 REAUTH_PARAM = "idp_reauth"
 _OWN_FIELDS = frozenset({"csrf_token", "decision", REAUTH_PARAM})
+# prompt values that ask for the sign-in form although the browser is signed in (§3.1.2.1).
+_FRESH_PROMPTS = frozenset({"login", "select_account"})
 
 
 def current_principal(db: Session, active: ActiveSession | None) -> Principal | None:
@@ -52,6 +65,33 @@ def current_principal(db: Session, active: ActiveSession | None) -> Principal | 
 def request_params(values: Mapping[str, str]) -> dict[str, str]:
     """The authorization request's parameters (first value of each), without our own."""
     return {k: values[k] for k in values if k not in _OWN_FIELDS and len(k) <= 100}
+
+
+def request_object_error(
+    values: Mapping[str, str], redirect_uri: str | None, state: str | None
+) -> OAuth2Error | None:
+    """OIDC Core §6.1/§6.2 and §3.1.2.6: an OP that does not support ``request`` or
+    ``request_uri`` (discovery says so) answers ``request_not_supported`` or
+    ``request_uri_not_supported`` instead of ignoring them. Empty values are omitted ones."""
+    if values.get("request"):
+        return RequestNotSupportedError(
+            "Request objects ('request') are not supported.",
+            redirect_uri=redirect_uri,
+            state=state,
+        )
+    if values.get("request_uri"):
+        return RequestURINotSupportedError(
+            "'request_uri' is not supported.", redirect_uri=redirect_uri, state=state
+        )
+    return None
+
+
+def _asks_fresh_login(params: Mapping[str, str]) -> bool:
+    """Whether the request asks for the sign-in form (``prompt=login``/``select_account``,
+    OIDC Core §3.1.2.1) or a recent one (``max_age``; empty means omitted, RFC 6749 §3.1)."""
+    return bool(_FRESH_PROMPTS & set(params.get("prompt", "").split())) or bool(
+        params.get("max_age")
+    )
 
 
 def _marker(secret: str, asked_at: int, client_id: str) -> str:
@@ -79,19 +119,22 @@ class AuthorizationPolicy:
         params = request_params(values)
         redirect_uri = grant.redirect_uri
         state = params.get("state")
+        unsupported = request_object_error(params, redirect_uri, state)
+        if unsupported is not None:
+            return unsupported
         prompts = set(params.get("prompt", "").split())
         client_id = grant.client.get_client_id()
-        max_age = params.get("max_age")
+        max_age = params.get("max_age") or None  # empty: omitted (RFC 6749 §3.1)
         age_limit = parse_whole(max_age, 18) if max_age is not None else None
         if max_age is not None and age_limit is None:
             return InvalidRequestError(
                 "max_age must be a non-negative integer.", redirect_uri=redirect_uri, state=state
             )
         needs_login = principal is None
-        if principal is not None and ("login" in prompts or age_limit is not None):
+        if principal is not None and (_FRESH_PROMPTS & prompts or age_limit is not None):
             fresh_since = _fresh_login_since(values, self.secret, client_id)
             refreshed = fresh_since is not None and principal.auth_time >= fresh_since
-            if "login" in prompts and not refreshed:
+            if _FRESH_PROMPTS & prompts and not refreshed:
                 needs_login = True
             if (
                 age_limit is not None
@@ -119,13 +162,13 @@ class AuthorizationPolicy:
         """Arguments for the login page: where to come back to, and whether to force the
         form although a session exists.
 
-        A request that asks for a fresh sign-in (``prompt=login``, ``max_age``; OIDC Core
-        §3.1.2.1) comes back marked with when it was asked, signed in or not: the sign-in made
-        on the way satisfies it, and the user is not sent to the form a second time."""
+        A request that asks for a fresh sign-in (``prompt=login``, ``prompt=select_account``,
+        ``max_age``; OIDC Core §3.1.2.1) comes back marked with when it was asked, signed in
+        or not: the sign-in made on the way satisfies it, and the user is not sent to the form
+        a second time."""
         params = request_params(values)
         args: dict[str, str] = {}
-        fresh = "login" in params.get("prompt", "").split() or "max_age" in params
-        if signed_in or fresh:
+        if signed_in or _asks_fresh_login(params):
             params[REAUTH_PARAM] = _marker(self.secret, int(time.time()), client_id)
         if signed_in:
             args["prompt"] = "login"

@@ -19,11 +19,13 @@ from werkzeug.wrappers import Response
 from idp.events import EventTag, record_event
 from idp.flows.sign_out import signed_out
 from idp.models import User
+from idp.provider import cors
 from idp.provider.authorize import (
     CONSENT,
     LOGIN,
     AuthorizationPolicy,
     current_principal,
+    request_object_error,
     request_params,
 )
 from idp.provider.claims import claims_of, user_claims
@@ -44,6 +46,7 @@ from idp.services import (
 )
 
 bp = Blueprint("oidc", __name__)
+cors.init_blueprint(bp)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -98,7 +101,7 @@ def discovery() -> Response:
             "email",
             "email_verified",
         ],
-        prompt_values_supported=["none", "login", "consent"],
+        prompt_values_supported=["none", "login", "consent", "select_account"],
         authorization_response_iss_parameter_supported=True,
         backchannel_logout_supported=True,
         backchannel_logout_session_supported=True,
@@ -150,6 +153,14 @@ def _authorization_error(error: OAuth2Error) -> ResponseReturnValue:
     ), 400
 
 
+def _request_object_first(error: OAuth2Error) -> OAuth2Error:
+    """A request carrying ``request``/``request_uri`` may lack what they would have held:
+    once its redirect URI is verified, say these are not supported (OIDC Core §3.1.2.6)."""
+    if not error.redirect_uri:
+        return error
+    return request_object_error(request.values, error.redirect_uri, error.state) or error
+
+
 def _policy() -> AuthorizationPolicy:
     return AuthorizationPolicy(ConsentService(request_db()), runtime().settings.secret_key)
 
@@ -162,7 +173,7 @@ def authorize() -> ResponseReturnValue:
     try:
         grant = server.get_consent_grant(end_user=principal)
     except OAuth2Error as error:
-        return _authorization_error(error)
+        return _authorization_error(_request_object_first(error))
     policy = _policy()
     decision = policy.decide(grant, principal, request.values)
     if isinstance(decision, OAuth2Error):

@@ -24,6 +24,7 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidRequestError,
     InvalidScopeError,
     OAuth2Error,
+    UnsupportedResponseTypeError,
 )
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
@@ -344,19 +345,33 @@ class EndSession(EndSessionEndpoint):  # type: ignore[misc]
     def get_algorithms(self) -> list[str]:
         return ["RS256", "ES256"]
 
-    def _validate_id_token_hint(self, id_token_hint: str) -> dict[str, Any]:
+    def _validate_id_token_hint(self, id_token_hint: str) -> dict[str, Any] | None:
         """authlib's checks (our signature, not-before), after making sure the hint is one of
         our ID tokens (header ``typ`` JWT or none): our access tokens (``at+jwt``) and logout
         tokens (``logout+jwt``) carry the same key, client and session, and must not stand
-        for an ID token (RFC 8725 §3.11, explicit typing)."""
+        for an ID token (RFC 8725 §3.11, explicit typing).
+
+        A hint signed with a key that has since left the JWKS (its ``kid`` is no longer known)
+        can be neither trusted nor refused as forged: RP-Initiated Logout 1.0 §2 asks OPs to
+        accept old ID tokens as hints, so it counts as no hint (None) and the user confirms,
+        without post-logout redirection. A hint with a known kid is verified as always."""
         try:
-            typ = extract_compact(id_token_hint.encode()).headers().get("typ", "JWT")
+            headers = extract_compact(id_token_hint.encode()).headers()
         except (JoseError, ValueError):
             raise InvalidRequestError("'id_token_hint' is not a valid ID token.") from None
+        typ = headers.get("typ", "JWT")
         if not isinstance(typ, str) or typ.lower().removeprefix("application/") != "jwt":
             raise InvalidRequestError("'id_token_hint' is not an ID token.")
+        if self._kid_unknown(headers.get("kid")):
+            return None
         claims: dict[str, Any] = super()._validate_id_token_hint(id_token_hint)
         return claims
+
+    def _kid_unknown(self, kid: Any) -> bool:
+        """Whether ``kid`` names a key the JWKS no longer (or never) published."""
+        if not isinstance(kid, str) or not kid:
+            return False
+        return all(key.kid != kid for key in self.get_server_jwks().keys)
 
     def end_session(self, end_session_request: Any) -> None:
         """Nothing here: the view ends the session with the user's confirmation."""
@@ -388,6 +403,28 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             raise InvalidRequestError(
                 "The request contains characters that are not allowed."
             ) from None
+
+    def get_authorization_grant(self, request: OAuth2Request) -> Any:
+        """RFC 6749 §4.1.2.1: a missing ``response_type`` is ``invalid_request`` (authlib says
+        unsupported_response_type); redirected only to a verified redirect URI, as authlib
+        decided."""
+        try:
+            return super().get_authorization_grant(request)
+        except UnsupportedResponseTypeError as error:
+            if request.payload.response_type:
+                raise
+            raise InvalidRequestError(
+                "Missing 'response_type'.", redirect_uri=error.redirect_uri
+            ) from None
+
+    def create_token_response(self, request: Any = None) -> Any:
+        """RFC 6749 §5.2: a token request without ``grant_type`` is ``invalid_request``
+        (authlib says unsupported_grant_type)."""
+        oauth_request = self.create_oauth2_request(request)
+        if not oauth_request.payload.grant_type:
+            error = InvalidRequestError("Missing 'grant_type'.")
+            return self.handle_error_response(oauth_request, error)
+        return super().create_token_response(request)
 
     def authenticate_client(
         self, request: OAuth2Request, methods: list[str], endpoint: str = "token"
