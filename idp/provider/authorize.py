@@ -9,6 +9,8 @@ sign the user in, ask for consent, or issue a code.
   means signing in on the form again: treated like ``prompt=login``.
 - ``prompt=consent``: ask again even if consent was given before. First-party clients are
   never asked.
+- ``id_token_hint``: names the user the client expects; anyone else signed in is sent to the
+  sign-in form, and still someone else after it gets ``login_required`` (§3.1.2.1).
 - ``request`` and ``request_uri`` (OIDC Core §6) are not supported: ``request_not_supported``
   and ``request_uri_not_supported`` (§3.1.2.6).
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,11 +33,14 @@ from authlib.oidc.core.errors import (
     RequestNotSupportedError,
     RequestURINotSupportedError,
 )
+from joserfc import jwt
+from joserfc.errors import JoseError
 from sqlalchemy.orm import Session
 
 from idp.models import User
 from idp.numbers import parse_whole
 from idp.provider.consent import ConsentService
+from idp.provider.keys import KeyService
 from idp.provider.tokens import Principal
 from idp.security.sessions import ActiveSession
 
@@ -88,10 +93,40 @@ def request_object_error(
 
 def _asks_fresh_login(params: Mapping[str, str]) -> bool:
     """Whether the request asks for the sign-in form (``prompt=login``/``select_account``,
-    OIDC Core §3.1.2.1) or a recent one (``max_age``; empty means omitted, RFC 6749 §3.1)."""
-    return bool(_FRESH_PROMPTS & set(params.get("prompt", "").split())) or bool(
-        params.get("max_age")
+    OIDC Core §3.1.2.1), a recent one (``max_age``; empty means omitted, RFC 6749 §3.1), or
+    names the user to sign in (``id_token_hint``: the sign-in on the way answers it)."""
+    return (
+        bool(_FRESH_PROMPTS & set(params.get("prompt", "").split()))
+        or bool(params.get("max_age"))
+        or bool(params.get("id_token_hint"))
     )
+
+
+# The ``sub`` of an ``id_token_hint`` that is one of our ID tokens, else None.
+HintSubject = Callable[[str], str | None]
+
+
+def id_token_subject(keys: KeyService, issuer: str) -> HintSubject:
+    """:data:`HintSubject` checking our signature (expired ID tokens count: the hint only
+    names the user, OIDC Core §3.1.2.1), the issuer, and the explicit type: access and logout
+    tokens carry the same keys but are not ID tokens (RFC 8725 §3.11)."""
+
+    def subject(hint: str) -> str | None:
+        if len(hint) > 16384:
+            return None
+        try:
+            token = jwt.decode(hint, keys.verification_keyset(), algorithms=["RS256", "ES256"])
+        except (JoseError, ValueError, TypeError):
+            return None
+        typ = token.header.get("typ", "JWT")
+        if not isinstance(typ, str) or typ.lower().removeprefix("application/") != "jwt":
+            return None
+        sub = token.claims.get("sub")
+        if token.claims.get("iss") != issuer or not isinstance(sub, str):
+            return None
+        return sub
+
+    return subject
 
 
 def _marker(secret: str, asked_at: int, client_id: str) -> str:
@@ -109,9 +144,12 @@ def _fresh_login_since(values: Mapping[str, str], secret: str, client_id: str) -
 
 
 class AuthorizationPolicy:
-    def __init__(self, consents: ConsentService, secret_key: str) -> None:
+    def __init__(
+        self, consents: ConsentService, secret_key: str, hint_subject: HintSubject
+    ) -> None:
         self.consents = consents
         self.secret = secret_key
+        self.hint_subject = hint_subject
 
     def decide(
         self, grant: Any, principal: Principal | None, values: Mapping[str, str]
@@ -131,9 +169,18 @@ class AuthorizationPolicy:
                 "max_age must be a non-negative integer.", redirect_uri=redirect_uri, state=state
             )
         needs_login = principal is None
-        if principal is not None and (_FRESH_PROMPTS & prompts or age_limit is not None):
+        hint = params.get("id_token_hint")
+        if principal is not None and (_FRESH_PROMPTS & prompts or age_limit is not None or hint):
             fresh_since = _fresh_login_since(values, self.secret, client_id)
             refreshed = fresh_since is not None and principal.auth_time >= fresh_since
+            if hint:
+                # OIDC Core §3.1.2.1: the hint names the user the client expects. Someone
+                # else signed in: the sign-in form (once); still someone else: login_required.
+                hinted = self.hint_subject(hint)
+                if hinted != principal.user.id and not refreshed:
+                    needs_login = True
+                elif hinted is not None and hinted != principal.user.id:
+                    return LoginRequiredError(redirect_uri=redirect_uri, state=state)
             if _FRESH_PROMPTS & prompts and not refreshed:
                 needs_login = True
             if (

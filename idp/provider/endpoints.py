@@ -25,6 +25,7 @@ from idp.provider.authorize import (
     LOGIN,
     AuthorizationPolicy,
     current_principal,
+    id_token_subject,
     request_object_error,
     request_params,
 )
@@ -41,6 +42,7 @@ from idp.services import (
     authorization_server,
     client_info,
     current_session,
+    key_service_for,
     provider_services,
     timed_out_session,
 )
@@ -162,7 +164,9 @@ def _request_object_first(error: OAuth2Error) -> OAuth2Error:
 
 
 def _policy() -> AuthorizationPolicy:
-    return AuthorizationPolicy(ConsentService(request_db()), runtime().settings.secret_key)
+    settings = runtime().settings
+    hint_subject = id_token_subject(key_service_for(request_db(), settings), settings.issuer)
+    return AuthorizationPolicy(ConsentService(request_db()), settings.secret_key, hint_subject)
 
 
 @bp.route("/authorize", methods=["GET", "POST"])

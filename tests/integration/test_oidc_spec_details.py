@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 from joserfc import jwt
@@ -17,8 +18,8 @@ from joserfc import jwt
 from idp.provider.keys import KeyService
 from idp.provider.server import IdTokens
 from idp.runtime import Runtime
-from tests.helpers import create_user
-from tests.oidc import Browser, RelyingParty, register_client
+from tests.helpers import PASSWORD, create_user
+from tests.oidc import Browser, RelyingParty, redirect_params, register_client
 
 Live = tuple[str, Runtime]
 
@@ -98,3 +99,94 @@ def test_revoking_another_clients_token_is_refused_and_revokes_nothing(live: Liv
     assert wiki.revoke("not-a-token-at-all").status_code == 200
     assert shop.revoke(tokens["refresh_token"]).status_code == 200
     assert shop.introspect(tokens["access_token"]).json() == {"active": False}
+
+
+# id_token_hint at the authorization endpoint (OIDC Core §3.1.2.1) ---------------------------
+
+
+def _code_for(
+    rp: RelyingParty, browser: Browser, email: str = "alice@example.com", **params: str
+) -> dict[str, str]:
+    """Follow an authorization request in ``browser`` (signing in as ``email`` when the form
+    shows); the parameters it leaves idp with."""
+    url, _, _, verifier = rp.authorization_url(**params)
+    response = browser.follow(url, email=email)
+    assert response.status_code in (302, 303), response.text[:300]
+    assert response.headers["Location"].startswith(rp.rp.redirect_uri)
+    return {**redirect_params(response), "verifier": verifier}
+
+
+def _hint_setup(live: Live) -> tuple[RelyingParty, str, str, Browser]:
+    """Alice's ID token (the client's hint), Bob's access token, and Bob's browser."""
+    base, rt = live
+    create_user(rt)
+    create_user(rt, "bob@example.com", first_name="Bob")
+    rp = RelyingParty(base, register_client(rt))
+    alice, _ = rp.sign_in(Browser(base))
+    bobs = Browser(base)
+    url, _, _, verifier = rp.authorization_url()
+    code = redirect_params(bobs.follow(url, email="bob@example.com"))["code"]
+    bob = rp.exchange(code, verifier)
+    return rp, alice["id_token"], bob["access_token"], bobs
+
+
+def test_a_hint_naming_someone_else_with_prompt_none_is_login_required(live: Live) -> None:
+    rp, alice_hint, bob_access, bobs = _hint_setup(live)
+
+    got = _code_for(rp, bobs, prompt="none", id_token_hint=alice_hint)
+
+    assert got["error"] == "login_required" and "code" not in got
+    # An access token is not an ID token: it names nobody.
+    assert _code_for(rp, bobs, prompt="none", id_token_hint=bob_access)["error"] == (
+        "login_required"
+    )
+
+
+def test_a_hint_naming_the_signed_in_user_issues_silently(live: Live) -> None:
+    base, rt = live
+    create_user(rt)
+    rp = RelyingParty(base, register_client(rt))
+    browser = Browser(base)
+    tokens, _ = rp.sign_in(browser)
+
+    got = _code_for(rp, browser, prompt="none", id_token_hint=tokens["id_token"])
+
+    assert "code" in got
+
+
+@pytest.mark.parametrize(
+    ("signs_in_as", "gets"), [("alice@example.com", "code"), ("bob@example.com", "error")]
+)
+def test_a_hint_naming_someone_else_shows_the_sign_in_form_once(
+    live: Live, signs_in_as: str, gets: str
+) -> None:
+    rp, alice_hint, _, bobs = _hint_setup(live)
+
+    got = _code_for(rp, bobs, email=signs_in_as, id_token_hint=alice_hint)
+
+    # Alice on the form: her code. Bob again: not whom the client named, login_required.
+    assert gets in got
+    if gets == "error":
+        assert got["error"] == "login_required"
+    else:
+        tokens = rp.exchange(got["code"], got["verifier"])
+        hinted = jwt.decode(alice_hint, rp.keyset(), algorithms=["RS256"]).claims["sub"]
+        assert jwt.decode(tokens["id_token"], rp.keyset()).claims["sub"] == hinted
+
+
+def test_without_a_session_the_form_is_shown_once_for_a_hint(live: Live) -> None:
+    rp, alice_hint, _, _ = _hint_setup(live)
+    browser = Browser(rp.base)
+    url, _, _, _ = rp.authorization_url(id_token_hint=alice_hint)
+    form = browser.http.get(url, allow_redirects=True, timeout=10)
+    assert 'name="password"' in form.text
+
+    response = browser.sign_in_form(form, "bob@example.com", PASSWORD)
+    while response.status_code in (302, 303) and response.headers["Location"].startswith(
+        ("/", rp.base)
+    ):
+        target = urljoin(response.url, response.headers["Location"])
+        response = browser.http.get(target, allow_redirects=False, timeout=10)
+
+    assert 'name="password"' not in response.text  # not a second form
+    assert redirect_params(response)["error"] == "login_required"
