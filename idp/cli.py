@@ -600,6 +600,57 @@ def events_purge(as_json: bool) -> None:
     )
 
 
+@cli.group("outbox")
+def outbox_group() -> None:
+    """Queued work (mail, back-channel logouts, sign-ups) given up on after its retries."""
+
+
+@outbox_group.command("failed")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def outbox_failed(as_json: bool) -> None:
+    """List the items that failed for good (oldest first, at most 1000), with the last error."""
+    from idp.outbox import failed_items
+
+    settings = _settings()
+    with _db(settings) as db:
+        items = [
+            {
+                "id": item.id,
+                "kind": item.kind,
+                "attempts": item.attempts,
+                "created_at": item.created_at.isoformat(),
+                "failed_at": item.failed_at.isoformat() if item.failed_at else None,
+                "last_error": item.last_error or "",
+            }
+            for item in failed_items(db)
+        ]
+    lines = [
+        f"{i['id']} {i['kind']}: {i['attempts']} attempts, failed {i['failed_at']}: "
+        f"{str(i['last_error'])[:200]}"
+        for i in items
+    ]
+    _emit(as_json, {"failed": items}, "\n".join(lines) or "no failed items")
+
+
+@outbox_group.command("retry")
+@click.argument("ids", nargs=-1, type=click.IntRange(min=1))
+@click.option("--all", "every", is_flag=True, help="Every item that failed for good.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def outbox_retry(ids: tuple[int, ...], every: bool, as_json: bool) -> None:
+    """Deliver failed items again (IDS, or --all): due now, attempts counted from zero."""
+    from idp.outbox import NotFailed, requeue_failed
+
+    if bool(ids) == every:
+        raise CommandError("give the ids of failed items (see `idp outbox failed`) or --all")
+    settings = _settings()
+    with _db(settings) as db:
+        try:
+            count = requeue_failed(db, None if every else list(ids))
+        except NotFailed as exc:
+            raise CommandError(f"not a failed item: {exc}; nothing requeued") from None
+    _emit(as_json, {"requeued": count}, f"requeued {count} failed items")
+
+
 @cli.group("accounts")
 def accounts_group() -> None:
     """Housekeeping of accounts."""

@@ -202,3 +202,57 @@ class OutboxWorker:
                 log.exception("outbox worker pass failed")
             self.run_chores()
             stop.wait(interval)
+
+
+# Items that failed for good, for the operator ------------------------------------------------
+
+
+def failed_items(db: Session, limit: int = 1000) -> list[OutboxItem]:
+    """The items given up on (``failed_at`` set), oldest first."""
+    return list(
+        db.scalars(
+            select(OutboxItem)
+            .where(OutboxItem.failed_at.is_not(None), OutboxItem.done_at.is_(None))
+            .order_by(OutboxItem.id)
+            .limit(limit)
+        )
+    )
+
+
+class NotFailed(LookupError):
+    """Some of the ids given are not items that failed for good."""
+
+    def __init__(self, ids: list[int]) -> None:
+        super().__init__(", ".join(map(str, ids)))
+        self.ids = ids
+
+
+def requeue_failed(
+    db: Session, ids: list[int] | None, clock: Callable[[], datetime] = utcnow
+) -> int:
+    """Give items that failed for good a new start (``ids``, or every one with None): due now,
+    with their attempts counted from zero, so the worker delivers them again (after an outage
+    longer than the retries, once the cause is fixed). Raises :class:`NotFailed`, changing
+    nothing, when an id is not a failed item. Commits; returns how many were requeued."""
+    query = update(OutboxItem).where(
+        OutboxItem.failed_at.is_not(None), OutboxItem.done_at.is_(None)
+    )
+    if ids is not None:
+        failed = set(
+            db.scalars(
+                select(OutboxItem.id).where(
+                    OutboxItem.id.in_(ids),
+                    OutboxItem.failed_at.is_not(None),
+                    OutboxItem.done_at.is_(None),
+                )
+            )
+        )
+        missing = sorted(set(ids) - failed)
+        if missing:
+            raise NotFailed(missing)
+        query = query.where(OutboxItem.id.in_(ids))
+    result = db.execute(
+        query.values(failed_at=None, attempts=0, next_attempt_at=clock(), leased_until=None)
+    )
+    db.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,116 @@
+"""`idp outbox failed` and `idp outbox retry`: after an outage longer than the retries (SMTP
+down for days), the operator sees what was given up on and has it delivered again."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, select
+
+from idp.db import make_engine, make_session_factory
+from idp.models import Base
+from idp.models.outbox import OutboxItem
+from tests.services import idp_env, run_idp
+
+LONG_AGO = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
+    yield idp_env(database_url=database_url, data_dir=str(tmp_path / "var"),
+                  secret_key="the-servers-secret-key-0123456789-abcdefghijklmnop")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(delete(table))
+    engine.dispose()
+
+
+def _seed(database_url: str) -> dict[str, int]:
+    """A mail and a logout given up on, one still retrying, one delivered."""
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as db:
+            rows = {
+                "failed_mail": OutboxItem(kind="mail", payload={"to": "a@example.com"},
+                                          attempts=12, failed_at=LONG_AGO,
+                                          last_error="SMTPConnectError: refused"),
+                "failed_logout": OutboxItem(kind="backchannel_logout", payload={},
+                                            attempts=12, failed_at=LONG_AGO,
+                                            last_error="back-channel logout: HTTP 503"),
+                "retrying": OutboxItem(kind="mail", payload={}, attempts=3),
+                "done": OutboxItem(kind="mail", payload={}, attempts=1, done_at=LONG_AGO),
+            }
+            for row in rows.values():
+                row.created_at = LONG_AGO
+                db.add(row)
+            db.commit()
+            return {name: row.id for name, row in rows.items()}
+    finally:
+        engine.dispose()
+
+
+def _state(database_url: str) -> dict[int, tuple[int, bool]]:
+    """id -> (attempts, failed)"""
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as db:
+            return {i.id: (i.attempts, i.failed_at is not None)
+                    for i in db.scalars(select(OutboxItem))}
+    finally:
+        engine.dispose()
+
+
+def test_the_operator_lists_and_requeues_what_failed_for_good(
+    env: dict[str, str], database_url: str
+) -> None:
+    ids = _seed(database_url)
+
+    listed = run_idp("outbox", "failed", "--json", env=env)
+
+    assert listed.returncode == 0, listed.stderr
+    failed = json.loads(listed.stdout)["failed"]
+    assert [f["id"] for f in failed] == [ids["failed_mail"], ids["failed_logout"]]
+    assert failed[0]["kind"] == "mail" and failed[0]["attempts"] == 12
+    assert failed[0]["last_error"] == "SMTPConnectError: refused"
+    assert "a@example.com" not in listed.stdout  # what was sent stays out of the listing
+    plain = run_idp("outbox", "failed", env=env).stdout
+    assert f"{ids['failed_logout']} backchannel_logout: 12 attempts" in plain
+
+    one = run_idp("outbox", "retry", str(ids["failed_mail"]), env=env)
+
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.strip() == "requeued 1 failed items"
+    state = _state(database_url)
+    assert state[ids["failed_mail"]] == (0, False)  # due again, attempts from zero
+    assert state[ids["failed_logout"]] == (12, True)
+    everything = run_idp("outbox", "retry", "--all", "--json", env=env)
+    assert json.loads(everything.stdout) == {"requeued": 1}
+    assert run_idp("outbox", "failed", env=env).stdout.strip() == "no failed items"
+
+
+@pytest.mark.parametrize("which", ["retrying", "done", "unknown"])
+def test_retrying_an_item_that_did_not_fail_changes_nothing(
+    env: dict[str, str], database_url: str, which: str
+) -> None:
+    ids = _seed(database_url)
+    before = _state(database_url)
+    item = ids.get(which, 10**9)
+
+    result = run_idp("outbox", "retry", str(ids["failed_mail"]), str(item), env=env)
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"idp: not a failed item: {item}; nothing requeued"
+    assert _state(database_url) == before
+
+
+@pytest.mark.parametrize("args", [[], ["--all", "1"], ["0"], ["x"]])
+def test_retry_needs_ids_or_all(env: dict[str, str], args: list[str]) -> None:
+    result = run_idp("outbox", "retry", *args, env=env)
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("idp: ")
