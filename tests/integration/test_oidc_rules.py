@@ -671,14 +671,16 @@ def test_a_malformed_max_age_gets_invalid_request(live: Live, max_age: str) -> N
     assert "code" not in got
 
 
-def test_prompt_login_shows_the_form_although_signed_in(live: Live) -> None:
+@pytest.mark.parametrize("prompt", ["login", "select_account"])
+def test_prompt_login_shows_the_form_although_signed_in(live: Live, prompt: str) -> None:
+    """``select_account`` too: a browser holds one account, choosing is signing in again."""
     base, rt = live
     create_user(rt)
     browser = Browser(base)
     rp = RelyingParty(base, register_client(rt))
     first, nonce = rp.sign_in(browser)
     old = rp.validate_id_token(first["id_token"], nonce)
-    url, state, nonce, verifier = rp.authorization_url(prompt="login")
+    url, state, nonce, verifier = rp.authorization_url(prompt=prompt)
 
     form = open_page(browser, url)
 
