@@ -4,14 +4,11 @@ services told, the activity log kept without identities."""
 
 from __future__ import annotations
 
-import threading
-
 import pyotp
 import pytest
 from flask import Flask
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
-from werkzeug.test import TestResponse
 
 from idp.events import EventTag
 from idp.media.store import ImageStore
@@ -42,6 +39,7 @@ from tests.integration.test_account_access import (
     assert_tokens_dead,
     live_browser,
 )
+from tests.locks import waits_for
 from tests.oidc import RelyingParty, register_client
 from tests.organizations import post, seed_org, signed_in
 
@@ -183,7 +181,6 @@ def test_a_second_deletion_at_the_same_time_waits_and_records_nothing(
     """It waited for nothing before: it removed no row and recorded account:user:delete a
     second time. Now it waits for the account's row lock, then finds the account gone."""
     user = create_user(runtime)
-    outcome: list[BaseException | None] = []
 
     def delete_again() -> None:
         with app.test_request_context(), runtime.session_factory() as db:
@@ -196,23 +193,10 @@ def test_a_second_deletion_at_the_same_time_waits_and_records_nothing(
                 SessionService(db, runtime.store, runtime.settings),
                 ImageStore(db),
             )
-            try:
-                service.delete(stored, PASSWORD)
-                outcome.append(None)
-            except AccountGone as exc:
-                outcome.append(exc)
+            service.delete(stored, PASSWORD)
 
-    holder = _deleting_meanwhile(runtime, user.id)
-    second = threading.Thread(target=delete_again)
-    second.start()
-    second.join(timeout=1.5)
-    try:
-        assert second.is_alive(), "the second deletion did not wait for the first"
-    finally:
-        holder.commit()
-        holder.close()
-    second.join(timeout=30)
-    assert len(outcome) == 1 and isinstance(outcome[0], AccountGone)
+    with pytest.raises(AccountGone):
+        waits_for(_deleting_meanwhile(runtime, user.id), delete_again)
     assert events(runtime, EventTag.USER_DELETED) == []  # the holder recorded none either
 
 
@@ -225,22 +209,10 @@ def test_the_page_of_a_second_deletion_at_the_same_time_is_as_signed_out(
     token = csrf_token(_delete_page(client))
     with runtime.session_factory() as db:
         user_id = db.scalars(select(User.id)).one()
-    answers: list[TestResponse] = []
-    holder = _deleting_meanwhile(runtime, user_id)
-    second = threading.Thread(
-        target=lambda: answers.append(
-            client.post("/account/delete", data={"csrf_token": token, "password": PASSWORD})
-        )
+    answer = waits_for(
+        _deleting_meanwhile(runtime, user_id),
+        lambda: client.post("/account/delete", data={"csrf_token": token, "password": PASSWORD}),
     )
-    second.start()
-    second.join(timeout=1.5)
-    try:
-        assert second.is_alive(), "the second deletion did not wait for the first"
-    finally:
-        holder.commit()
-        holder.close()
-    second.join(timeout=30)
-    [answer] = answers
     assert answer.status_code == 303 and "/login" in answer.headers["Location"]
     assert "Max-Age=0" in answer.headers.get("Set-Cookie", "")
     assert events(runtime, EventTag.USER_DELETED) == []

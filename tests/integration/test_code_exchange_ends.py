@@ -9,18 +9,17 @@ must not mint new ones that nothing will ever revoke.
 from __future__ import annotations
 
 import re
-import threading
 from datetime import UTC, datetime
 
 import pytest
 import requests
 from sqlalchemy import delete, update
-from sqlalchemy.orm import Session
 
 from idp.models import UserSession
 from idp.models.clients import Consent
 from idp.runtime import Runtime
 from tests.helpers import create_user
+from tests.locks import waits_for
 from tests.oidc import Browser, RelyingParty, redirect_params, register_client
 
 Live = tuple[str, Runtime]
@@ -88,25 +87,6 @@ def test_a_first_party_code_needs_no_consent_row(live: Live) -> None:
     assert redeem(own, code, verifier).status_code == 200
 
 
-def redeemed_while(
-    rp: RelyingParty, code: str, verifier: str | None, pending: Session
-) -> requests.Response:
-    """Redeem the code while ``pending`` holds an uncommitted change: the exchange must wait
-    for it; then commit the change and return the exchange's answer."""
-    answers: list[requests.Response] = []
-    thread = threading.Thread(target=lambda: answers.append(redeem(rp, code, verifier)))
-    thread.start()
-    thread.join(timeout=1.5)
-    try:
-        assert thread.is_alive(), "the exchange did not wait for the concurrent change"
-    finally:
-        pending.commit()
-        pending.close()
-    thread.join(timeout=30)
-    [answer] = answers
-    return answer
-
-
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_code_redeemed_while_its_session_is_being_signed_out_waits_and_is_refused(
     live: Live,
@@ -118,7 +98,7 @@ def test_a_code_redeemed_while_its_session_is_being_signed_out_waits_and_is_refu
     ending = rt.session_factory()  # a sign-out that has marked the session, not committed yet
     ending.execute(update(UserSession).values(ended_at=datetime.now(UTC), end_reason="logout"))
 
-    assert refused(redeemed_while(rp, code, verifier, ending))
+    assert refused(waits_for(ending, lambda: redeem(rp, code, verifier)))
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -134,4 +114,4 @@ def test_a_code_redeemed_while_its_consent_is_being_withdrawn_waits_and_is_refus
     withdrawing = rt.session_factory()  # a withdrawal that has deleted the consent, uncommitted
     withdrawing.execute(delete(Consent))
 
-    assert refused(redeemed_while(partner, code, verifier, withdrawing))
+    assert refused(waits_for(withdrawing, lambda: redeem(partner, code, verifier)))

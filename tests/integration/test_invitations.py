@@ -5,7 +5,6 @@ organization and per invited address."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from idp.models import Invitation, Membership, OutboxItem, Role, User
 from idp.organizations import invitations as invitations_module
 from idp.runtime import Runtime
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events
+from tests.locks import waits_for
 from tests.organizations import post, role_in, seed_org, signed_in
 
 ISSUER = "http://127.0.0.1:8000"
@@ -315,19 +315,9 @@ def test_registering_while_the_address_is_being_registered_elsewhere_says_sign_i
                    email_verified=True, first_name="Carol", last_name="First",
                    password_hash=runtime.passwords.hash(PASSWORD)))
     first.flush()
-    answers: list[TestResponse] = []
-    worker = threading.Thread(target=lambda: answers.append(_register(app.test_client(), path)))
 
-    worker.start()
-    worker.join(timeout=1.5)
-    try:
-        assert worker.is_alive(), "the registration did not wait for the other one"
-    finally:
-        first.commit()
-        first.close()
-    worker.join(timeout=30)
+    answer = waits_for(first, lambda: _register(app.test_client(), path))
 
-    [answer] = answers
     assert answer.status_code == 409
     assert "There is already an account with this email address" in answer.get_data(as_text=True)
     assert count(runtime, User, User.email_normalized == "carol@example.com") == 1

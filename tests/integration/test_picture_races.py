@@ -5,7 +5,6 @@ in ``images``, served at ``/media/<id>.png`` and never deleted (not even with th
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import pytest
@@ -23,6 +22,7 @@ from idp.security.ratelimit import RateLimiter
 from idp.security.reauth import PasswordConfirmation
 from tests.helpers import count, create_user
 from tests.images import picture
+from tests.locks import waits_for
 from tests.organizations import seed_org
 
 
@@ -39,28 +39,17 @@ def _race(
     previous = holder.scalar(
         select(getattr(locked, column)).where(locked.id == row_id).with_for_update()
     )
-    failed: list[BaseException] = []
 
-    def run() -> None:
+    def change_in_own_session() -> None:
         with runtime.session_factory() as db:
-            try:
-                change(db)
-            except BaseException as exc:  # reported by the main thread
-                failed.append(exc)
+            change(db)
 
-    worker = threading.Thread(target=run)
-    worker.start()
-    worker.join(timeout=1.5)
-    try:
-        assert worker.is_alive(), "the change did not wait for the row lock"
+    def concurrent_upload() -> None:
         other = ImageStore(holder).save(picture(300, 300), ImageKind.AVATAR)
         ImageStore(holder).discard(previous)
         holder.execute(update(locked).where(locked.id == row_id).values({column: other.id}))
-    finally:
-        holder.commit()
-        holder.close()
-    worker.join(timeout=30)
-    assert not worker.is_alive() and not failed, failed
+
+    waits_for(holder, change_in_own_session, concurrent_upload)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

@@ -32,6 +32,7 @@ from idp.security.two_factor import (
     totp_box,
 )
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events, sign_in
+from tests.locks import waits_for
 from tests.services import run_idp, runtime_env
 
 T0 = datetime(2030, 5, 17, 12, 0, 10, tzinfo=UTC)
@@ -514,27 +515,21 @@ def test_new_recovery_codes_wait_for_a_concurrent_change_of_the_same_account(
     _enable(runtime, user.id, T0)
     holder = runtime.session_factory()
     holder.execute(select(User.id).where(User.id == user.id).with_for_update())
-    made: list[list[str]] = []
 
-    def regenerate() -> None:
+    def regenerate() -> list[str]:
         with runtime.session_factory() as db:
             stored = db.get(User, user.id)
             assert stored is not None
-            made.append(_service(runtime, db, T0).regenerate_recovery_codes(stored, PASSWORD))
+            return _service(runtime, db, T0).regenerate_recovery_codes(stored, PASSWORD)
 
-    worker = threading.Thread(target=regenerate)
-    worker.start()
-    worker.join(timeout=1.5)
-    try:
-        assert worker.is_alive(), "the change did not wait for the account's row lock"
-        holder.add_all(  # what the concurrent change inserts before it commits
+    made = waits_for(
+        holder,
+        regenerate,
+        lambda: holder.add_all(  # what the concurrent change inserts before it commits
             RecoveryCode(user_id=user.id, code_hash=f"{n:064x}", created_at=T0) for n in range(10)
-        )
-    finally:
-        holder.commit()
-        holder.close()
-    worker.join(timeout=30)
-    assert len(made) == 1 and len(made[0]) == 10
+        ),
+    )
+    assert len(made) == 10
     assert count(runtime, RecoveryCode) == 10  # the other change's codes were replaced
 
 
