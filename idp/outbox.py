@@ -231,9 +231,10 @@ def requeue_failed(
     db: Session, ids: list[int] | None, clock: Callable[[], datetime] = utcnow
 ) -> int:
     """Give items that failed for good a new start (``ids``, or every one with None): due now,
-    with their attempts counted from zero, so the worker delivers them again (after an outage
-    longer than the retries, once the cause is fixed). Raises :class:`NotFailed`, changing
-    nothing, when an id is not a failed item. Commits; returns how many were requeued."""
+    with their attempts and their days counted from zero, so the worker delivers them again
+    (after an outage longer than the retries, once the cause is fixed). Raises
+    :class:`NotFailed`, changing nothing, when an id is not a failed item. Commits; returns
+    how many were requeued."""
     query = update(OutboxItem).where(
         OutboxItem.failed_at.is_not(None), OutboxItem.done_at.is_(None)
     )
@@ -251,8 +252,11 @@ def requeue_failed(
         if missing:
             raise NotFailed(missing)
         query = query.where(OutboxItem.id.in_(ids))
-    result = db.execute(
-        query.values(failed_at=None, attempts=0, next_attempt_at=clock(), leased_until=None)
+    now = clock()
+    result = db.execute(  # created_at: the give-up clock (12 attempts and 3 days) starts again
+        query.values(
+            failed_at=None, attempts=0, next_attempt_at=now, leased_until=None, created_at=now
+        )
     )
     db.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -40,6 +40,8 @@ def signed_out(session_id: str | None, then: str | None = None) -> Response:
         sso_service().logout_url(session_id, post_logout_redirect_uri()) if session_id else None
     )
     response = redirect(entra or target, 303)
+    if entra is not None and then is None:
+        _forget_return(response)  # an abandoned earlier sign-out's return is not this one's
     if entra is not None and then is not None:
         token = secrets.token_urlsafe(24)
         store = runtime().store
@@ -68,6 +70,11 @@ def back_from_entra() -> Response:
         raw = store.client.getdel(store.key("signed-out-return", token))
         target = raw.decode() if isinstance(raw, bytes) else raw
     response = redirect(target or url_for("login.login_form", signed_out=1), 303)
+    _forget_return(response)
+    return response
+
+
+def _forget_return(response: Response) -> None:
     response.delete_cookie(
         RETURN_COOKIE,
         path=LOGGED_OUT_PATH,
@@ -75,4 +82,3 @@ def back_from_entra() -> Response:
         httponly=True,
         samesite="Lax",
     )
-    return response

@@ -35,6 +35,7 @@ from authlib.oidc.core.errors import (
 )
 from joserfc import jwt
 from joserfc.errors import JoseError
+from joserfc.jws import extract_compact
 from sqlalchemy.orm import Session
 
 from idp.models import User
@@ -102,8 +103,11 @@ def _asks_fresh_login(params: Mapping[str, str]) -> bool:
     )
 
 
-# The ``sub`` of an ``id_token_hint`` that is one of our ID tokens, else None.
+# The ``sub`` of an ``id_token_hint`` that is one of our ID tokens, None when it is not,
+# or :data:`RETIRED_KEY` when it names a key no longer published (it can be neither trusted
+# nor called forged: ignored, as RP-Initiated Logout 1.0 §2 has end-session do).
 HintSubject = Callable[[str], str | None]
+RETIRED_KEY = ""
 
 
 def id_token_subject(keys: KeyService, issuer: str) -> HintSubject:
@@ -114,8 +118,12 @@ def id_token_subject(keys: KeyService, issuer: str) -> HintSubject:
     def subject(hint: str) -> str | None:
         if len(hint) > 16384:
             return None
+        keyset = keys.verification_keyset()
         try:
-            token = jwt.decode(hint, keys.verification_keyset(), algorithms=["RS256", "ES256"])
+            kid = extract_compact(hint.encode()).headers().get("kid")
+            if isinstance(kid, str) and all(key.kid != kid for key in keyset.keys):
+                return RETIRED_KEY
+            token = jwt.decode(hint, keyset, algorithms=["RS256", "ES256"])
         except (JoseError, ValueError, TypeError):
             return None
         typ = token.header.get("typ", "JWT")
@@ -173,10 +181,10 @@ class AuthorizationPolicy:
         if principal is not None and (_FRESH_PROMPTS & prompts or age_limit is not None or hint):
             fresh_since = _fresh_login_since(values, self.secret, client_id)
             refreshed = fresh_since is not None and principal.auth_time >= fresh_since
-            if hint:
+            hinted = self.hint_subject(hint) if hint else RETIRED_KEY
+            if hinted != RETIRED_KEY:
                 # OIDC Core §3.1.2.1: the hint names the user the client expects. Someone
                 # else signed in: the sign-in form (once); still someone else: login_required.
-                hinted = self.hint_subject(hint)
                 if hinted != principal.user.id and not refreshed:
                     needs_login = True
                 elif hinted is not None and hinted != principal.user.id:

@@ -23,6 +23,7 @@ from idp.models.clients import Client
 from idp.models.tokens import TokenFamily
 from idp.outbox import DeliveryError, enqueue
 from idp.provider.keys import KeyService
+from idp.security.sessions import SIGN_OUT_AFTER_TIMEOUT
 
 BACKCHANNEL_LOGOUT = "backchannel_logout"
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -40,8 +41,10 @@ def end_session_tokens(
     if reason in SESSION_TIMEOUTS:
         return
     sessions = _with_replaced(db, session_id)
-    families = db.scalars(select(TokenFamily).where(TokenFamily.session_id.in_(sessions)))
-    _revoke_and_notify(db, list(families), reason, session_id, clock)
+    query = select(TokenFamily).where(TokenFamily.session_id.in_(sessions))
+    if reason == SIGN_OUT_AFTER_TIMEOUT:  # the rest was ended, and told, when it was revoked
+        query = query.where(TokenFamily.revoked_at.is_(None))
+    _revoke_and_notify(db, list(db.scalars(query)), reason, session_id, clock)
 
 
 def end_user_tokens(

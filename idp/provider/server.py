@@ -151,11 +151,20 @@ class CodeGrant(_Grant, grants.AuthorizationCodeGrant):  # type: ignore[misc]
         """The user the code was issued to, while the code's session is live and (for a client
         that asks for consent) the consent still covers its scope; else None (invalid_grant).
 
-        The session row, and the consent row, are read with a share lock held until the token
-        is committed: a sign-out (or a withdrawn consent) at the same instant either comes
-        first, and the code is refused, or waits and then revokes the new tokens as well."""
+        The user row (key share), the session row and the consent row are read with share
+        locks held until the token is committed: a sign-out (or a withdrawn consent) at the
+        same instant either comes first, and the code is refused, or waits and then revokes
+        the new tokens as well."""
         db = self.services.db
-        user = db.get(User, authorization_code.user_id)
+        # The locks in the order account deletion takes them (user, then its sessions): the
+        # user row's key share lock (the new token family's foreign key needs it anyway)
+        # first, so an exchange and a deletion at the same time wait, never deadlock.
+        user = db.get(
+            User,
+            authorization_code.user_id,
+            with_for_update={"key_share": True},
+            populate_existing=True,
+        )
         session = db.get(
             UserSession,
             authorization_code.session_id,

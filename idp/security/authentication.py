@@ -402,8 +402,8 @@ class AuthenticationService:
         """ "Sign out" in a browser whose session has already timed out (idle on a page for
         longer than the idle limit): the tokens the session gave relying services end as at
         any sign-out, and the sign-out is recorded."""
-        self.sessions.end_timed_out(row, "logout")
-        self._record_sign_out(row.id, row.user_id, client)
+        if self.sessions.end_timed_out(row, "logout"):
+            self._record_sign_out(row.id, row.user_id, client)
 
     def _record_sign_out(self, session_id: str, user_id: str, client: ClientInfo) -> None:
         record_event(

@@ -30,6 +30,9 @@ TOUCH_INTERVAL_SECONDS = 60
 ENDED_GUARD_SECONDS = 60
 # End reasons of a session that timed out (see resolve()).
 TIMEOUT_REASONS = frozenset({"idle", "expired"})
+# What the end hook is told when a timed-out session is signed out afterwards: end what it
+# left that is still live (what a password reset, say, ended meanwhile was told already).
+SIGN_OUT_AFTER_TIMEOUT = "logout_after_timeout"
 
 # Publish a session to the store unless it is being ended (KEYS: entry, touch throttle, ended
 # guard; ARGV: entry, entry TTL, touch TTL). One script, so the check and the write are atomic.
@@ -211,14 +214,21 @@ class SessionService:
             return None
         return row
 
-    def end_timed_out(self, row: UserSession, reason: str) -> None:
+    def end_timed_out(self, row: UserSession, reason: str) -> bool:
         """Sign out a session that had timed out (:meth:`timed_out`): its end reason becomes
-        ``reason`` and what it left to relying services ends as that end would have ended it
-        (tokens, back-channel logouts); the caller commits. Once only: the reason is no
-        longer a timeout."""
-        row.end_reason = reason
+        ``reason`` and the tokens it left that are still live end (with back-channel logouts,
+        see :data:`SIGN_OUT_AFTER_TIMEOUT`); the caller commits. Once only, also for two
+        sign-outs at the same instant: False for the one that did not claim it."""
+        claimed = self.db.execute(
+            update(UserSession)
+            .where(UserSession.id == row.id, UserSession.end_reason.in_(TIMEOUT_REASONS))
+            .values(end_reason=reason)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return False
         if self.on_end is not None:
-            self.on_end(self.db, row.id, reason)
+            self.on_end(self.db, row.id, SIGN_OUT_AFTER_TIMEOUT)
+        return True
 
     def end(
         self, session_id: str, reason: str, *, commit: bool = True, replaced_by: str | None = None
@@ -227,7 +237,9 @@ class SessionService:
         is false (the caller then commits, e.g. with an event in the same transaction).
         ``replaced_by``: the session of the same user in the same browser that takes over
         (re-authentication); ending that one later ends this one's tokens too."""
-        row = self.db.get(UserSession, session_id)
+        # Locked first: the guard and the drop below must name the committed token (a
+        # password change may be renewing it at this very moment, see renew()).
+        row = self.db.get(UserSession, session_id, with_for_update=True, populate_existing=True)
         if row is None:
             return False
         # Dropped before the commit, with a guard: a request that read the row before the

@@ -28,6 +28,7 @@ from idp.security.sessions import TOUCH_INTERVAL_SECONDS, SessionService
 from tests.account_pages import read_devices, shown_session_ids
 from tests.helpers import count, create_user, csrf_token, events, sign_in
 from tests.integration.conftest import Receiver
+from tests.locks import waits_for
 from tests.oidc import Browser, RelyingParty, register_client
 
 Live = tuple[str, Runtime]
@@ -469,3 +470,29 @@ def test_odd_counts_in_the_address_are_ignored(app: Flask, runtime: Runtime) -> 
         for path in ("/account/sessions", "/account/password"):
             page = laptop.get(path, query_string={"ended": odd})
             assert page.status_code == 200, (path, odd)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_ending_a_session_while_its_token_is_renewed_guards_the_new_token(
+    app: Flask, runtime: Runtime
+) -> None:
+    """A password change renews the session's token while another device signs it out: the
+    ending waits for the renewal and guards the token that is then current, so the browser
+    cannot get the ended session cached again under its new cookie."""
+    create_user(runtime)
+    laptop = signed_in_client(app, FIREFOX_WINDOWS, "192.0.2.1")
+    sid = client_session_id(runtime, laptop)
+    renewing = runtime.session_factory()  # the password change, not committed yet
+    renewing.execute(
+        update(UserSession).where(UserSession.id == sid).values(token_hash=hash_key("renewed"))
+    )
+
+    def end() -> bool:
+        with runtime.session_factory() as db:
+            return SessionService(db, runtime.store, runtime.settings).end(sid, "ended_by_user")
+
+    assert waits_for(renewing, end)
+
+    assert runtime.store.client.exists(runtime.store.session_ended_key(hash_key("renewed")))
+    with runtime.session_factory() as db:
+        assert SessionService(db, runtime.store, runtime.settings).resolve("renewed") is None

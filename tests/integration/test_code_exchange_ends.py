@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 
-from idp.models import UserSession
+from idp.models import User, UserSession
 from idp.models.clients import Consent
 from idp.runtime import Runtime
 from tests.helpers import create_user
@@ -115,3 +115,28 @@ def test_a_code_redeemed_while_its_consent_is_being_withdrawn_waits_and_is_refus
     withdrawing.execute(delete(Consent))
 
     assert refused(waits_for(withdrawing, lambda: redeem(partner, code, verifier)))
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_code_redeemed_while_the_account_is_being_deleted_waits_without_deadlock(
+    live: Live,
+) -> None:
+    """Account deletion locks the user, then ends its sessions; the exchange takes its locks
+    in the same order, so the two wait for each other instead of deadlocking (a 500 and a
+    consumed code, or a failed deletion)."""
+    base, rt = live
+    user = create_user(rt)
+    rp = RelyingParty(base, register_client(rt))
+    code, verifier = code_for(rp, Browser(base))
+    deleting = rt.session_factory()  # a deletion past its password check, not committed yet
+    deleting.execute(select(User.id).where(User.id == user.id).with_for_update())
+
+    def ends_the_sessions_and_deletes() -> None:
+        deleting.execute(
+            update(UserSession).values(ended_at=datetime.now(UTC), end_reason="account_deleted")
+        )
+        deleting.execute(delete(User).where(User.id == user.id))
+
+    answer = waits_for(deleting, lambda: redeem(rp, code, verifier), ends_the_sessions_and_deletes)
+
+    assert refused(answer)

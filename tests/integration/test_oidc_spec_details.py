@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 from urllib.parse import urljoin
 
@@ -190,3 +192,22 @@ def test_without_a_session_the_form_is_shown_once_for_a_hint(live: Live) -> None
 
     assert 'name="password"' not in response.text  # not a second form
     assert redirect_params(response)["error"] == "login_required"
+
+
+def test_a_hint_whose_key_left_the_jwks_is_ignored(live: Live) -> None:
+    """As at end-session (RP-Initiated Logout 1.0 §2): an old ID token whose key was rotated
+    out can be neither trusted nor called forged; silent renewals keep working."""
+    base, rt = live
+    create_user(rt)
+    rp = RelyingParty(base, register_client(rt))
+    browser = Browser(base)
+    tokens, _ = rp.sign_in(browser)
+    _, payload, signature = tokens["id_token"].split(".")
+    retired = base64.urlsafe_b64encode(
+        json.dumps({"alg": "RS256", "typ": "JWT", "kid": "a-key-rotated-out-long-ago"}).encode()
+    ).rstrip(b"=").decode()
+
+    got = _code_for(rp, browser, prompt="none",
+                    id_token_hint=f"{retired}.{payload}.{signature}")
+
+    assert "code" in got

@@ -65,6 +65,17 @@ def _state(database_url: str) -> dict[int, tuple[int, bool]]:
         engine.dispose()
 
 
+def _created(database_url: str, item_id: int) -> datetime:
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as db:
+            item = db.get(OutboxItem, item_id)
+            assert item is not None
+            return item.created_at
+    finally:
+        engine.dispose()
+
+
 def test_the_operator_lists_and_requeues_what_failed_for_good(
     env: dict[str, str], database_url: str
 ) -> None:
@@ -87,6 +98,7 @@ def test_the_operator_lists_and_requeues_what_failed_for_good(
     assert one.stdout.strip() == "requeued 1 failed items"
     state = _state(database_url)
     assert state[ids["failed_mail"]] == (0, False)  # due again, attempts from zero
+    assert _created(database_url, ids["failed_mail"]) > LONG_AGO  # and its days too
     assert state[ids["failed_logout"]] == (12, True)
     everything = run_idp("outbox", "retry", "--all", "--json", env=env)
     assert json.loads(everything.stdout) == {"requeued": 1}

@@ -154,3 +154,17 @@ def test_signing_out_this_device_from_the_devices_page_signs_out_at_entra(
     assert done.status_code == 303
     assert done.headers["Location"].startswith(world.fake.end_session_endpoint(TID) + "?")
     assert world.client.get("/account").status_code == 303
+
+
+def test_an_abandoned_sign_outs_return_is_not_followed_by_a_later_one(world: World) -> None:
+    rp = register_client(world.runtime, "Shop", post_logout_redirect_uris=[RP_LOGGED_OUT])
+    assert world.sign_in().status_code == 303
+    params = {"id_token_hint": id_token_of(world, rp), "post_logout_redirect_uri": RP_LOGGED_OUT}
+    assert world.client.get("/end-session?" + urlencode(params)).status_code == 303
+    # Entra's page abandoned; later, signed in again, a plain "Sign out" through Entra.
+    assert world.sign_in().status_code == 303
+    assert _logout(world).startswith(world.fake.end_session_endpoint(TID) + "?")
+
+    landing = world.client.get("/login/sso/logged-out")
+
+    assert landing.status_code == 303 and "signed_out=1" in landing.headers["Location"]

@@ -222,6 +222,10 @@ def test_a_password_reset_ends_what_every_timed_out_session_left(
     assert reset.status_code == 303, reset.text[:300]
     assert_dead(shop, stolen)
     assert logout_sids(rt) == [thief_sid]
+    # The thief's stale tab signs out: nothing left to end, nobody told twice.
+    login = thief.http.get(base + "/login", timeout=10)
+    thief.http.post(base + "/logout", data={"csrf_token": csrf_token(login.text)}, timeout=10)
+    assert logout_sids(rt) == [thief_sid]
 
 
 def test_deleting_the_account_tells_the_applications_of_timed_out_sessions(
