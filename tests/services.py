@@ -30,6 +30,10 @@ POSTGRES_ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+# The secret key of the servers a test's ``idp`` commands act for (the operator's shell has it).
+COMMAND_SECRET_KEY = "the-servers-secret-key-0123456789-abcdefghijklmnop"
+
+
 def unavailable(service: str, detail: str) -> None:
     """Fail under CI (the service must be there), skip on a developer machine without it."""
     message = f"{service} is not available: {detail}"

@@ -18,13 +18,16 @@ from urllib.parse import parse_qs
 
 import pytest
 from flask import Flask
+from sqlalchemy import delete
 
 from idp import create_app
+from idp.db import make_engine
+from idp.models import Base
 from idp.runtime import Runtime
 from tests.conftest import empty_tables, make_settings
 from tests.mailserver import MailServer, running_mail_server
 from tests.oidc import serve
-from tests.services import free_port
+from tests.services import COMMAND_SECRET_KEY, free_port, idp_env
 
 
 @pytest.fixture
@@ -97,3 +100,21 @@ def receiver() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
+    """The environment of an ``idp`` command (tests.services.run_idp) on this test's
+    database, with the servers' secret key and a fast argon2; the tables are emptied after."""
+    yield idp_env(
+        database_url=database_url,
+        data_dir=str(tmp_path / "var"),
+        secret_key=COMMAND_SECRET_KEY,
+        argon2_memory_kib="1024",
+        argon2_time_cost="1",
+    )
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(delete(table))
+    engine.dispose()

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.activity import purge_events
 from idp.db import make_engine, make_session_factory
 from idp.events import EventTag
-from idp.models import Base, Event
+from idp.models import Event
 from idp.runtime import Runtime
-from tests.services import idp_env, run_idp
+from tests.services import run_idp
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -51,18 +48,6 @@ def test_purge_deletes_only_events_older_than_the_retention(runtime: Runtime) ->
         assert purge_events(db, 400, now=NOW).deleted == 0
 
 
-@pytest.fixture
-def env(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
-    yield idp_env(database_url=database_url, data_dir=str(tmp_path / "var"),
-                  secret_key="the-servers-secret-key-0123456789-abcdefghijklmnop",
-                  event_retention_days="30")
-    engine = make_engine(database_url)
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(delete(table))
-    engine.dispose()
-
-
 def test_the_purge_command_says_how_many_events_it_deleted(
     env: dict[str, str], database_url: str
 ) -> None:
@@ -71,14 +56,14 @@ def test_the_purge_command_says_how_many_events_it_deleted(
     now = datetime.now(UTC)
     ids = _seed(factory, timedelta(days=90), timedelta(days=31), timedelta(days=29), now=now)
 
-    result = run_idp("events", "purge", "--json", env=env)
+    result = run_idp("events", "purge", "--json", env={**env, "IDP_EVENT_RETENTION_DAYS": "30"})
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["deleted"] == 2 and data["retention_days"] == 30
     assert datetime.fromisoformat(data["before"]) < now - timedelta(days=29)
     assert _remaining(factory) == [ids[2]]
 
-    again = run_idp("events", "purge", env=env)
+    again = run_idp("events", "purge", env={**env, "IDP_EVENT_RETENTION_DAYS": "30"})
     assert again.returncode == 0
     assert again.stdout.startswith("deleted 0 events older than 30 days")
     engine.dispose()

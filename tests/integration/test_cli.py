@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from idp.db import make_engine
-from idp.models import Base, Event, Membership, Organization, OutboxItem, Role, SigningKey, User
+from idp.models import Event, Membership, Organization, OutboxItem, Role, SigningKey, User
 from tests.helpers import PASSWORD
-from tests.services import idp_env, run_idp
+from tests.services import COMMAND_SECRET_KEY, idp_env, run_idp
 
-# The key the servers of the database use (the operator's shell has it too).
-SECRET_KEY = "the-servers-secret-key-0123456789-abcdefghijklmnop"
-
-
-@pytest.fixture
-def env(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
-    yield idp_env(
-        database_url=database_url,
-        data_dir=str(tmp_path / "var"),
-        secret_key=SECRET_KEY,
-        argon2_memory_kib="1024",
-        argon2_time_cost="1",
-    )
-    engine = make_engine(database_url)
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(delete(table))
-    engine.dispose()
+SECRET_KEY = COMMAND_SECRET_KEY
 
 
 def _one_line_error(result: object, text: str) -> None:

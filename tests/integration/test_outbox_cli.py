@@ -4,30 +4,16 @@ down for days), the operator sees what was given up on and has it delivered agai
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from idp.db import make_engine, make_session_factory
-from idp.models import Base
 from idp.models.outbox import OutboxItem
-from tests.services import idp_env, run_idp
+from tests.services import run_idp
 
 LONG_AGO = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def env(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
-    yield idp_env(database_url=database_url, data_dir=str(tmp_path / "var"),
-                  secret_key="the-servers-secret-key-0123456789-abcdefghijklmnop")
-    engine = make_engine(database_url)
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(delete(table))
-    engine.dispose()
 
 
 def _seed(database_url: str) -> dict[str, int]:
