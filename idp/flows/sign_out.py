@@ -42,7 +42,7 @@ def signed_out(session_id: str | None, then: str | None = None) -> Response:
     response = redirect(entra or target, 303)
     if entra is not None and then is None:
         _forget_return(response)  # an abandoned earlier sign-out's return is not this one's
-    if entra is not None and then is not None:
+    elif entra is not None:
         token = secrets.token_urlsafe(24)
         store = runtime().store
         store.client.set(store.key("signed-out-return", token), then, ex=RETURN_SECONDS)

@@ -23,12 +23,12 @@ from idp.models.clients import Client
 from idp.models.tokens import TokenFamily
 from idp.outbox import DeliveryError, enqueue
 from idp.provider.keys import KeyService
-from idp.security.sessions import SIGN_OUT_AFTER_TIMEOUT
+from idp.security.sessions import SIGN_OUT_AFTER_TIMEOUT, TIMEOUT_REASONS
 
 BACKCHANNEL_LOGOUT = "backchannel_logout"
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 # Ends that are not a sign-out: the user is still signed in (again) or merely timed out.
-SESSION_TIMEOUTS = frozenset({"idle", "expired", "reauthenticated"})
+SESSION_TIMEOUTS = TIMEOUT_REASONS | {"reauthenticated"}
 
 
 def end_session_tokens(

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from sqlalchemy import select, update
 
 from idp.events import EventTag
@@ -327,4 +326,3 @@ def test_another_browsers_timed_out_session_is_not_signed_out_by_a_hint_alone(
 
     assert asked.status_code == 200 and "csrf_token" in asked.text
     assert alive(shop, tokens)
-    assert requests.get(base + "/healthz", timeout=10).status_code == 200
