@@ -74,7 +74,9 @@ def submit() -> Response:
 @bp.get("/confirm/<token>")
 def confirm_page(token: str) -> Response:
     try:
-        change = email_change_service().pending(token)
+        change = email_change_service().confirmable(token)
+    except ManagedByOrganization as exc:
+        return make_response(render_template("account/email_confirm.html", error=exc.message), 403)
     except EmailChangeError as exc:
         return make_response(render_template("account/email_confirm.html", error=exc.message), 404)
     return make_response(

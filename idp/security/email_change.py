@@ -164,6 +164,18 @@ class EmailChangeService:
             raise LinkInvalid
         return change
 
+    def confirmable(self, token: str) -> EmailChange:
+        """:meth:`pending`, for the confirmation page: raises :class:`ManagedByOrganization`
+        when SSO became enforced for the account's current address since the request (the
+        button would be refused, so the page says why instead of offering it)."""
+        change = self.pending(token)
+        user = self.db.get(User, change.user_id)
+        if user is None:
+            raise LinkInvalid
+        if self.managed(user):
+            raise ManagedByOrganization
+        return change
+
     def confirm(self, token: str) -> User:
         """Apply the change of a link (once) and void the links mailed to the old address.
         Raises :class:`EmailChangeError` (:class:`ManagedByOrganization` when SSO became

@@ -176,8 +176,11 @@ def test_sso_enforced_after_the_request_stops_the_confirmation(
                for m in _mails(runtime) if m["template"] == "email_change_confirm"]
     _enforce_sso(runtime)
     visitor = app.test_client()
-    page = visitor.get(link).get_data(as_text=True)
-    refused = visitor.post(link, data={"csrf_token": csrf_token(page)})
+    page = visitor.get(link)
+    assert page.status_code == 403 and MANAGED in page.get_data(as_text=True)
+    assert "<button" not in page.get_data(as_text=True)  # no button that would be refused
+    form_page = visitor.get("/login").get_data(as_text=True)  # a CSRF token of this browser
+    refused = visitor.post(link, data={"csrf_token": csrf_token(form_page)})
     assert refused.status_code == 403 and MANAGED in refused.get_data(as_text=True)
     assert _email(runtime) == ("grace@corp.com", True)
     assert not events(runtime, EventTag.EMAIL_CHANGED)
