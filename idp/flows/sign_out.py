@@ -40,21 +40,22 @@ def signed_out(session_id: str | None, then: str | None = None) -> Response:
         sso_service().logout_url(session_id, post_logout_redirect_uri()) if session_id else None
     )
     response = redirect(entra or target, 303)
-    if entra is not None and then is None:
-        _forget_return(response)  # an abandoned earlier sign-out's return is not this one's
-    elif entra is not None:
-        token = secrets.token_urlsafe(24)
-        store = runtime().store
-        store.client.set(store.key("signed-out-return", token), then, ex=RETURN_SECONDS)
-        response.set_cookie(
-            RETURN_COOKIE,
-            token,
-            max_age=RETURN_SECONDS,
-            path=LOGGED_OUT_PATH,
-            secure=runtime().settings.secure_cookies,
-            httponly=True,
-            samesite="Lax",
-        )
+    if entra is not None:
+        if then is None:
+            _forget_return(response)  # an abandoned earlier sign-out's return is not this one's
+        else:
+            token = secrets.token_urlsafe(24)
+            store = runtime().store
+            store.client.set(store.key("signed-out-return", token), then, ex=RETURN_SECONDS)
+            response.set_cookie(
+                RETURN_COOKIE,
+                token,
+                max_age=RETURN_SECONDS,
+                path=LOGGED_OUT_PATH,
+                secure=runtime().settings.secure_cookies,
+                httponly=True,
+                samesite="Lax",
+            )
     csrf.rotate()
     clear_session_cookie(response)
     return response

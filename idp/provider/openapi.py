@@ -17,6 +17,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from idp.provider import cors
+
 VERSION = "1"
 
 # Flask endpoints whose every answer, errors included, is JSON (see idp/flows/errors.py).
@@ -549,6 +551,32 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         }
     },
 }
+
+
+def _preflight(name: str, methods: str) -> dict[str, Any]:
+    """The CORS preflight of an endpoint a browser-based client calls (Fetch Standard
+    §3.2.2, :mod:`idp.provider.cors`): 204 with what may be sent, any origin, no credentials."""
+    return {
+        "operationId": f"{name}Preflight",
+        "summary": "CORS preflight (Fetch Standard §3.2.2); any origin, never credentials.",
+        "responses": {
+            "204": {
+                "description": "Allowed.",
+                "headers": {
+                    "Access-Control-Allow-Origin": {"schema": {"const": "*"}},
+                    "Access-Control-Allow-Methods": {"schema": {"const": methods}},
+                    "Access-Control-Allow-Headers": {"schema": {"const": cors.ALLOWED_HEADERS}},
+                    "Access-Control-Max-Age": {
+                        "schema": {"const": str(cors.MAX_AGE_SECONDS)}
+                    },
+                },
+            }
+        },
+    }
+
+
+for _name, (_methods, _exposed) in cors.ENDPOINTS.items():
+    OPERATIONS[f"oidc.{_name}"]["options"] = _preflight(_name, _methods)
 
 
 def openapi_document(issuer: str, paths: Mapping[str, str]) -> dict[str, Any]:

@@ -87,3 +87,18 @@ def test_every_operation_documented_as_json_answers_its_errors_in_json() -> None
         )
     }
     assert speaks_json == JSON_ENDPOINTS
+
+
+def test_every_documented_cors_preflight_answers_the_documented_headers(
+    client: FlaskClient,
+) -> None:
+    """Browser-based clients' tooling reads the preflights from the document: each one the
+    document lists answers 204 with exactly the documented header values."""
+    document = _document(client)
+    preflights = {p: item["options"] for p, item in document["paths"].items() if "options" in item}
+    assert len(preflights) == 5  # discovery, JWKS, token, userinfo, revocation
+    for path, operation in preflights.items():
+        response = client.open(path, method="OPTIONS", headers={"Origin": "https://spa.example"})
+        assert response.status_code == 204, path
+        for name, header in operation["responses"]["204"]["headers"].items():
+            assert response.headers.get(name) == header["schema"]["const"], (path, name)
