@@ -18,6 +18,17 @@ from idp.runtime import Runtime, runtime
 bp = Blueprint("metrics", __name__)
 REQUEST_ID_HEADER = "X-Request-ID"
 access = logging.getLogger("idp.access")
+# The methods counted by name (RFC 9110 §9.3, RFC 5789). The method is the client's to choose
+# (any token, RFC 9110 §9.1), so every other one counts as "other": one label value per
+# invented method would grow the series without bound.
+KNOWN_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+)
+
+
+def method_label(method: str) -> str:
+    """``method`` as a metrics label: itself when standard, else ``"other"``."""
+    return method if method in KNOWN_METHODS else "other"
 
 
 @bp.get("/metrics")
@@ -52,12 +63,13 @@ def init_app(app: Flask) -> None:
         if started is not None:
             endpoint = request.url_rule.endpoint if request.url_rule else "unmatched"
             seconds = time.perf_counter() - started
-            metrics.REQUEST_SECONDS.labels(endpoint, request.method).observe(seconds)
-            metrics.RESPONSES.labels(endpoint, request.method, str(response.status_code)).inc()
+            method = method_label(request.method)
+            metrics.REQUEST_SECONDS.labels(endpoint, method).observe(seconds)
+            metrics.RESPONSES.labels(endpoint, method, str(response.status_code)).inc()
             # The route pattern, never the path or query: paths can carry one-time tokens.
             access.info(
                 "%s %s %s %.1fms",
-                request.method,
+                method,
                 request.url_rule.rule if request.url_rule else "(no route)",
                 response.status_code,
                 1000 * seconds,

@@ -52,6 +52,18 @@ def test_metrics_count_sign_ins_failures_and_requests(app: Flask, runtime: Runti
     assert "idp_request_duration_seconds_bucket" in text
 
 
+def test_invented_methods_add_no_series(app: Flask) -> None:
+    """The method is the client's to choose: each invented one must not become a label value
+    (unbounded series, memory and scrape size), whether a route matches or not."""
+    client = app.test_client()
+    for method in ("BREW", "XY1" + secrets.token_hex(4).upper(), "PROPFIND"):
+        client.open("/nowhere", method=method)
+        client.open("/login", method=method)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "BREW" not in text and "PROPFIND" not in text and 'method="XY1' not in text
+    assert 'method="other"' in text
+
+
 def test_an_event_counts_only_when_its_transaction_commits(runtime: Runtime) -> None:
     before = sample("idp_events_total", action="account:lockout:lock")
     with runtime.session_factory() as db:
