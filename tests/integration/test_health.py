@@ -16,7 +16,8 @@ def test_health_and_readiness_when_everything_answers(client: FlaskClient) -> No
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json == {"status": "ready", "database": "ok", "store": "ok"}
+    assert ready.json == {"status": "ready", "database": "ok", "schema": "ok",
+                          "store": "ok"}
 
 
 def test_not_ready_when_the_store_is_unreachable(tmp_path: Path, database_url: str) -> None:
@@ -32,6 +33,7 @@ def test_not_ready_when_the_store_is_unreachable(tmp_path: Path, database_url: s
         assert response.json == {
             "status": "not ready",
             "database": "ok",
+            "schema": "ok",
             "store": "unreachable",
         }
         # A page that needs the store answers 503 with a clear message, not a stack trace.
@@ -51,4 +53,41 @@ def test_not_ready_when_the_database_is_unreachable(tmp_path: Path, redis_url: s
     app = create_app(make_settings(tmp_path, database_url=url, redis_url=redis_url))
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
-    assert response.json == {"status": "not ready", "database": "unreachable", "store": "ok"}
+    assert response.json == {"status": "not ready", "database": "unreachable",
+                             "schema": "unknown", "store": "ok"}
+
+
+def test_not_ready_until_the_database_has_this_releases_migrations(tmp_path: Path,
+                                                                   redis_url: str) -> None:
+    """A node of a new release started before `idp db upgrade` must not take traffic (its code
+    needs the new tables and columns); an old node on a database a newer release migrated
+    stays ready (migrations only expand: README, upgrades with nodes still running)."""
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import text
+
+    from idp.migrate import upgrade
+    from idp.settings import PROJECT_ROOT
+
+    scripts = ScriptDirectory(str(PROJECT_ROOT / "migrations"))
+    head = scripts.get_revision(scripts.get_current_head())
+    assert head is not None and isinstance(head.down_revision, str)
+    url = f"sqlite:///{tmp_path / 'upgrading.sqlite3'}"
+    upgrade(url, head.down_revision)  # the previous release's schema
+    app = create_app(make_settings(tmp_path, database_url=url, redis_url=redis_url))
+    rt: Runtime = app.extensions["idp"]
+    try:
+        behind = app.test_client().get("/readyz")
+        assert behind.status_code == 503
+        assert behind.json == {"status": "not ready", "database": "ok", "schema": "outdated",
+                               "store": "ok"}
+        upgrade(url)
+        assert app.test_client().get("/readyz").status_code == 200
+        with rt.engine.begin() as conn:  # a newer release's migration ran: still ready
+            conn.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed0001'"))
+        assert app.test_client().get("/readyz").json["schema"] == "ok"
+        with rt.engine.begin() as conn:  # never migrated at all
+            conn.execute(text("DROP TABLE alembic_version"))
+        assert app.test_client().get("/readyz").json["schema"] == "outdated"
+    finally:
+        rt.store.delete_prefix()
+        rt.close()
