@@ -76,6 +76,21 @@ def test_an_event_counts_only_when_its_transaction_commits(runtime: Runtime) -> 
     assert sample("idp_lockouts_total") >= 1
 
 
+def test_database_errors_never_carry_the_statements_values(runtime: Runtime) -> None:
+    """A failed statement's message reaches the logs (an unexpected error's traceback), an
+    outbox item's last_error and `idp outbox failed`; the values it wrote (here an outbox
+    payload with a one-time link) must not be in it."""
+    from sqlalchemy.exc import IntegrityError
+
+    link = "https://id.example/unlock/" + secrets.token_urlsafe(32)
+    with runtime.session_factory() as db:
+        db.add(OutboxItem(kind=None, payload={"context": {"link": link}}))
+        with pytest.raises(IntegrityError) as failed:
+            db.flush()
+    assert "parameters hidden" in str(failed.value)
+    assert link.rsplit("/", 1)[1] not in str(failed.value)
+
+
 def test_metrics_are_not_public(app: Flask, runtime: Runtime) -> None:
     outside = app.test_client()
     outside.environ_base["REMOTE_ADDR"] = "203.0.113.9"
