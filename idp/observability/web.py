@@ -31,6 +31,18 @@ def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "other"
 
 
+def from_loopback() -> bool:
+    """Whether the request comes from this machine: the client (``X-Forwarded-For`` as
+    trusted by ``IDP_PROXY_HOPS``) and the peer that connected to idp are both loopback.
+
+    Both: behind a proxy on this machine the peer is always loopback, so the client decides;
+    and the forwarded client alone is whatever someone reaching the node directly (another
+    host of the internal network) writes into ``X-Forwarded-For``."""
+    original = request.environ.get("werkzeug.proxy_fix.orig") or {}
+    peer = original.get("REMOTE_ADDR", request.remote_addr) or ""
+    return is_loopback(request.remote_addr or "") and is_loopback(peer)
+
+
 @bp.get("/metrics")
 def scrape() -> Response:
     """Prometheus text exposition; loopback, or a bearer ``IDP_METRICS_TOKEN``."""
@@ -38,7 +50,7 @@ def scrape() -> Response:
     given = request.headers.get("Authorization", "")
     if token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         pass
-    elif not is_loopback(request.remote_addr or ""):
+    elif not from_loopback():
         abort(404)  # not advertised to the public
     response = Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
     response.headers["Cache-Control"] = "no-store"

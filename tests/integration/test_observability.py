@@ -98,6 +98,35 @@ def test_metrics_are_not_public(app: Flask, runtime: Runtime) -> None:
     assert app.test_client().get("/metrics").status_code == 200  # loopback
 
 
+@pytest.mark.parametrize("hops", [1, 2])
+def test_a_forwarded_loopback_address_does_not_open_metrics(tmp_path: Path, database_url: str,
+                                                             redis_url: str, hops: int) -> None:
+    """With IDP_PROXY_HOPS set, a host that reaches a node directly (not through the proxy)
+    chooses X-Forwarded-For itself: claiming 127.0.0.1 there must not make it loopback.
+    Through a proxy on this machine, the forwarded client still decides."""
+    from idp import create_app
+    from tests.conftest import empty_tables, make_settings
+
+    app = create_app(make_settings(tmp_path, database_url=database_url, redis_url=redis_url,
+                                   proxy_hops=hops))
+    rt: Runtime = app.extensions["idp"]
+    try:
+        direct = app.test_client()
+        direct.environ_base["REMOTE_ADDR"] = "10.0.0.99"
+        spoofed = ", ".join(["127.0.0.1"] * hops)
+        assert direct.get("/metrics", headers={"X-Forwarded-For": spoofed}).status_code == 404
+        local_proxy = app.test_client()  # a public client through nginx on this machine
+        public = ", ".join(["203.0.113.9"] + ["127.0.0.1"] * (hops - 1))
+        assert local_proxy.get("/metrics",
+                               headers={"X-Forwarded-For": public}).status_code == 404
+        agent = ", ".join(["127.0.0.1"] * hops)  # a node-local agent through that proxy
+        assert local_proxy.get("/metrics", headers={"X-Forwarded-For": agent}).status_code == 200
+        assert local_proxy.get("/metrics").status_code == 200  # straight from this machine
+    finally:
+        empty_tables(rt)
+        rt.close()
+
+
 def test_a_metrics_token_lets_a_remote_scraper_in(tmp_path: Path, database_url: str,
                                                   redis_url: str) -> None:
     from idp import create_app
