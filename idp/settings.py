@@ -204,6 +204,16 @@ def _check_base_url(name: str, value: str) -> str:
     return value.rstrip("/")
 
 
+_TEN_YEARS = {"seconds": 3650 * 86400, "minutes": 3650 * 1440, "hours": 3650 * 24, "days": 3650}
+_OWN_UPPER_BOUND = {
+    "authorization_code_seconds",
+    "event_retention_days",
+    "password_reset_link_minutes",
+    "email_verification_link_hours",
+    "unverified_account_days",
+}
+
+
 def _validate(v: dict[str, Any]) -> Settings:
     # OIDC Discovery 1.0 §3: the issuer is an https URL without query or fragment.
     issuer = _check_base_url("issuer", v["issuer"])
@@ -282,6 +292,13 @@ def _validate(v: dict[str, Any]) -> Settings:
     ):
         if v[name] < 1:
             raise SettingsError(name, "must be at least 1")
+    # Durations without a tighter bound below: at most ten years, so that "now + duration"
+    # stays a date (Python's datetime ends in 9999; a larger value failed every sign-in,
+    # token grant or worker start with OverflowError instead of stopping the start here).
+    for name, value in v.items():
+        unit = name.rpartition("_")[2]
+        if unit in _TEN_YEARS and name not in _OWN_UPPER_BOUND and value > _TEN_YEARS[unit]:
+            raise SettingsError(name, f"must be at most {_TEN_YEARS[unit]} (ten years)")
     if v["session_absolute_minutes"] < v["session_idle_minutes"]:
         raise SettingsError("session_absolute_minutes", "must be >= IDP_SESSION_IDLE_MINUTES")
     if v["argon2_memory_kib"] < 8 * v["argon2_parallelism"]:

@@ -84,6 +84,31 @@ def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
     assert "\n" not in message
 
 
+DURATIONS = [
+    f.name
+    for f in dataclasses.fields(Settings)
+    if f.name.rpartition("_")[2] in ("seconds", "minutes", "hours", "days")
+]
+
+
+@pytest.mark.parametrize("name", DURATIONS)
+def test_a_duration_too_long_for_a_date_names_the_setting(name: str) -> None:
+    """A duration past year 9999 used to load, then fail every sign-in, grant or worker start
+    with OverflowError ("now + duration" is no date): refused at start with one line."""
+    variable = "IDP_" + name.upper()
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={variable: str(10**12)})
+    assert str(info.value).startswith(variable + ":") and "\n" not in str(info.value)
+    defaults = load_settings(environ={})
+    assert load_settings(environ={variable: str(getattr(defaults, name))})  # defaults pass
+
+
+def test_ten_years_is_still_a_valid_duration() -> None:
+    s = load_settings(environ={"IDP_REFRESH_TOKEN_DAYS": "3650",
+                               "IDP_SESSION_ABSOLUTE_MINUTES": str(3650 * 1440)})
+    assert s.refresh_token_days == 3650
+
+
 @pytest.mark.parametrize(
     ("name", "url"),
     [
