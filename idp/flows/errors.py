@@ -14,6 +14,7 @@ from flask_babel import gettext, lazy_gettext
 from redis.exceptions import ConnectionError as StoreConnectionError
 from redis.exceptions import TimeoutError as StoreTimeoutError
 from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing import BuildError
 
@@ -99,6 +100,7 @@ def init_app(app: Flask) -> None:
         return response
 
     @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeoutError)  # every pooled connection busy for pool_timeout
     @app.errorhandler(StoreConnectionError)
     @app.errorhandler(StoreTimeoutError)
     def _backend_down(exc: Exception) -> tuple[str | Response, int]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from idp import create_app
@@ -91,3 +93,31 @@ def test_not_ready_until_the_database_has_this_releases_migrations(tmp_path: Pat
     finally:
         rt.store.delete_prefix()
         rt.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_no_free_database_connection_is_a_clean_503(app: Flask, runtime: Runtime) -> None:
+    """Every pooled connection busy (a slow database under load) until the pool's timeout:
+    the request is refused as "temporarily unavailable", like a database that is down, not
+    as an unexpected error (500 and a traceback in the logs)."""
+    from tests.helpers import create_user, sign_in
+
+    create_user(runtime)
+    pool = runtime.engine.pool
+    held = [runtime.engine.connect() for _ in range(pool.size() + pool._max_overflow)]  # type: ignore[attr-defined]
+    timeout, pool._timeout = pool._timeout, 0.2  # type: ignore[attr-defined]
+    try:
+        browser = app.test_client()
+        browser.get("/login")
+        answer = sign_in(browser)
+        assert answer.status_code == 503
+        assert "temporarily unavailable" in answer.get_data(as_text=True)
+        token = app.test_client().post("/token", data={"grant_type": "client_credentials"},
+                                       headers={"Authorization": "Basic eDp5"})
+        assert token.status_code == 503
+        assert token.json == {"error": "temporarily_unavailable",
+                              "error_description": token.json["error_description"]}
+    finally:
+        pool._timeout = timeout  # type: ignore[attr-defined]
+        for connection in held:
+            connection.close()
