@@ -108,3 +108,34 @@ def test_mail_queued_during_an_outage_goes_out_when_the_server_is_back(
         worker.run_once()
         now[0] += timedelta(minutes=10)
     assert sent == ["reset link"]
+
+
+def test_a_stopping_worker_ends_its_batch_and_gives_the_rest_back(runtime: Runtime) -> None:
+    """SIGTERM (`idp worker` sets the stop event) while a batch is being delivered: the
+    delivery under way ends, the rest of the batch is not delivered by this worker but given
+    back at once, so another worker sends it now (not after the lease; and a slow or down SMTP
+    server cannot keep the stopping worker busy for minutes, past a service manager's patience)."""
+    import threading
+
+    stop = threading.Event()
+    sent: list[str] = []
+
+    def deliver(payload: dict[str, Any]) -> None:
+        sent.append(payload["n"])
+        stop.set()  # SIGTERM arrives during the first delivery
+
+    with runtime.session_factory() as db:
+        db.execute(delete(OutboxItem))
+        for n in ("first", "second", "third"):
+            enqueue(db, KIND, {"n": n}, not_before=utcnow() - timedelta(seconds=1))
+        db.commit()
+    worker = OutboxWorker(runtime.session_factory, {KIND: deliver}, lease_seconds=120)
+
+    worker.run_forever(stop)  # as `idp worker` runs it; returns once stopped
+    assert sent == ["first"]
+    other: list[str] = []
+    OutboxWorker(runtime.session_factory, {KIND: lambda p: other.append(p["n"])}).run_once()
+    assert other == ["second", "third"]  # taken over at once, each sent once
+    with runtime.session_factory() as db:
+        items = db.scalars(select(OutboxItem).where(OutboxItem.kind == KIND)).all()
+        assert all(i.done_at is not None and i.attempts == 1 for i in items)
