@@ -196,11 +196,21 @@ def _redacted(url: str) -> str:
 
 
 def _check_base_url(name: str, value: str) -> str:
+    """A base URL: ``http(s)://host[:port][/path]``, written so that its text says what it is
+    (the issuer is compared as a string, and ``Secure`` cookies and the https rule read its
+    scheme from the text: "HTTP://" must not pass for anything else). OIDC Discovery 1.0 §3:
+    no query or fragment; nor user information, spaces or control characters."""
     parts = _split(name, value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(name, f"must be an http(s) URL, not {_redacted(value)!r}")
-    if parts.query or parts.fragment:
+    if not value.startswith(("http://", "https://")) or not parts.hostname:
+        raise SettingsError(
+            name, f"must be an http(s) URL (scheme in lowercase), not {_redacted(value)!r}"
+        )
+    if "?" in value or "#" in value:
         raise SettingsError(name, "must not have a query or fragment")
+    if "@" in parts.netloc:
+        raise SettingsError(name, "must not contain a user name or password")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise SettingsError(name, "must not contain spaces or control characters")
     return value.rstrip("/")
 
 

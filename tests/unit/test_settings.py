@@ -50,6 +50,13 @@ def test_environment_overrides_config_file_which_overrides_defaults(tmp_path: Pa
         ({"IDP_ISSUER": "ftp://x"}, "IDP_ISSUER"),
         ({"IDP_ISSUER": "http://id.example.com"}, "IDP_ISSUER"),  # https required off loopback
         ({"IDP_ISSUER": "https://id.example.com/?a=b"}, "IDP_ISSUER"),
+        ({"IDP_ISSUER": "HTTP://id.example.com"}, "IDP_ISSUER"),  # http off loopback after all
+        ({"IDP_ISSUER": "HTTPS://id.example.com"}, "IDP_ISSUER"),  # would lose Secure cookies
+        ({"IDP_ISSUER": "https://id.example.com?"}, "IDP_ISSUER"),
+        ({"IDP_ISSUER": "https://id.example.com/#"}, "IDP_ISSUER"),
+        ({"IDP_ISSUER": "https://admin:pw@id.example.com"}, "IDP_ISSUER"),
+        ({"IDP_ISSUER": "https://id.example.com/a b"}, "IDP_ISSUER"),
+        ({"IDP_GRAPH_URL": "HTTPS://graph.microsoft.com"}, "IDP_GRAPH_URL"),
         ({"IDP_SESSION_IDLE_MINUTES": "ten"}, "IDP_SESSION_IDLE_MINUTES"),
         ({"IDP_SESSION_IDLE_MINUTES": "0"}, "IDP_SESSION_IDLE_MINUTES"),
         (
