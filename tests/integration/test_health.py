@@ -121,3 +121,35 @@ def test_no_free_database_connection_is_a_clean_503(app: Flask, runtime: Runtime
         pool._timeout = timeout  # type: ignore[attr-defined]
         for connection in held:
             connection.close()
+
+
+def test_a_read_only_redis_is_a_clean_503(tmp_path: Path, database_url: str) -> None:
+    """During a managed Redis's failover its single endpoint can answer as a replica for a
+    moment (writes refused with READONLY): sign-in fails closed with the "temporarily
+    unavailable" page, as when Redis is unreachable, not with a 500."""
+    import redis
+
+    from tests.faults import PrivateRedis, private_redis
+    from tests.helpers import create_user, sign_in
+
+    with private_redis() as primary:
+        replica = PrivateRedis(free_port(), tmp_path, replica_of=primary.port)
+        replica.start()
+        try:
+            client = redis.Redis(port=replica.port)
+            assert client.info("replication")["role"] == "slave"
+            client.close()
+            app = create_app(make_settings(tmp_path, database_url=database_url,
+                                           redis_url=replica.url))
+            rt: Runtime = app.extensions["idp"]
+            try:
+                create_user(rt)
+                browser = app.test_client()
+                answer = sign_in(browser)
+                assert answer.status_code == 503
+                assert "temporarily unavailable" in answer.get_data(as_text=True)
+            finally:
+                empty_tables(rt)
+                rt.close()
+        finally:
+            replica.stop()
