@@ -58,6 +58,24 @@ def enqueue(
     return item
 
 
+def handled_once(db: Session, payload: Mapping[str, Any]) -> bool:
+    """For a handler whose work is one database transaction (issuing a link and queueing its
+    mail): mark the handler's outbox item done in ``db``'s transaction, so the work and the
+    mark commit together. False when the item is done already: its worker died after the
+    handler committed and before it marked the item, the lease ran out and the item came
+    round again; doing the work twice would mail a second link (and void the first). True
+    without an item id (a direct call)."""
+    item_id = payload.get(ITEM_ID)
+    if not isinstance(item_id, int):
+        return True
+    marked = db.execute(
+        update(OutboxItem)
+        .where(OutboxItem.id == item_id, OutboxItem.done_at.is_(None))
+        .values(done_at=utcnow())
+    )
+    return marked.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
 GIVE_UP_AFTER = timedelta(days=3)
 
 
