@@ -61,12 +61,16 @@ def init_app(app: Flask) -> None:
     rt: Runtime = app.extensions["idp"]
     metrics.count_on_commit(rt.session_factory)
 
+    # A request id from outside is a proxy's only behind proxies (IDP_PROXY_HOPS); without
+    # them it is the client's own choice, which must not go into the activity log's events
+    # (e.g. copying the id of someone else's request to muddle an investigation).
+    trust_incoming = rt.settings.proxy_hops > 0
+
     @app.before_request
     def _start() -> None:
         g.idp_started = time.perf_counter()
-        g.idp_request_id_token = request_id.set(
-            new_request_id(request.headers.get(REQUEST_ID_HEADER))
-        )
+        incoming = request.headers.get(REQUEST_ID_HEADER) if trust_incoming else None
+        g.idp_request_id_token = request_id.set(new_request_id(incoming))
 
     @app.after_request
     def _finish(response: Response) -> Response:

@@ -150,21 +150,40 @@ def test_a_metrics_token_lets_a_remote_scraper_in(tmp_path: Path, database_url: 
         rt.close()
 
 
-def test_the_request_id_reaches_the_response_and_the_events(app: Flask,
-                                                            runtime: Runtime) -> None:
-    create_user(runtime)
-    client = app.test_client()
-    token = csrf_token(client.get("/login").get_data(as_text=True))
-    response = client.post("/login", headers={"X-Request-ID": "lb-7f3a9c2e-0001"},
-                           data={"csrf_token": token, "email": "alice@example.com",
-                                 "password": PASSWORD})
-    assert response.headers["X-Request-ID"] == "lb-7f3a9c2e-0001"
-    [event] = events(runtime, "account:login:success")
-    assert event.request_id == "lb-7f3a9c2e-0001"
-    # a malformed id from outside is replaced, never reflected
-    bad = client.get("/healthz", headers={"X-Request-ID": "<script>alert(1)</script>"})
-    assert re.fullmatch(r"[0-9a-f]{32}", bad.headers["X-Request-ID"])
-    assert client.get("/healthz").headers["X-Request-ID"] != bad.headers["X-Request-ID"]
+@pytest.mark.parametrize("proxy_hops", [0, 1])
+def test_the_request_id_reaches_the_response_and_the_events(
+    tmp_path: Path, database_url: str, redis_url: str, proxy_hops: int
+) -> None:
+    """Behind a proxy (IDP_PROXY_HOPS), its well-formed X-Request-ID is kept, returned and
+    stored with the events; without one, the header is the client's own and is replaced."""
+    from idp import create_app
+    from tests.conftest import empty_tables, make_settings
+
+    app = create_app(make_settings(tmp_path, database_url=database_url, redis_url=redis_url,
+                                   proxy_hops=proxy_hops))
+    runtime: Runtime = app.extensions["idp"]
+    try:
+        create_user(runtime)
+        client = app.test_client()
+        token = csrf_token(client.get("/login").get_data(as_text=True))
+        response = client.post("/login", headers={"X-Request-ID": "lb-7f3a9c2e-0001"},
+                               data={"csrf_token": token, "email": "alice@example.com",
+                                     "password": PASSWORD})
+        [event] = events(runtime, "account:login:success")
+        if proxy_hops:
+            assert response.headers["X-Request-ID"] == "lb-7f3a9c2e-0001"
+            assert event.request_id == "lb-7f3a9c2e-0001"
+        else:
+            assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+            assert event.request_id == response.headers["X-Request-ID"]
+        # a malformed id from outside is replaced, never reflected
+        bad = client.get("/healthz", headers={"X-Request-ID": "<script>alert(1)</script>"})
+        assert re.fullmatch(r"[0-9a-f]{32}", bad.headers["X-Request-ID"])
+        assert client.get("/healthz").headers["X-Request-ID"] != bad.headers["X-Request-ID"]
+    finally:
+        empty_tables(runtime)
+        runtime.store.delete_prefix()
+        runtime.close()
 
 
 # --- a real deployment: gunicorn, two workers, JSON logs -----------------------------------
