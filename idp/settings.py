@@ -13,6 +13,7 @@ import re
 import secrets
 import tomllib
 from collections.abc import Mapping
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import SplitResult, urlsplit
@@ -270,8 +271,14 @@ def _validate(v: dict[str, Any]) -> Settings:
         smtp = _split("smtp_url", v["smtp_url"])
         if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
             raise SettingsError("smtp_url", "must be smtp://[user:pass@]host:port or smtps://...")
-    if "@" not in v["mail_from"]:
-        raise SettingsError("mail_from", "must be an email address")
+    # Every mail's From header and SMTP envelope sender: a line break in it made every mail
+    # fail at the worker (and a header of someone's choosing), an address without a local
+    # part or domain was refused by every SMTP server; both only showed up at delivery.
+    local, _, domain = parseaddr(v["mail_from"])[1].rpartition("@")
+    if not local or not domain or not v["mail_from"].isprintable():
+        raise SettingsError(
+            "mail_from", 'must be an email address (idp@example.com or "Name <idp@example.com>")'
+        )
 
     for name in (
         "session_idle_minutes",

@@ -72,6 +72,9 @@ def test_environment_overrides_config_file_which_overrides_defaults(tmp_path: Pa
         ({"IDP_REDIS_URL": "http://localhost"}, "IDP_REDIS_URL"),
         ({"IDP_SMTP_URL": "mail.example.com:25"}, "IDP_SMTP_URL"),
         ({"IDP_MAIL_FROM": "nobody"}, "IDP_MAIL_FROM"),
+        ({"IDP_MAIL_FROM": "idp@example.com\r\nBcc: all@evil.example"}, "IDP_MAIL_FROM"),
+        ({"IDP_MAIL_FROM": "idp@"}, "IDP_MAIL_FROM"),
+        ({"IDP_MAIL_FROM": "@example.com"}, "IDP_MAIL_FROM"),
         ({"IDP_SECRET_KEY": "short"}, "IDP_SECRET_KEY"),
         ({"IDP_ARGON2_MEMORY_KIB": "4"}, "IDP_ARGON2_MEMORY_KIB"),
         ({"IDP_PASSWORD_MAX_LENGTH": "20"}, "IDP_PASSWORD_MAX_LENGTH"),
@@ -108,6 +111,11 @@ def test_a_duration_too_long_for_a_date_names_the_setting(name: str) -> None:
     assert str(info.value).startswith(variable + ":") and "\n" not in str(info.value)
     defaults = load_settings(environ={})
     assert load_settings(environ={variable: str(getattr(defaults, name))})  # defaults pass
+
+
+def test_a_sender_with_a_display_name_is_accepted() -> None:
+    assert load_settings(environ={"IDP_MAIL_FROM": "Example ID <id@example.com>"}).mail_from \
+        == "Example ID <id@example.com>"
 
 
 def test_ten_years_is_still_a_valid_duration() -> None:
