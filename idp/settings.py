@@ -260,6 +260,13 @@ def _validate(v: dict[str, Any]) -> Settings:
         raise SettingsError(
             "redis_url", "must start with redis://, rediss://, unix:// or redis+sentinel://"
         )
+    if v["redis_url"] and not sentinel:
+        from redis.connection import parse_url
+
+        try:  # what redis-py reads at start: a bad option there was a traceback, not a line
+            parse_url(v["redis_url"])  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise SettingsError("redis_url", str(exc)) from None
     if sentinel:
         from idp.store import parse_sentinel_url
 

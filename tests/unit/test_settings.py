@@ -70,6 +70,8 @@ def test_environment_overrides_config_file_which_overrides_defaults(tmp_path: Pa
         ({"IDP_DATABASE_URL": "0://::"}, "IDP_DATABASE_URL"),
         ({"IDP_DATABASE_URL": "postgresql://idp@db:99999/idp"}, "IDP_DATABASE_URL"),
         ({"IDP_REDIS_URL": "http://localhost"}, "IDP_REDIS_URL"),
+        ({"IDP_REDIS_URL": "redis://cache:6379/0?socket_timeout=5s"}, "IDP_REDIS_URL"),
+        ({"IDP_REDIS_URL": "unix:///run/redis.sock?db=first"}, "IDP_REDIS_URL"),
         ({"IDP_SMTP_URL": "mail.example.com:25"}, "IDP_SMTP_URL"),
         ({"IDP_MAIL_FROM": "nobody"}, "IDP_MAIL_FROM"),
         ({"IDP_MAIL_FROM": "idp@example.com\r\nBcc: all@evil.example"}, "IDP_MAIL_FROM"),
