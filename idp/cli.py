@@ -105,9 +105,27 @@ def serve(host: str, port: int) -> None:
     from idp.server import serve as run_server
 
     settings = _settings()
+    _check_can_listen(host, port)
     if settings.uses_embedded_database:
         _upgrade(settings)
     run_server(settings, host, port)
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """One line when the address cannot be listened on (port taken, unknown host, not an
+    address of this machine), instead of gunicorn retrying for five seconds and printing a
+    dozen lines."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+            probe.bind(address)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CommandError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 @cli.group()

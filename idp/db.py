@@ -70,12 +70,19 @@ def _ping_if_idle(engine: Engine) -> Any:
 
 
 def make_engine(database_url: str) -> Engine:
+    """The engine of ``database_url``. ``hide_parameters``: a database error's message (which
+    reaches the logs with the traceback of an unexpected error, an outbox item's
+    ``last_error`` and ``idp outbox failed``) never carries the statement's values: outbox
+    payloads hold one-time links, rows hold password hashes and sealed secrets (OWASP Logging
+    Cheat Sheet, "Data to exclude")."""
     url = normalize_url(database_url)
     if url.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False}, hide_parameters=True
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    engine = create_engine(url, pool_size=10, max_overflow=10)
+    engine = create_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
     event.listen(engine, "checkin", _remember_checkin)
     event.listen(engine, "checkout", _ping_if_idle(engine))
     return engine

@@ -58,6 +58,24 @@ def enqueue(
     return item
 
 
+def handled_once(db: Session, payload: Mapping[str, Any]) -> bool:
+    """For a handler whose work is one database transaction (issuing a link and queueing its
+    mail): mark the handler's outbox item done in ``db``'s transaction, so the work and the
+    mark commit together. False when the item is done already: its worker died after the
+    handler committed and before it marked the item, the lease ran out and the item came
+    round again; doing the work twice would mail a second link (and void the first). True
+    without an item id (a direct call)."""
+    item_id = payload.get(ITEM_ID)
+    if not isinstance(item_id, int):
+        return True
+    marked = db.execute(
+        update(OutboxItem)
+        .where(OutboxItem.id == item_id, OutboxItem.done_at.is_(None))
+        .values(done_at=utcnow())
+    )
+    return marked.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
 GIVE_UP_AFTER = timedelta(days=3)
 
 
@@ -137,11 +155,29 @@ class OutboxWorker:
         db.commit()
         return renewed.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
-    def run_once(self, limit: int = 50) -> int:
-        """Deliver what is due now; returns how many items were delivered."""
+    def _release(self, db: Session, leases: Sequence[tuple[int, datetime]]) -> None:
+        """Give back leases not used (the worker is stopping), so that another worker takes
+        those items now instead of after the lease."""
+        for item_id, until in leases:
+            db.execute(
+                update(OutboxItem)
+                .where(OutboxItem.id == item_id, OutboxItem.leased_until == until)
+                .values(leased_until=None)
+            )
+        db.commit()
+
+    def run_once(self, limit: int = 50, stop: threading.Event | None = None) -> int:
+        """Deliver what is due now; returns how many items were delivered. Once ``stop`` is
+        set (SIGTERM), the delivery under way ends and the rest of the batch is given back:
+        a batch can take minutes when the SMTP server is slow or down, longer than a service
+        manager waits before killing the process."""
         delivered = 0
         with self.session_factory() as db:
-            for item_id, until in self._lease(db, limit):
+            leases = self._lease(db, limit)
+            for index, (item_id, until) in enumerate(leases):
+                if stop is not None and stop.is_set():
+                    self._release(db, leases[index:])
+                    break
                 if not self._renew(db, item_id, until):
                     continue
                 item = db.get(OutboxItem, item_id)
@@ -197,7 +233,7 @@ class OutboxWorker:
     def run_forever(self, stop: threading.Event, interval: float = 1.0) -> None:
         while not stop.is_set():
             try:
-                self.run_once()
+                self.run_once(stop=stop)
             except Exception:  # the worker keeps going through database hiccups
                 log.exception("outbox worker pass failed")
             self.run_chores()

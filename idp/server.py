@@ -6,18 +6,34 @@ One process because the embedded default keeps hot state in-process; production 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from idp.settings import Settings
 
+# How long a stopping server waits for the outbox delivery under way (an SMTP exchange, 10 s
+# timeouts); below gunicorn's graceful timeout (30 s), after which the master kills.
+OUTBOX_STOP_SECONDS = 20.0
+
 
 class _EmbeddedServer(BaseApplication):  # type: ignore[misc]
     def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
         self.settings = settings
-        self.options = options
+        self.options = {**options, "worker_exit": self._stop_outbox}
+        self.outbox: tuple[threading.Event, threading.Thread] | None = None
         super().__init__()
+
+    def _stop_outbox(self, _arbiter: Any, _worker: Any) -> None:
+        """gunicorn's worker_exit hook, in the worker process once it stopped serving
+        (SIGTERM): let the outbox thread finish the delivery under way instead of dying with
+        the process in the middle of it (its mail then waited for the lease and went out
+        again: twice for the recipient when the server had taken it)."""
+        if self.outbox is not None:
+            stop, thread = self.outbox
+            stop.set()
+            thread.join(OUTBOX_STOP_SECONDS)
 
     def load_config(self) -> None:
         for key, value in self.options.items():
@@ -30,7 +46,7 @@ class _EmbeddedServer(BaseApplication):  # type: ignore[misc]
 
         app = create_app(self.settings)
         # Embedded: the outbox worker runs beside the server in the same process.
-        start_in_thread(app.extensions["idp"])
+        self.outbox = start_in_thread(app.extensions["idp"])
         freeze_startup_objects()  # the process's one application, as under gunicorn
         return app
 

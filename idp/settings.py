@@ -13,6 +13,7 @@ import re
 import secrets
 import tomllib
 from collections.abc import Mapping
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import SplitResult, urlsplit
@@ -196,12 +197,32 @@ def _redacted(url: str) -> str:
 
 
 def _check_base_url(name: str, value: str) -> str:
+    """A base URL: ``http(s)://host[:port][/path]``, written so that its text says what it is
+    (the issuer is compared as a string, and ``Secure`` cookies and the https rule read its
+    scheme from the text: "HTTP://" must not pass for anything else). OIDC Discovery 1.0 §3:
+    no query or fragment; nor user information, spaces or control characters."""
     parts = _split(name, value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(name, f"must be an http(s) URL, not {_redacted(value)!r}")
-    if parts.query or parts.fragment:
+    if not value.startswith(("http://", "https://")) or not parts.hostname:
+        raise SettingsError(
+            name, f"must be an http(s) URL (scheme in lowercase), not {_redacted(value)!r}"
+        )
+    if "?" in value or "#" in value:
         raise SettingsError(name, "must not have a query or fragment")
+    if "@" in parts.netloc:
+        raise SettingsError(name, "must not contain a user name or password")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise SettingsError(name, "must not contain spaces or control characters")
     return value.rstrip("/")
+
+
+_TEN_YEARS = {"seconds": 3650 * 86400, "minutes": 3650 * 1440, "hours": 3650 * 24, "days": 3650}
+_OWN_UPPER_BOUND = {
+    "authorization_code_seconds",
+    "event_retention_days",
+    "password_reset_link_minutes",
+    "email_verification_link_hours",
+    "unverified_account_days",
+}
 
 
 def _validate(v: dict[str, Any]) -> Settings:
@@ -239,6 +260,13 @@ def _validate(v: dict[str, Any]) -> Settings:
         raise SettingsError(
             "redis_url", "must start with redis://, rediss://, unix:// or redis+sentinel://"
         )
+    if v["redis_url"] and not sentinel:
+        from redis.connection import parse_url
+
+        try:  # what redis-py reads at start: a bad option there was a traceback, not a line
+            parse_url(v["redis_url"])  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise SettingsError("redis_url", str(exc)) from None
     if sentinel:
         from idp.store import parse_sentinel_url
 
@@ -250,8 +278,14 @@ def _validate(v: dict[str, Any]) -> Settings:
         smtp = _split("smtp_url", v["smtp_url"])
         if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
             raise SettingsError("smtp_url", "must be smtp://[user:pass@]host:port or smtps://...")
-    if "@" not in v["mail_from"]:
-        raise SettingsError("mail_from", "must be an email address")
+    # Every mail's From header and SMTP envelope sender: a line break in it made every mail
+    # fail at the worker (and a header of someone's choosing), an address without a local
+    # part or domain was refused by every SMTP server; both only showed up at delivery.
+    local, _, domain = parseaddr(v["mail_from"])[1].rpartition("@")
+    if not local or not domain or not v["mail_from"].isprintable():
+        raise SettingsError(
+            "mail_from", 'must be an email address (idp@example.com or "Name <idp@example.com>")'
+        )
 
     for name in (
         "session_idle_minutes",
@@ -282,6 +316,13 @@ def _validate(v: dict[str, Any]) -> Settings:
     ):
         if v[name] < 1:
             raise SettingsError(name, "must be at least 1")
+    # Durations without a tighter bound below: at most ten years, so that "now + duration"
+    # stays a date (Python's datetime ends in 9999; a larger value failed every sign-in,
+    # token grant or worker start with OverflowError instead of stopping the start here).
+    for name, value in v.items():
+        unit = name.rpartition("_")[2]
+        if unit in _TEN_YEARS and name not in _OWN_UPPER_BOUND and value > _TEN_YEARS[unit]:
+            raise SettingsError(name, f"must be at most {_TEN_YEARS[unit]} (ten years)")
     if v["session_absolute_minutes"] < v["session_idle_minutes"]:
         raise SettingsError("session_absolute_minutes", "must be >= IDP_SESSION_IDLE_MINUTES")
     if v["argon2_memory_kib"] < 8 * v["argon2_parallelism"]:

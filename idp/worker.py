@@ -68,11 +68,12 @@ def build_worker(runtime: Runtime) -> OutboxWorker:
     )
 
 
-def start_in_thread(runtime: Runtime) -> threading.Event:
-    """Run the worker in a daemon thread; set the returned event to stop it."""
+def start_in_thread(runtime: Runtime) -> tuple[threading.Event, threading.Thread]:
+    """Run the worker in a daemon thread; set the returned event to stop it (after the
+    delivery under way) and join the thread to wait for that."""
     stop = threading.Event()
     thread = threading.Thread(
         target=build_worker(runtime).run_forever, args=(stop,), name="idp-outbox", daemon=True
     )
     thread.start()
-    return stop
+    return stop, thread

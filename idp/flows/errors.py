@@ -12,8 +12,10 @@ import logging
 from flask import Flask, Response, jsonify, make_response, render_template, request, url_for
 from flask_babel import gettext, lazy_gettext
 from redis.exceptions import ConnectionError as StoreConnectionError
+from redis.exceptions import ReadOnlyError as StoreReadOnlyError
 from redis.exceptions import TimeoutError as StoreTimeoutError
 from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing import BuildError
 
@@ -99,8 +101,12 @@ def init_app(app: Flask) -> None:
         return response
 
     @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeoutError)  # every pooled connection busy for pool_timeout
     @app.errorhandler(StoreConnectionError)
     @app.errorhandler(StoreTimeoutError)
+    # A managed Redis's single endpoint still on the old primary, now a replica, during a
+    # failover (or IDP_REDIS_URL naming a replica): writes refused until it moves on.
+    @app.errorhandler(StoreReadOnlyError)
     def _backend_down(exc: Exception) -> tuple[str | Response, int]:
         log.error("backend unavailable: %s", exc.__class__.__name__)
         return _page(503)

@@ -42,6 +42,22 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+_JSON_LINE_BREAKING = re.compile(r"[\x7f\x85\u2028\u2029]")
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, one line per record: control characters and line breaks in the
+    message (which can quote what a request sent, e.g. the ``error`` an SSO callback names)
+    are written as escapes, so nobody can forge a record of their own (OWASP Logging Cheat
+    Sheet, "Event collection": sanitize CR, LF and delimiters). A traceback, made by idp, keeps
+    its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        return _LINE_BREAKING.sub(lambda m: m.group().encode("unicode_escape").decode(), line)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601), level, logger, message, request_id and,
     for an exception, its type and traceback."""
@@ -58,7 +74,11 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             entry["exception"] = record.exc_info[0].__name__
             entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # json escapes the C0 controls; these others end a line for many readers (Python's
+        # splitlines, JavaScript): escaped too, still the same JSON string.
+        return _JSON_LINE_BREAKING.sub(
+            lambda m: f"\\u{ord(m.group()):04x}", json.dumps(entry, ensure_ascii=False)
+        )
 
 
 def configure_logging(level: str, fmt: str = "text") -> None:
@@ -66,7 +86,7 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     logger = logging.getLogger("idp")
     logger.setLevel(level)
     formatter: logging.Formatter = (
-        JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+        JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT)
     )
     handler = next((h for h in logger.handlers if getattr(h, "_idp", False)), None)
     if handler is None:

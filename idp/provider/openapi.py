@@ -264,10 +264,11 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Readiness": {
         "type": "object",
-        "required": ["status", "database", "store"],
+        "required": ["status", "database", "schema", "store"],
         "properties": {
             "status": {"enum": ["ready", "not ready"]},
             "database": {"enum": ["ok", "unreachable"]},
+            "schema": {"enum": ["ok", "outdated", "unknown"]},
             "store": {"enum": ["ok", "unreachable"]},
         },
     },
@@ -543,7 +544,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "ops.readyz": {
         "get": {
             "operationId": "readyz",
-            "summary": "Readiness: database and store reachable.",
+            "summary": "Readiness: database and store reachable, database schema up to date.",
             "responses": {
                 "200": _json(_ref("Readiness"), "Ready."),
                 "503": _json(_ref("Readiness"), "Not ready; names what is unreachable."),

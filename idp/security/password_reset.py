@@ -47,7 +47,7 @@ from idp.events import Actor, EventTag, record_event
 from idp.mail import messages, queue_mail
 from idp.models import OneTimeToken, User, UserSession, utcnow
 from idp.models.credentials import RETURN_TO_MAX
-from idp.outbox import enqueue
+from idp.outbox import enqueue, handled_once
 from idp.security.devices import hash_key
 from idp.security.lockout import ACCOUNT_BUCKET, LockoutService
 from idp.security.passwords import PasswordPolicyError, PasswordService
@@ -297,6 +297,8 @@ class ResetLinkIssuer:
     def __call__(self, payload: dict[str, Any]) -> None:
         actor = Actor(ip=str(payload.get("ip", "")), user_agent=str(payload.get("user_agent", "")))
         with self.session_factory() as db:
+            if not handled_once(db, payload):
+                return
             self.issue(db, str(payload["email"]), actor, str(payload.get("return_to", "")))
 
     def issue(self, db: Session, email: str, actor: Actor, return_to: str = "") -> str | None:

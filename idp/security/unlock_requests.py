@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.accounts import AccountService
-from idp.outbox import enqueue
+from idp.outbox import enqueue, handled_once
 from idp.security.lockout import LockoutService
 from idp.security.notifications import AccountNotifier
 from idp.security.passwords import PasswordService
@@ -48,6 +48,8 @@ class UnlockLinkIssuer:
     def __call__(self, payload: dict[str, Any]) -> None:
         email = str(payload.get("email", ""))
         with self.session_factory() as db:
+            if not handled_once(db, payload):
+                return
             user = AccountService(db, self.passwords).find_user_by_email(email)
             if user is None or user.locked_at is None:
                 return

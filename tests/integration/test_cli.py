@@ -226,3 +226,20 @@ def test_an_unverified_user_and_its_verification_mail_are_one_transaction(
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["email_verified"] is False
     assert _count(database_url, OutboxItem) == 1
+
+
+def test_serve_on_an_address_it_cannot_listen_on_says_so_in_one_line(tmp_path: Path) -> None:
+    """A port already taken (the commonest mistake) or a host that is not this machine's:
+    one line and a non-zero exit, not gunicorn's five seconds of retries and a dozen lines."""
+    import socket
+
+    env = idp_env(data_dir=str(tmp_path / "var"), secret_key=SECRET_KEY)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        _one_line_error(run_idp("serve", "--port", port, env=env), "Address already in use")
+    _one_line_error(run_idp("serve", "--host", "192.0.2.1", "--port", port, env=env),
+                    "cannot listen on 192.0.2.1")
+    _one_line_error(run_idp("serve", "--host", "no-such-host.invalid", env=env),
+                    "cannot listen on no-such-host.invalid:8000")

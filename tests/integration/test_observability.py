@@ -52,6 +52,18 @@ def test_metrics_count_sign_ins_failures_and_requests(app: Flask, runtime: Runti
     assert "idp_request_duration_seconds_bucket" in text
 
 
+def test_invented_methods_add_no_series(app: Flask) -> None:
+    """The method is the client's to choose: each invented one must not become a label value
+    (unbounded series, memory and scrape size), whether a route matches or not."""
+    client = app.test_client()
+    for method in ("BREW", "XY1" + secrets.token_hex(4).upper(), "PROPFIND"):
+        client.open("/nowhere", method=method)
+        client.open("/login", method=method)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "BREW" not in text and "PROPFIND" not in text and 'method="XY1' not in text
+    assert 'method="other"' in text
+
+
 def test_an_event_counts_only_when_its_transaction_commits(runtime: Runtime) -> None:
     before = sample("idp_events_total", action="account:lockout:lock")
     with runtime.session_factory() as db:
@@ -64,11 +76,55 @@ def test_an_event_counts_only_when_its_transaction_commits(runtime: Runtime) -> 
     assert sample("idp_lockouts_total") >= 1
 
 
+def test_database_errors_never_carry_the_statements_values(runtime: Runtime) -> None:
+    """A failed statement's message reaches the logs (an unexpected error's traceback), an
+    outbox item's last_error and `idp outbox failed`; the values it wrote (here an outbox
+    payload with a one-time link) must not be in it."""
+    from sqlalchemy.exc import IntegrityError
+
+    link = "https://id.example/unlock/" + secrets.token_urlsafe(32)
+    with runtime.session_factory() as db:
+        db.add(OutboxItem(kind=None, payload={"context": {"link": link}}))
+        with pytest.raises(IntegrityError) as failed:
+            db.flush()
+    assert "parameters hidden" in str(failed.value)
+    assert link.rsplit("/", 1)[1] not in str(failed.value)
+
+
 def test_metrics_are_not_public(app: Flask, runtime: Runtime) -> None:
     outside = app.test_client()
     outside.environ_base["REMOTE_ADDR"] = "203.0.113.9"
     assert outside.get("/metrics").status_code == 404
     assert app.test_client().get("/metrics").status_code == 200  # loopback
+
+
+@pytest.mark.parametrize("hops", [1, 2])
+def test_a_forwarded_loopback_address_does_not_open_metrics(tmp_path: Path, database_url: str,
+                                                             redis_url: str, hops: int) -> None:
+    """With IDP_PROXY_HOPS set, a host that reaches a node directly (not through the proxy)
+    chooses X-Forwarded-For itself: claiming 127.0.0.1 there must not make it loopback.
+    Through a proxy on this machine, the forwarded client still decides."""
+    from idp import create_app
+    from tests.conftest import empty_tables, make_settings
+
+    app = create_app(make_settings(tmp_path, database_url=database_url, redis_url=redis_url,
+                                   proxy_hops=hops))
+    rt: Runtime = app.extensions["idp"]
+    try:
+        direct = app.test_client()
+        direct.environ_base["REMOTE_ADDR"] = "10.0.0.99"
+        spoofed = ", ".join(["127.0.0.1"] * hops)
+        assert direct.get("/metrics", headers={"X-Forwarded-For": spoofed}).status_code == 404
+        local_proxy = app.test_client()  # a public client through nginx on this machine
+        public = ", ".join(["203.0.113.9"] + ["127.0.0.1"] * (hops - 1))
+        assert local_proxy.get("/metrics",
+                               headers={"X-Forwarded-For": public}).status_code == 404
+        agent = ", ".join(["127.0.0.1"] * hops)  # a node-local agent through that proxy
+        assert local_proxy.get("/metrics", headers={"X-Forwarded-For": agent}).status_code == 200
+        assert local_proxy.get("/metrics").status_code == 200  # straight from this machine
+    finally:
+        empty_tables(rt)
+        rt.close()
 
 
 def test_a_metrics_token_lets_a_remote_scraper_in(tmp_path: Path, database_url: str,
@@ -94,21 +150,40 @@ def test_a_metrics_token_lets_a_remote_scraper_in(tmp_path: Path, database_url: 
         rt.close()
 
 
-def test_the_request_id_reaches_the_response_and_the_events(app: Flask,
-                                                            runtime: Runtime) -> None:
-    create_user(runtime)
-    client = app.test_client()
-    token = csrf_token(client.get("/login").get_data(as_text=True))
-    response = client.post("/login", headers={"X-Request-ID": "lb-7f3a9c2e-0001"},
-                           data={"csrf_token": token, "email": "alice@example.com",
-                                 "password": PASSWORD})
-    assert response.headers["X-Request-ID"] == "lb-7f3a9c2e-0001"
-    [event] = events(runtime, "account:login:success")
-    assert event.request_id == "lb-7f3a9c2e-0001"
-    # a malformed id from outside is replaced, never reflected
-    bad = client.get("/healthz", headers={"X-Request-ID": "<script>alert(1)</script>"})
-    assert re.fullmatch(r"[0-9a-f]{32}", bad.headers["X-Request-ID"])
-    assert client.get("/healthz").headers["X-Request-ID"] != bad.headers["X-Request-ID"]
+@pytest.mark.parametrize("proxy_hops", [0, 1])
+def test_the_request_id_reaches_the_response_and_the_events(
+    tmp_path: Path, database_url: str, redis_url: str, proxy_hops: int
+) -> None:
+    """Behind a proxy (IDP_PROXY_HOPS), its well-formed X-Request-ID is kept, returned and
+    stored with the events; without one, the header is the client's own and is replaced."""
+    from idp import create_app
+    from tests.conftest import empty_tables, make_settings
+
+    app = create_app(make_settings(tmp_path, database_url=database_url, redis_url=redis_url,
+                                   proxy_hops=proxy_hops))
+    runtime: Runtime = app.extensions["idp"]
+    try:
+        create_user(runtime)
+        client = app.test_client()
+        token = csrf_token(client.get("/login").get_data(as_text=True))
+        response = client.post("/login", headers={"X-Request-ID": "lb-7f3a9c2e-0001"},
+                               data={"csrf_token": token, "email": "alice@example.com",
+                                     "password": PASSWORD})
+        [event] = events(runtime, "account:login:success")
+        if proxy_hops:
+            assert response.headers["X-Request-ID"] == "lb-7f3a9c2e-0001"
+            assert event.request_id == "lb-7f3a9c2e-0001"
+        else:
+            assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+            assert event.request_id == response.headers["X-Request-ID"]
+        # a malformed id from outside is replaced, never reflected
+        bad = client.get("/healthz", headers={"X-Request-ID": "<script>alert(1)</script>"})
+        assert re.fullmatch(r"[0-9a-f]{32}", bad.headers["X-Request-ID"])
+        assert client.get("/healthz").headers["X-Request-ID"] != bad.headers["X-Request-ID"]
+    finally:
+        empty_tables(runtime)
+        runtime.store.delete_prefix()
+        runtime.close()
 
 
 # --- a real deployment: gunicorn, two workers, JSON logs -----------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import delete, select
 
 from idp.models import OutboxItem, utcnow
@@ -108,3 +109,85 @@ def test_mail_queued_during_an_outage_goes_out_when_the_server_is_back(
         worker.run_once()
         now[0] += timedelta(minutes=10)
     assert sent == ["reset link"]
+
+
+def test_a_stopping_worker_ends_its_batch_and_gives_the_rest_back(runtime: Runtime) -> None:
+    """SIGTERM (`idp worker` sets the stop event) while a batch is being delivered: the
+    delivery under way ends, the rest of the batch is not delivered by this worker but given
+    back at once, so another worker sends it now (not after the lease; and a slow or down SMTP
+    server cannot keep the stopping worker busy for minutes, past a service manager's patience)."""
+    import threading
+
+    stop = threading.Event()
+    sent: list[str] = []
+
+    def deliver(payload: dict[str, Any]) -> None:
+        sent.append(payload["n"])
+        stop.set()  # SIGTERM arrives during the first delivery
+
+    with runtime.session_factory() as db:
+        db.execute(delete(OutboxItem))
+        for n in ("first", "second", "third"):
+            enqueue(db, KIND, {"n": n}, not_before=utcnow() - timedelta(seconds=1))
+        db.commit()
+    worker = OutboxWorker(runtime.session_factory, {KIND: deliver}, lease_seconds=120)
+
+    worker.run_forever(stop)  # as `idp worker` runs it; returns once stopped
+    assert sent == ["first"]
+    other: list[str] = []
+    OutboxWorker(runtime.session_factory, {KIND: lambda p: other.append(p["n"])}).run_once()
+    assert other == ["second", "third"]  # taken over at once, each sent once
+    with runtime.session_factory() as db:
+        items = db.scalars(select(OutboxItem).where(OutboxItem.kind == KIND)).all()
+        assert all(i.done_at is not None and i.attempts == 1 for i in items)
+
+
+@pytest.mark.parametrize("request_kind", ["password_reset_request", "unlock_request"])
+def test_a_link_request_whose_worker_died_after_it_is_not_mailed_twice(
+    runtime: Runtime, request_kind: str
+) -> None:
+    """A password reset or unlock request is handled by issuing a link and queueing its mail
+    in one transaction; the worker marks the request done in another. A worker killed between
+    the two (kill -9) left the request to come round after the lease: a second link was
+    issued, the first voided, and a second mail sent. The handler now marks its request done
+    in its own transaction: the next worker has nothing left to do."""
+    from idp.mail.queue import MAIL
+    from idp.models import User
+    from idp.outbox import Handler
+    from idp.security.password_reset import RESET_REQUEST, ResetLinkIssuer
+    from idp.security.unlock_requests import UNLOCK_REQUEST, UnlockLinkIssuer
+    from tests.helpers import create_user
+
+    assert {RESET_REQUEST, UNLOCK_REQUEST} == {"password_reset_request", "unlock_request"}
+    create_user(runtime)
+    handler: Handler
+    if request_kind == RESET_REQUEST:
+        handler = ResetLinkIssuer(runtime.session_factory, runtime.settings, runtime.passwords)
+    else:
+        handler = UnlockLinkIssuer(runtime.session_factory, runtime.settings, runtime.store,
+                                   runtime.passwords)
+        with runtime.session_factory() as db:
+            user = db.scalars(select(User)).one()
+            user.locked_at = utcnow()
+            db.commit()
+
+    def issue_then_die(payload: dict[str, Any]) -> None:
+        handler(payload)
+        raise KeyboardInterrupt  # stands for the kill: nothing after the handler runs
+
+    with runtime.session_factory() as db:
+        db.execute(delete(OutboxItem))
+        enqueue(db, request_kind, {"email": "alice@example.com"})
+        db.commit()
+    with pytest.raises(KeyboardInterrupt):
+        OutboxWorker(runtime.session_factory, {request_kind: issue_then_die}).run_once()
+
+    later = utcnow() + timedelta(minutes=5)  # the dead worker's lease has run out
+    OutboxWorker(runtime.session_factory, {request_kind: handler},
+                 clock=lambda: later).run_once()
+
+    with runtime.session_factory() as db:
+        mails = db.scalars(select(OutboxItem).where(OutboxItem.kind == MAIL)).all()
+        assert len(mails) == 1, [m.payload.get("template") for m in mails]
+        request = db.scalars(select(OutboxItem).where(OutboxItem.kind == request_kind)).one()
+        assert request.done_at is not None

@@ -70,6 +70,57 @@ def test_embedded_serve_signs_in_on_sqlite_and_in_process_store(tmp_path: Path) 
     assert PASSWORD not in log
 
 
+def test_embedded_serve_stopped_mid_delivery_finishes_that_mail(tmp_path: Path) -> None:
+    """SIGTERM while `idp serve`'s outbox thread is in the middle of an SMTP exchange: the
+    delivery completes and its mail is marked sent before the process ends. (The thread used
+    to die with the process: the mail stayed leased and, the server having taken it, went
+    out a second time after the lease.)"""
+    import asyncio
+    import threading
+    from typing import Any
+
+    from sqlalchemy import create_engine, select
+
+    from idp.mail.queue import MAIL
+    from idp.models import OutboxItem
+    from tests.mailserver import MailServer
+
+    in_data = threading.Event()
+
+    class SlowMailServer(MailServer):
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            in_data.set()
+            await asyncio.sleep(3)  # a slow server: the stop arrives now
+            return await super().handle_DATA(server, session, envelope)
+
+    smtp = SlowMailServer(port=services.free_port())
+    smtp.start()
+    data_dir = tmp_path / "var"
+    port = services.free_port()
+    env = services.idp_env(data_dir=str(data_dir), issuer=f"http://127.0.0.1:{port}",
+                           smtp_url=smtp.url, argon2_memory_kib="1024", argon2_time_cost="1")
+    try:
+        with services.running_server(
+            [sys.executable, "-m", "idp", "serve", "--port", str(port)],
+            env, port, tmp_path / "serve.log",
+        ):
+            made = services.run_idp("user", "create", "bob@example.com", "--password-stdin",
+                                    "--unverified", env=env, stdin=PASSWORD + "\n")
+            assert made.returncode == 0, made.stderr
+            assert in_data.wait(30), "the mail never reached DATA"
+        # running_server has sent SIGTERM and waited for the process to end
+    finally:
+        smtp.stop()
+    engine = create_engine(f"sqlite:///{data_dir / 'idp.sqlite3'}")
+    with engine.connect() as conn:
+        [(done_at, leased_until)] = conn.execute(
+            select(OutboxItem.done_at, OutboxItem.leased_until).where(OutboxItem.kind == MAIL)
+        ).all()
+    engine.dispose()
+    assert [m["To"] for m in smtp.messages] == ["bob@example.com"]
+    assert done_at is not None and leased_until is None
+
+
 @pytest.fixture
 def gunicorn_on_postgres(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     services.check_redis()

@@ -50,6 +50,13 @@ def test_environment_overrides_config_file_which_overrides_defaults(tmp_path: Pa
         ({"IDP_ISSUER": "ftp://x"}, "IDP_ISSUER"),
         ({"IDP_ISSUER": "http://id.example.com"}, "IDP_ISSUER"),  # https required off loopback
         ({"IDP_ISSUER": "https://id.example.com/?a=b"}, "IDP_ISSUER"),
+        ({"IDP_ISSUER": "HTTP://id.example.com"}, "IDP_ISSUER"),  # http off loopback after all
+        ({"IDP_ISSUER": "HTTPS://id.example.com"}, "IDP_ISSUER"),  # would lose Secure cookies
+        ({"IDP_ISSUER": "https://id.example.com?"}, "IDP_ISSUER"),
+        ({"IDP_ISSUER": "https://id.example.com/#"}, "IDP_ISSUER"),
+        ({"IDP_ISSUER": "https://admin:pw@id.example.com"}, "IDP_ISSUER"),
+        ({"IDP_ISSUER": "https://id.example.com/a b"}, "IDP_ISSUER"),
+        ({"IDP_GRAPH_URL": "HTTPS://graph.microsoft.com"}, "IDP_GRAPH_URL"),
         ({"IDP_SESSION_IDLE_MINUTES": "ten"}, "IDP_SESSION_IDLE_MINUTES"),
         ({"IDP_SESSION_IDLE_MINUTES": "0"}, "IDP_SESSION_IDLE_MINUTES"),
         (
@@ -63,8 +70,13 @@ def test_environment_overrides_config_file_which_overrides_defaults(tmp_path: Pa
         ({"IDP_DATABASE_URL": "0://::"}, "IDP_DATABASE_URL"),
         ({"IDP_DATABASE_URL": "postgresql://idp@db:99999/idp"}, "IDP_DATABASE_URL"),
         ({"IDP_REDIS_URL": "http://localhost"}, "IDP_REDIS_URL"),
+        ({"IDP_REDIS_URL": "redis://cache:6379/0?socket_timeout=5s"}, "IDP_REDIS_URL"),
+        ({"IDP_REDIS_URL": "unix:///run/redis.sock?db=first"}, "IDP_REDIS_URL"),
         ({"IDP_SMTP_URL": "mail.example.com:25"}, "IDP_SMTP_URL"),
         ({"IDP_MAIL_FROM": "nobody"}, "IDP_MAIL_FROM"),
+        ({"IDP_MAIL_FROM": "idp@example.com\r\nBcc: all@evil.example"}, "IDP_MAIL_FROM"),
+        ({"IDP_MAIL_FROM": "idp@"}, "IDP_MAIL_FROM"),
+        ({"IDP_MAIL_FROM": "@example.com"}, "IDP_MAIL_FROM"),
         ({"IDP_SECRET_KEY": "short"}, "IDP_SECRET_KEY"),
         ({"IDP_ARGON2_MEMORY_KIB": "4"}, "IDP_ARGON2_MEMORY_KIB"),
         ({"IDP_PASSWORD_MAX_LENGTH": "20"}, "IDP_PASSWORD_MAX_LENGTH"),
@@ -82,6 +94,36 @@ def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
     message = str(info.value)
     assert message.startswith(named + ":")
     assert "\n" not in message
+
+
+DURATIONS = [
+    f.name
+    for f in dataclasses.fields(Settings)
+    if f.name.rpartition("_")[2] in ("seconds", "minutes", "hours", "days")
+]
+
+
+@pytest.mark.parametrize("name", DURATIONS)
+def test_a_duration_too_long_for_a_date_names_the_setting(name: str) -> None:
+    """A duration past year 9999 used to load, then fail every sign-in, grant or worker start
+    with OverflowError ("now + duration" is no date): refused at start with one line."""
+    variable = "IDP_" + name.upper()
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={variable: str(10**12)})
+    assert str(info.value).startswith(variable + ":") and "\n" not in str(info.value)
+    defaults = load_settings(environ={})
+    assert load_settings(environ={variable: str(getattr(defaults, name))})  # defaults pass
+
+
+def test_a_sender_with_a_display_name_is_accepted() -> None:
+    assert load_settings(environ={"IDP_MAIL_FROM": "Example ID <id@example.com>"}).mail_from \
+        == "Example ID <id@example.com>"
+
+
+def test_ten_years_is_still_a_valid_duration() -> None:
+    s = load_settings(environ={"IDP_REFRESH_TOKEN_DAYS": "3650",
+                               "IDP_SESSION_ABSOLUTE_MINUTES": str(3650 * 1440)})
+    assert s.refresh_token_days == 3650
 
 
 @pytest.mark.parametrize(
