@@ -301,15 +301,17 @@ def scope_conditions(scope: Scope, filters: ActivityFilters) -> list[ColumnEleme
     if filters.member_id is not None:  # the caller checked it is a member
         return [Event.user_id == filters.member_id, ours]
     members = select(Membership.user_id).where(Membership.organization_id == scope.organization_id)
-    return [or_(Event.user_id.in_(members), about_without_user(scope.organization_id)), ours]
+    return [or_(Event.user_id.in_(members), about_the_organization(scope.organization_id)), ours]
 
 
-def about_without_user(organization_id: str) -> ColumnElement[bool]:
-    """Events about the organization itself that no user caused (``idp org create``,
-    ``idp sso link``). Only ``organization:*`` ones: other events without user are former
-    members' de-identified ones, kept for operators and shown to nobody."""
+def about_the_organization(organization_id: str) -> ColumnElement[bool]:
+    """The organization's own record (``organization:*`` events in it), whoever caused them:
+    an operator with ``idp org create`` or ``idp sso link`` (no user), and what members did in
+    it, also after they left or were removed (a former admin's invitations, role changes,
+    removals, their leaving). Only ``organization:*`` ones: a former member's other events
+    (sign-ins, password ...) are their own business once they are gone, and de-identified
+    events of deleted accounts are kept for operators and shown to nobody."""
     return and_(
-        Event.user_id.is_(None),
         Event.organization_id == organization_id,
         Event.action.startswith("organization:"),
     )

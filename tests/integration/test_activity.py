@@ -13,14 +13,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from idp.activity import ActivityService, UserScope, parse_filters
 from idp.events import EventTag
 from idp.models import Client, Device, Event, Membership, Role, UserSession
 from idp.runtime import Runtime
 from tests.helpers import create_user, sign_in
+from tests.organizations import post
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 _ROW_ID = re.compile(r'<tr data-event-id="(\d+)">')
@@ -470,6 +472,32 @@ def test_what_the_idp_command_did_to_the_organization_shows_in_its_log_only(
     # picking a member shows that member's events only
     bob = orgs["people"]["bob"].id
     assert linked not in ids_on(page(client, path, member=bob)[1])
+
+
+def test_what_a_former_admin_did_stays_in_the_organizations_log(
+    app: Flask, runtime: Runtime, client: FlaskClient, orgs: dict[str, Any]
+) -> None:
+    """Carol, an admin, makes Bob an admin and then leaves: the owner still sees who did it
+    and that she left (the organization's own record), but none of her account's events."""
+    bob = orgs["people"]["bob"]
+    admin = app.test_client()
+    _sign_in_as(admin, "carol@example.com")
+    acme = orgs["acme"]
+    assert post(admin, f"/organizations/{acme}/members/{bob.id}/role", role="admin"
+                ).status_code == 303
+    assert post(admin, f"/organizations/{acme}/leave").status_code == 303
+    with runtime.session_factory() as db:
+        role_change, left = (db.scalar(select(Event.id).where(Event.action == tag))
+                             for tag in (EventTag.MEMBER_ROLE_CHANGED, EventTag.MEMBER_LEFT))
+    _sign_in_as(client, "alice@example.com")
+    _, html = page(client, f"/organizations/{acme}/activity")
+    shown = ids_on(html)
+    assert role_change in shown and left in shown
+    assert "Carol Danvers changed a member&#39;s role" in html
+    assert "Carol Danvers left the organization" in html
+    assert orgs["events"]["carol"] not in shown  # her sign-in: her business now
+    assert ids_on(page(client, f"/organizations/{acme}/activity", q="danvers")[1]) == [
+        left, role_change]
 
 
 def test_a_member_of_another_organization_cannot_be_picked(
