@@ -254,7 +254,7 @@ def _without_member(event: Event) -> str:
     command, or a member since gone."""
     if event.user_id is None and (event.details or {}).get("by") == OPERATOR:
         return str(gettext("An operator"))
-    return "A former member"
+    return str(gettext("A former member"))
 
 
 def _user_agent_label(user_agent: str) -> str:

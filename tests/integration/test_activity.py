@@ -21,7 +21,7 @@ from idp.activity import ActivityService, UserScope, parse_filters
 from idp.events import EventTag
 from idp.models import Client, Device, Event, Membership, Role, UserSession
 from idp.runtime import Runtime
-from tests.helpers import create_user, sign_in
+from tests.helpers import PASSWORD, create_user, sign_in
 from tests.organizations import post
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -498,6 +498,25 @@ def test_what_a_former_admin_did_stays_in_the_organizations_log(
     assert orgs["events"]["carol"] not in shown  # her sign-in: her business now
     assert ids_on(page(client, f"/organizations/{acme}/activity", q="danvers")[1]) == [
         left, role_change]
+
+
+def test_what_a_deleted_account_did_shows_by_a_former_member_in_the_readers_language(
+    app: Flask, runtime: Runtime, client: FlaskClient, orgs: dict[str, Any]
+) -> None:
+    """Carol, an admin, makes Bob an admin, then deletes her account: her events are
+    de-identified, and the organization's log names her "a former member" (translated)."""
+    admin = app.test_client()
+    _sign_in_as(admin, "carol@example.com")
+    acme, bob = orgs["acme"], orgs["people"]["bob"]
+    assert post(admin, f"/organizations/{acme}/members/{bob.id}/role", role="admin"
+                ).status_code == 303
+    assert post(admin, "/account/delete", password=PASSWORD).status_code == 303
+    _sign_in_as(client, "alice@example.com")
+    path = f"/organizations/{acme}/activity"
+    _, html = page(client, path)
+    assert "A former member changed a member&#39;s role" in html
+    html = client.get(path, headers={"Accept-Language": "de"}).get_data(as_text=True)
+    assert "Ein ehemaliges Mitglied hat die Rolle eines Mitglieds geändert" in html
 
 
 def test_a_member_of_another_organization_cannot_be_picked(
