@@ -292,6 +292,20 @@ def test_export_is_every_filtered_row_with_formulas_defused(
     assert rows[2]["sentence"] == "You allowed an application to use your account"
 
 
+def test_export_is_in_the_readers_language(client: FlaskClient, alice: dict[str, Any]) -> None:
+    """The file is streamed after the view returned: its sentences and labels are still in
+    the language of the page it was downloaded from."""
+    response = client.get("/account/activity.csv", query_string={"product": "drive"},
+                          headers={"Accept-Language": "fr"})
+    [row] = csv.DictReader(io.StringIO(response.get_data(as_text=True).removeprefix("\ufeff")))
+    assert row["sentence"] == "Vous avez autorisé une application à utiliser votre compte"
+    assert row["action_label"] == "Consentement donné"
+    response = client.get("/account/activity.csv", query_string={"product": "account",
+                          "type": "sessions"}, headers={"Accept-Language": "fr"})
+    [row] = csv.DictReader(io.StringIO(response.get_data(as_text=True).removeprefix("\ufeff")))
+    assert row["product_name"] == "Votre compte"
+
+
 def test_export_streams_all_rows_beyond_one_batch(
     runtime: Runtime, alice: dict[str, Any]
 ) -> None:
