@@ -11,13 +11,15 @@ derived from the tag (and ``details["reason"]``), so a search for text in senten
 the set of tags (and reasons) whose sentence contains the text, computed here in Python from
 the catalog, then ``action IN (...)`` in SQL. Stored values are matched with a portable
 case-insensitive ``LIKE`` (SQLAlchemy's ``icontains``: ``lower(x) LIKE lower(pattern)`` with
-``%`` and ``_`` escaped): the details as JSON text, the IP address, the tag itself, and the
+``%`` and ``_`` escaped): the details as JSON text (also in the text's JSON-escaped
+forms, see :func:`as_stored_in_json`), the IP address, the tag itself, and the
 product's name. The organization view also matches the member's name and email address.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -363,11 +365,21 @@ def sentence_condition(text: str, scope: Scope) -> ColumnElement[bool]:
     return or_(false(), *conditions)
 
 
+def as_stored_in_json(text: str) -> list[str]:
+    """The forms ``text`` takes inside the stored details: JSON text, in which non-ASCII
+    letters are ``\\uXXXX`` escapes and quotes and backslashes are escaped. The escapes are
+    ASCII, so the database's ``lower()`` cannot fold their case: the lower- and upper-case
+    spellings are searched too ("müller" finds "MÜLLER")."""
+    forms = [text] + [json.dumps(t)[1:-1] for t in (text, text.lower(), text.upper())]
+    return list(dict.fromkeys(forms))
+
+
 def text_condition(text: str, scope: Scope) -> ColumnElement[bool]:
     """Free text: sentence, details, IP, tag, product name (and member, for organizations)."""
+    details = cast(Event.details, Text)
     conditions: list[ColumnElement[bool]] = [
         sentence_condition(text, scope),
-        cast(Event.details, Text).icontains(text, autoescape=True),
+        *(details.icontains(form, autoescape=True) for form in as_stored_in_json(text)),
         Event.ip.icontains(text, autoescape=True),
         Event.action.icontains(text, autoescape=True),
         Event.product.in_(

@@ -144,6 +144,21 @@ def test_filters_return_exactly_the_expected_rows(
     assert ids_on(html) == [alice["e"][n] for n in expected]
 
 
+@pytest.mark.parametrize("text", ["Müller", "müller", "MÜLLER", 'Say "hi', "\\Share"])
+def test_search_finds_accents_and_quotes_in_the_details(
+    runtime: Runtime, client: FlaskClient, alice: dict[str, Any], text: str
+) -> None:
+    """The details are stored as JSON, which escapes non-ASCII letters, quotes and
+    backslashes: the search still finds what the reader sees."""
+    (renamed,) = add_events(runtime, dict(
+        occurred_at=at("2026-03-08T10:00:00"), user_id=alice["user"].id,
+        action=EventTag.ORGANIZATION_RENAMED,
+        details={"from": "Müller AG", "to": 'Say "hi" \\Share'}))
+    status, html = page(client, "/account/activity", q=text)
+    assert status == 200
+    assert ids_on(html) == [renamed]
+
+
 def test_each_row_says_what_happened_where_and_from_which_device(
     runtime: Runtime, client: FlaskClient, alice: dict[str, Any]
 ) -> None:
