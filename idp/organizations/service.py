@@ -347,8 +347,22 @@ class OrganizationService:
 
     # Helpers -----------------------------------------------------------------------------
     def lock(self, org_id: str) -> None:
-        """Serialize membership changes of one organization (row lock on PostgreSQL; SQLite
-        has a single writer anyway), until the transaction ends."""
+        """Serialize membership changes of one organization until the transaction ends, so the
+        roles read after this are the current ones (two owners demoting each other at once
+        leave one owner).
+
+        PostgreSQL: a row lock. SQLite has one writer, but its driver begins a transaction
+        only at the first write, so reads before it are not protected: a write to the
+        organization's row (changing nothing) takes the writer's lock here, and a concurrent
+        change waits for this one to end before it reads anything."""
+        if self.db.get_bind().dialect.name == "sqlite":
+            self.db.execute(
+                update(Organization)
+                .where(Organization.id == org_id)
+                .values(name=Organization.name)
+                .execution_options(synchronize_session=False)
+            )
+            return
         self.db.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())
 
     def _membership(self, org_id: str, user_id: str) -> Membership:
