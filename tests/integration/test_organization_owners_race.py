@@ -8,14 +8,19 @@ import threading
 import time
 
 import pytest
+from flask import Flask
 from sqlalchemy import select, update
 
 from idp.accounts import AccountService
+from idp.media.store import ImageStore
 from idp.models import Membership, Organization, Role, User
 from idp.organizations.service import NotAllowed, OrganizationError, OrganizationService
 from idp.runtime import Runtime
+from idp.security.account_deletion import AccountDeletionService, Blocker, DeletionBlocked
 from idp.security.ratelimit import RateLimiter
 from idp.security.reauth import PasswordConfirmation
+from idp.security.sessions import SessionService
+from tests.helpers import PASSWORD
 from tests.organizations import role_in, seed_org
 
 
@@ -119,4 +124,57 @@ def test_two_owners_demoting_each_other_at_once_on_sqlite_leave_one_owner(
         thread.join(15)
     roles = {role_in(runtime, org.id, org.users[who]) for who in ("a", "b")}
     assert Role.OWNER in roles, outcome
+    assert len(outcome) == 2 and outcome.count(None) == 1, outcome
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_two_owners_deleting_their_accounts_at_once_on_sqlite_leave_one_owner(
+    app: Flask, runtime: Runtime, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org = seed_org(
+        runtime,
+        "Acme",
+        {"a": ("a@example.com", Role.OWNER), "b": ("b@example.com", Role.OWNER),
+         "c": ("c@example.com", Role.MEMBER)},
+    )
+    checked: list[int] = []
+    both_checked = threading.Condition()
+    blockers = AccountDeletionService.blockers
+
+    def checked_together(self: AccountDeletionService, user: User) -> list[Blocker]:
+        found = blockers(self, user)
+        with both_checked:  # wait (a while) until the other deletion has checked too
+            checked.append(len(found))
+            both_checked.notify_all()
+            both_checked.wait_for(lambda: len(checked) == 2, timeout=2)
+        return found
+
+    monkeypatch.setattr(AccountDeletionService, "blockers", checked_together)
+    outcome: list[BaseException | None] = []
+
+    def delete_account(who: str) -> None:
+        with app.test_request_context(), runtime.session_factory() as db:
+            user = db.get(User, org.users[who])
+            assert user is not None
+            service = AccountDeletionService(
+                db,
+                PasswordConfirmation(runtime.passwords, RateLimiter(runtime.store),
+                                     runtime.store),
+                SessionService(db, runtime.store, runtime.settings),
+                ImageStore(db),
+            )
+            try:
+                service.delete(user, PASSWORD)
+                outcome.append(None)
+            except DeletionBlocked as exc:
+                outcome.append(exc)
+
+    threads = [threading.Thread(target=delete_account, args=(who,)) for who in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert role_in(runtime, org.id, org.users["c"]) is Role.MEMBER
+    owners = [who for who in "ab" if role_in(runtime, org.id, org.users[who]) is Role.OWNER]
+    assert len(owners) == 1, outcome
     assert len(outcome) == 2 and outcome.count(None) == 1, outcome
