@@ -49,7 +49,7 @@ from idp.activity.sentences import (
     product_label,
     tags_in,
 )
-from idp.events import ACCOUNT_PRODUCT, OPERATOR
+from idp.events import ACCOUNT_PRODUCT, OPERATOR, EventTag
 from idp.i18n import device_label
 from idp.models import Client, Device, Event, Membership, Role, User, UserSession
 from idp.models.base import BigIntId, UTCDateTime
@@ -306,25 +306,36 @@ def scope_conditions(scope: Scope, filters: ActivityFilters) -> list[ColumnEleme
     return [or_(Event.user_id.in_(members), about_the_organization(scope.organization_id)), ours]
 
 
+def organization_business() -> ColumnElement[bool]:
+    """Events that are the business of the organization they name: ``organization:*``, and
+    an organization's lockout floor set by its owners or admins (``account:lockout:threshold``
+    with an organization; a user's own threshold is recorded without one)."""
+    return or_(
+        Event.action.startswith("organization:"),
+        and_(
+            Event.action == str(EventTag.LOCKOUT_THRESHOLD_CHANGED),
+            Event.organization_id.is_not(None),
+        ),
+    )
+
+
 def about_the_organization(organization_id: str) -> ColumnElement[bool]:
-    """The organization's own record (``organization:*`` events in it), whoever caused them:
-    an operator with ``idp org create`` or ``idp sso link`` (no user), and what members did in
-    it, also after they left or were removed (a former admin's invitations, role changes,
-    removals, their leaving). Only ``organization:*`` ones: a former member's other events
+    """The organization's own record (:func:`organization_business` events in it), whoever
+    caused them: an operator with ``idp org create`` or ``idp sso link`` (no user), and what
+    members did in it, also after they left or were removed (a former admin's invitations,
+    role changes, removals, their leaving). Only those: a former member's other events
     (sign-ins, password ...) are their own business once they are gone, and de-identified
     events of deleted accounts are kept for operators and shown to nobody."""
-    return and_(
-        Event.organization_id == organization_id,
-        Event.action.startswith("organization:"),
-    )
+    return and_(Event.organization_id == organization_id, organization_business())
 
 
 def not_another_organizations(organization_id: str) -> ColumnElement[bool]:
     """A member may belong to other organizations too: their own events (sign-ins, password,
     tokens) show in each, but what they did as a member of another organization (its
-    invitations, renames, role changes ...) is that organization's business only."""
+    invitations, renames, role changes, lockout floor ...) is that organization's business
+    only."""
     return or_(
-        ~Event.action.startswith("organization:"),
+        ~organization_business(),
         Event.organization_id.is_(None),
         Event.organization_id == organization_id,
     )

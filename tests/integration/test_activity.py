@@ -21,7 +21,7 @@ from idp.activity import ActivityService, UserScope, parse_filters
 from idp.events import EventTag
 from idp.models import Client, Device, Event, Membership, Role, UserSession
 from idp.runtime import Runtime
-from tests.helpers import PASSWORD, create_user, sign_in
+from tests.helpers import PASSWORD, create_user, csrf_token, sign_in
 from tests.organizations import post
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -530,6 +530,38 @@ def test_what_a_former_admin_did_stays_in_the_organizations_log(
     assert orgs["events"]["carol"] not in shown  # her sign-in: her business now
     assert ids_on(page(client, f"/organizations/{acme}/activity", q="danvers")[1]) == [
         left, role_change]
+
+
+def test_an_organizations_lockout_policy_stays_in_its_log(
+    app: Flask, runtime: Runtime, client: FlaskClient, orgs: dict[str, Any]
+) -> None:
+    """Carol, an admin of Acme and of Globex, sets Acme's lockout floor: Globex's owner never
+    sees it (it is Acme's policy), and Acme's owner still does after Carol left."""
+    carol = orgs["people"]["carol"]
+    with runtime.session_factory() as db:
+        db.add(Membership(user_id=carol.id, organization_id=orgs["globex"], role=Role.ADMIN))
+        db.commit()
+    admin = app.test_client()
+    _sign_in_as(admin, "carol@example.com")
+    acme = orgs["acme"]
+    members = admin.get(f"/organizations/{acme}/members").get_data(as_text=True)
+    assert admin.post(f"/organizations/{acme}/lockout-floor", data={
+        "csrf_token": csrf_token(members), "floor": "6"}).status_code == 303
+    with runtime.session_factory() as db:
+        floor = db.scalar(select(Event.id).where(
+            Event.action == EventTag.LOCKOUT_THRESHOLD_CHANGED))
+    _sign_in_as(client, "dave@example.com")  # Globex's owner
+    globex = f"/organizations/{orgs['globex']}/activity"
+    assert floor not in ids_on(page(client, globex)[1])
+    assert floor not in ids_on(page(client, globex, member=carol.id)[1])
+    assert "organization_floor" not in client.get(globex + ".csv").get_data(as_text=True)
+
+    assert post(admin, f"/organizations/{acme}/leave").status_code == 303
+    owner = app.test_client()
+    _sign_in_as(owner, "alice@example.com")
+    _, html = page(owner, f"/organizations/{acme}/activity")
+    assert floor in ids_on(html)
+    assert "Carol Danvers changed after how many failed attempts accounts lock" in html
 
 
 def test_what_a_deleted_account_did_shows_by_a_former_member_in_the_readers_language(
