@@ -333,12 +333,9 @@ def not_another_organizations(organization_id: str) -> ColumnElement[bool]:
     """A member may belong to other organizations too: their own events (sign-ins, password,
     tokens) show in each, but what they did as a member of another organization (its
     invitations, renames, role changes, lockout floor ...) is that organization's business
-    only."""
-    return or_(
-        ~organization_business(),
-        Event.organization_id.is_(None),
-        Event.organization_id == organization_id,
-    )
+    only, also once it is deleted (its events then name no organization, and the deletion
+    itself names none)."""
+    return or_(~organization_business(), Event.organization_id == organization_id)
 
 
 def sentence_condition(text: str, scope: Scope) -> ColumnElement[bool]:

@@ -471,6 +471,36 @@ def test_what_a_member_did_in_another_organization_stays_there(
     assert "secret@globex.example" not in export and "new@acme.example" in export
 
 
+def test_what_a_member_did_in_a_deleted_organization_stays_out(
+    app: Flask, runtime: Runtime, client: FlaskClient, orgs: dict[str, Any]
+) -> None:
+    """Bob, a member of Acme, owns Globex too, invites someone there, then deletes Globex: its
+    events lose their organization, but they never were Acme's business (and "Bob deleted
+    the organization" in Acme's log would read as if Acme were gone)."""
+    bob = orgs["people"]["bob"]
+    with runtime.session_factory() as db:
+        db.add(Membership(user_id=bob.id, organization_id=orgs["globex"], role=Role.OWNER))
+        db.commit()
+    (invited,) = add_events(runtime, dict(
+        occurred_at=at("2026-03-02T08:00:00"), user_id=bob.id, organization_id=orgs["globex"],
+        action=EventTag.MEMBER_INVITED, details={"email": "secret@globex.example"}))
+    owner = app.test_client()
+    _sign_in_as(owner, "bob@example.com")
+    assert post(owner, f"/organizations/{orgs['globex']}/delete",
+                password=PASSWORD).status_code == 303
+    with runtime.session_factory() as db:
+        deleted = db.scalar(select(Event.id).where(Event.action == EventTag.ORGANIZATION_DELETED))
+    assert invited in ids_on(page(owner, "/account/activity")[1])  # his own log keeps them
+    _sign_in_as(client, "alice@example.com")
+    path = f"/organizations/{orgs['acme']}/activity"
+    for args in ({}, {"member": bob.id}):
+        _, html = page(client, path, **args)
+        shown = ids_on(html)
+        assert orgs["events"]["bob"] in shown
+        assert invited not in shown and deleted not in shown
+    assert "secret@globex.example" not in client.get(path + ".csv").get_data(as_text=True)
+
+
 def test_what_the_idp_command_did_to_the_organization_shows_in_its_log_only(
     runtime: Runtime, client: FlaskClient, orgs: dict[str, Any]
 ) -> None:
