@@ -65,6 +65,12 @@ def request_reader() -> Connection:
     return reader
 
 
+def release_request_db() -> None:
+    """Give the request's database connections back now (a streamed response keeps the
+    request's context, and so its session, until the last byte is sent)."""
+    _close_db(None)
+
+
 def _close_db(_exc: BaseException | None) -> None:
     reader: Connection | None = g.pop("db_reader", None)
     if reader is not None:

@@ -11,6 +11,7 @@ export of the same view is the same parameters on another path):
 ``product``  ``account`` or a client_id;
 ``type``     a type of action (:class:`~idp.activity.sentences.ActionGroup`);
 ``q``        free text (sentence, details, IP, product name; member name in the org view);
+             control characters are refused;
 ``member``   (organization view) one member's user id;
 ``cursor``   where the previous page ended (opaque; see :class:`Cursor`).
 
@@ -23,6 +24,7 @@ import base64
 import binascii
 import functools
 import re
+import unicodedata
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -226,6 +228,12 @@ def parse_filters(args: Mapping[str, str], *, with_member: bool = False) -> Acti
             ) from None
 
     text = " ".join((args.get("q") or "").split())
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        # Nothing stored contains one (the details are JSON, which escapes them), and
+        # PostgreSQL refuses a NUL in a query: refused here, for the page and the export alike.
+        raise ActivityFilterError(
+            "q", gettext("The search contains characters that cannot be shown.")
+        )
     if len(text) > MAX_TEXT:
         raise ActivityFilterError("q", gettext("Search at most %(n)s characters.", n=MAX_TEXT))
 

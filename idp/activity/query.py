@@ -11,13 +11,15 @@ derived from the tag (and ``details["reason"]``), so a search for text in senten
 the set of tags (and reasons) whose sentence contains the text, computed here in Python from
 the catalog, then ``action IN (...)`` in SQL. Stored values are matched with a portable
 case-insensitive ``LIKE`` (SQLAlchemy's ``icontains``: ``lower(x) LIKE lower(pattern)`` with
-``%`` and ``_`` escaped): the details as JSON text, the IP address, the tag itself, and the
+``%`` and ``_`` escaped): the details as JSON text (also in the text's JSON-escaped
+forms, see :func:`as_stored_in_json`), the IP address, the tag itself, and the
 product's name. The organization view also matches the member's name and email address.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,7 +49,7 @@ from idp.activity.sentences import (
     product_label,
     tags_in,
 )
-from idp.events import ACCOUNT_PRODUCT, OPERATOR
+from idp.events import ACCOUNT_PRODUCT, OPERATOR, EventTag
 from idp.i18n import device_label
 from idp.models import Client, Device, Event, Membership, Role, User, UserSession
 from idp.models.base import BigIntId, UTCDateTime
@@ -254,7 +256,7 @@ def _without_member(event: Event) -> str:
     command, or a member since gone."""
     if event.user_id is None and (event.details or {}).get("by") == OPERATOR:
         return str(gettext("An operator"))
-    return "A former member"
+    return str(gettext("A former member"))
 
 
 def _user_agent_label(user_agent: str) -> str:
@@ -301,29 +303,39 @@ def scope_conditions(scope: Scope, filters: ActivityFilters) -> list[ColumnEleme
     if filters.member_id is not None:  # the caller checked it is a member
         return [Event.user_id == filters.member_id, ours]
     members = select(Membership.user_id).where(Membership.organization_id == scope.organization_id)
-    return [or_(Event.user_id.in_(members), about_without_user(scope.organization_id)), ours]
+    return [or_(Event.user_id.in_(members), about_the_organization(scope.organization_id)), ours]
 
 
-def about_without_user(organization_id: str) -> ColumnElement[bool]:
-    """Events about the organization itself that no user caused (``idp org create``,
-    ``idp sso link``). Only ``organization:*`` ones: other events without user are former
-    members' de-identified ones, kept for operators and shown to nobody."""
-    return and_(
-        Event.user_id.is_(None),
-        Event.organization_id == organization_id,
+def organization_business() -> ColumnElement[bool]:
+    """Events that are the business of the organization they name: ``organization:*``, and
+    an organization's lockout floor set by its owners or admins (``account:lockout:threshold``
+    with an organization; a user's own threshold is recorded without one)."""
+    return or_(
         Event.action.startswith("organization:"),
+        and_(
+            Event.action == str(EventTag.LOCKOUT_THRESHOLD_CHANGED),
+            Event.organization_id.is_not(None),
+        ),
     )
+
+
+def about_the_organization(organization_id: str) -> ColumnElement[bool]:
+    """The organization's own record (:func:`organization_business` events in it), whoever
+    caused them: an operator with ``idp org create`` or ``idp sso link`` (no user), and what
+    members did in it, also after they left or were removed (a former admin's invitations,
+    role changes, removals, their leaving). Only those: a former member's other events
+    (sign-ins, password ...) are their own business once they are gone, and de-identified
+    events of deleted accounts are kept for operators and shown to nobody."""
+    return and_(Event.organization_id == organization_id, organization_business())
 
 
 def not_another_organizations(organization_id: str) -> ColumnElement[bool]:
     """A member may belong to other organizations too: their own events (sign-ins, password,
     tokens) show in each, but what they did as a member of another organization (its
-    invitations, renames, role changes ...) is that organization's business only."""
-    return or_(
-        ~Event.action.startswith("organization:"),
-        Event.organization_id.is_(None),
-        Event.organization_id == organization_id,
-    )
+    invitations, renames, role changes, lockout floor ...) is that organization's business
+    only, also once it is deleted (its events then name no organization, and the deletion
+    itself names none)."""
+    return or_(~organization_business(), Event.organization_id == organization_id)
 
 
 def sentence_condition(text: str, scope: Scope) -> ColumnElement[bool]:
@@ -361,11 +373,21 @@ def sentence_condition(text: str, scope: Scope) -> ColumnElement[bool]:
     return or_(false(), *conditions)
 
 
+def as_stored_in_json(text: str) -> list[str]:
+    """The forms ``text`` takes inside the stored details: JSON text, in which non-ASCII
+    letters are ``\\uXXXX`` escapes and quotes and backslashes are escaped. The escapes are
+    ASCII, so the database's ``lower()`` cannot fold their case: the lower- and upper-case
+    spellings are searched too ("müller" finds "MÜLLER")."""
+    forms = [text] + [json.dumps(t)[1:-1] for t in (text, text.lower(), text.upper())]
+    return list(dict.fromkeys(forms))
+
+
 def text_condition(text: str, scope: Scope) -> ColumnElement[bool]:
     """Free text: sentence, details, IP, tag, product name (and member, for organizations)."""
+    details = cast(Event.details, Text)
     conditions: list[ColumnElement[bool]] = [
         sentence_condition(text, scope),
-        cast(Event.details, Text).icontains(text, autoescape=True),
+        *(details.icontains(form, autoescape=True) for form in as_stored_in_json(text)),
         Event.ip.icontains(text, autoescape=True),
         Event.action.icontains(text, autoescape=True),
         Event.product.in_(

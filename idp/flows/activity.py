@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, stream_with_context, url_for
 from flask_babel import gettext
 from werkzeug.wrappers import Response
 
@@ -31,7 +31,7 @@ from idp.activity import (
 from idp.activity.filters import time_zones
 from idp.flows.admin import managed_org
 from idp.models import Organization
-from idp.runtime import request_db, runtime
+from idp.runtime import release_request_db, request_db, runtime
 from idp.services import current_session
 
 bp = Blueprint("activity", __name__)
@@ -152,14 +152,17 @@ def _export(scope: Scope, org: Organization | None) -> Response | tuple[str, int
     with_member = org is not None
 
     def generate() -> Iterator[str]:
-        # Its own database session: the response is sent after the request's has closed.
+        # Its own database session, for as long as the file takes to send; the request's
+        # connections go back to the pool at once (released below).
         with session_factory() as db:
             rows = ActivityService(db).iter_rows(scope, filters)
             yield from csv_lines(rows, with_member=with_member)
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    release_request_db()
     return Response(
-        generate(),
+        # In the request's context: sentences and labels in the reader's language.
+        stream_with_context(generate()),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="activity-{stamp}.csv"'},
     )

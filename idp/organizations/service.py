@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask_babel import gettext, lazy_gettext
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -128,6 +128,25 @@ def withdraw_invitations(
                 **({"invited_by": inviter_id} if by is not None else {}),
             },
         )
+
+
+def lock_organizations(db: Session, which: ColumnElement[bool]) -> None:
+    """Lock the organizations matching ``which`` until ``db``'s transaction ends: membership
+    changes (roles, removals, leaving, account deletion) read the roles after this.
+
+    PostgreSQL: row locks. SQLite has one writer, but its driver begins a transaction only at
+    the first write, so reads before it are not protected: a write to the organizations' rows
+    (changing nothing) takes the writer's lock here, and a concurrent change waits for this
+    one to end before it reads anything."""
+    if db.get_bind().dialect.name == "sqlite":
+        db.execute(
+            update(Organization)
+            .where(which)
+            .values(name=Organization.name)
+            .execution_options(synchronize_session=False)
+        )
+        return
+    db.execute(select(Organization.id).where(which).with_for_update())
 
 
 def clean_name(name: str) -> str:
@@ -347,9 +366,10 @@ class OrganizationService:
 
     # Helpers -----------------------------------------------------------------------------
     def lock(self, org_id: str) -> None:
-        """Serialize membership changes of one organization (row lock on PostgreSQL; SQLite
-        has a single writer anyway), until the transaction ends."""
-        self.db.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())
+        """Serialize membership changes of one organization until the transaction ends, so the
+        roles read after this are the current ones (two owners demoting each other at once
+        leave one owner)."""
+        lock_organizations(self.db, Organization.id == org_id)
 
     def _membership(self, org_id: str, user_id: str) -> Membership:
         membership = self.db.scalar(

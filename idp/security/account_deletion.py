@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from idp.events import Actor, EventTag, record_event
 from idp.media.store import ImageStore
 from idp.models import Event, Membership, Organization, Role, User, UserSession
-from idp.organizations.service import withdraw_invitations
+from idp.organizations.service import lock_organizations, withdraw_invitations
 from idp.security.reauth import PasswordConfirmation
 from idp.security.sessions import SessionService
 
@@ -119,14 +119,11 @@ class AccountDeletionService:
         request deleted the account meanwhile (nothing is done then); commits."""
         # Lock the user's organizations, as every membership change does, so nobody leaves
         # or is demoted between the check below and the deletion.
-        self.db.execute(
-            select(Organization.id)
-            .where(
-                Organization.id.in_(
-                    select(Membership.organization_id).where(Membership.user_id == user.id)
-                )
-            )
-            .with_for_update()
+        lock_organizations(
+            self.db,
+            Organization.id.in_(
+                select(Membership.organization_id).where(Membership.user_id == user.id)
+            ),
         )
         # Then the account's own row, read again: a second deletion at the same time waits
         # here for the first, then finds the row gone instead of recording a second deletion;

@@ -13,14 +13,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from idp.activity import ActivityService, UserScope, parse_filters
 from idp.events import EventTag
 from idp.models import Client, Device, Event, Membership, Role, UserSession
 from idp.runtime import Runtime
-from tests.helpers import create_user, sign_in
+from tests.helpers import PASSWORD, create_user, csrf_token, sign_in
+from tests.organizations import post
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 _ROW_ID = re.compile(r'<tr data-event-id="(\d+)">')
@@ -140,6 +142,21 @@ def test_filters_return_exactly_the_expected_rows(
     status, html = page(client, "/account/activity", **args)
     assert status == 200, html
     assert ids_on(html) == [alice["e"][n] for n in expected]
+
+
+@pytest.mark.parametrize("text", ["Müller", "müller", "MÜLLER", 'Say "hi', "\\Share"])
+def test_search_finds_accents_and_quotes_in_the_details(
+    runtime: Runtime, client: FlaskClient, alice: dict[str, Any], text: str
+) -> None:
+    """The details are stored as JSON, which escapes non-ASCII letters, quotes and
+    backslashes: the search still finds what the reader sees."""
+    (renamed,) = add_events(runtime, dict(
+        occurred_at=at("2026-03-08T10:00:00"), user_id=alice["user"].id,
+        action=EventTag.ORGANIZATION_RENAMED,
+        details={"from": "Müller AG", "to": 'Say "hi" \\Share'}))
+    status, html = page(client, "/account/activity", q=text)
+    assert status == 200
+    assert ids_on(html) == [renamed]
 
 
 def test_each_row_says_what_happened_where_and_from_which_device(
@@ -290,6 +307,20 @@ def test_export_is_every_filtered_row_with_formulas_defused(
     assert rows[2]["sentence"] == "You allowed an application to use your account"
 
 
+def test_export_is_in_the_readers_language(client: FlaskClient, alice: dict[str, Any]) -> None:
+    """The file is streamed after the view returned: its sentences and labels are still in
+    the language of the page it was downloaded from."""
+    response = client.get("/account/activity.csv", query_string={"product": "drive"},
+                          headers={"Accept-Language": "fr"})
+    [row] = csv.DictReader(io.StringIO(response.get_data(as_text=True).removeprefix("\ufeff")))
+    assert row["sentence"] == "Vous avez autorisé une application à utiliser votre compte"
+    assert row["action_label"] == "Consentement donné"
+    response = client.get("/account/activity.csv", query_string={"product": "account",
+                          "type": "sessions"}, headers={"Accept-Language": "fr"})
+    [row] = csv.DictReader(io.StringIO(response.get_data(as_text=True).removeprefix("\ufeff")))
+    assert row["product_name"] == "Votre compte"
+
+
 def test_export_streams_all_rows_beyond_one_batch(
     runtime: Runtime, alice: dict[str, Any]
 ) -> None:
@@ -312,6 +343,9 @@ def test_export_streams_all_rows_beyond_one_batch(
         ({"cursor": "MTo1Ojk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5"}, "This page link is not valid"),
         ({"cursor": "MTo1OsKy"}, "This page link is not valid"),  # "1:5:²"
         ({"tz": "Europe/Atlantis"}, "Unknown time zone"),
+        # PostgreSQL refuses a NUL in a query; the export had already answered 200
+        ({"q": "a\x00b"}, "The search contains characters that cannot be shown."),
+        ({"q": "a\x07b"}, "The search contains characters that cannot be shown."),
     ],
 )
 def test_bad_filters_answer_400_with_a_clear_message(
@@ -437,6 +471,36 @@ def test_what_a_member_did_in_another_organization_stays_there(
     assert "secret@globex.example" not in export and "new@acme.example" in export
 
 
+def test_what_a_member_did_in_a_deleted_organization_stays_out(
+    app: Flask, runtime: Runtime, client: FlaskClient, orgs: dict[str, Any]
+) -> None:
+    """Bob, a member of Acme, owns Globex too, invites someone there, then deletes Globex: its
+    events lose their organization, but they never were Acme's business (and "Bob deleted
+    the organization" in Acme's log would read as if Acme were gone)."""
+    bob = orgs["people"]["bob"]
+    with runtime.session_factory() as db:
+        db.add(Membership(user_id=bob.id, organization_id=orgs["globex"], role=Role.OWNER))
+        db.commit()
+    (invited,) = add_events(runtime, dict(
+        occurred_at=at("2026-03-02T08:00:00"), user_id=bob.id, organization_id=orgs["globex"],
+        action=EventTag.MEMBER_INVITED, details={"email": "secret@globex.example"}))
+    owner = app.test_client()
+    _sign_in_as(owner, "bob@example.com")
+    assert post(owner, f"/organizations/{orgs['globex']}/delete",
+                password=PASSWORD).status_code == 303
+    with runtime.session_factory() as db:
+        deleted = db.scalar(select(Event.id).where(Event.action == EventTag.ORGANIZATION_DELETED))
+    assert invited in ids_on(page(owner, "/account/activity")[1])  # his own log keeps them
+    _sign_in_as(client, "alice@example.com")
+    path = f"/organizations/{orgs['acme']}/activity"
+    for args in ({}, {"member": bob.id}):
+        _, html = page(client, path, **args)
+        shown = ids_on(html)
+        assert orgs["events"]["bob"] in shown
+        assert invited not in shown and deleted not in shown
+    assert "secret@globex.example" not in client.get(path + ".csv").get_data(as_text=True)
+
+
 def test_what_the_idp_command_did_to_the_organization_shows_in_its_log_only(
     runtime: Runtime, client: FlaskClient, orgs: dict[str, Any]
 ) -> None:
@@ -470,6 +534,83 @@ def test_what_the_idp_command_did_to_the_organization_shows_in_its_log_only(
     # picking a member shows that member's events only
     bob = orgs["people"]["bob"].id
     assert linked not in ids_on(page(client, path, member=bob)[1])
+
+
+def test_what_a_former_admin_did_stays_in_the_organizations_log(
+    app: Flask, runtime: Runtime, client: FlaskClient, orgs: dict[str, Any]
+) -> None:
+    """Carol, an admin, makes Bob an admin and then leaves: the owner still sees who did it
+    and that she left (the organization's own record), but none of her account's events."""
+    bob = orgs["people"]["bob"]
+    admin = app.test_client()
+    _sign_in_as(admin, "carol@example.com")
+    acme = orgs["acme"]
+    assert post(admin, f"/organizations/{acme}/members/{bob.id}/role", role="admin"
+                ).status_code == 303
+    assert post(admin, f"/organizations/{acme}/leave").status_code == 303
+    with runtime.session_factory() as db:
+        role_change, left = (db.scalar(select(Event.id).where(Event.action == tag))
+                             for tag in (EventTag.MEMBER_ROLE_CHANGED, EventTag.MEMBER_LEFT))
+    _sign_in_as(client, "alice@example.com")
+    _, html = page(client, f"/organizations/{acme}/activity")
+    shown = ids_on(html)
+    assert role_change in shown and left in shown
+    assert "Carol Danvers changed a member&#39;s role" in html
+    assert "Carol Danvers left the organization" in html
+    assert orgs["events"]["carol"] not in shown  # her sign-in: her business now
+    assert ids_on(page(client, f"/organizations/{acme}/activity", q="danvers")[1]) == [
+        left, role_change]
+
+
+def test_an_organizations_lockout_policy_stays_in_its_log(
+    app: Flask, runtime: Runtime, client: FlaskClient, orgs: dict[str, Any]
+) -> None:
+    """Carol, an admin of Acme and of Globex, sets Acme's lockout floor: Globex's owner never
+    sees it (it is Acme's policy), and Acme's owner still does after Carol left."""
+    carol = orgs["people"]["carol"]
+    with runtime.session_factory() as db:
+        db.add(Membership(user_id=carol.id, organization_id=orgs["globex"], role=Role.ADMIN))
+        db.commit()
+    admin = app.test_client()
+    _sign_in_as(admin, "carol@example.com")
+    acme = orgs["acme"]
+    members = admin.get(f"/organizations/{acme}/members").get_data(as_text=True)
+    assert admin.post(f"/organizations/{acme}/lockout-floor", data={
+        "csrf_token": csrf_token(members), "floor": "6"}).status_code == 303
+    with runtime.session_factory() as db:
+        floor = db.scalar(select(Event.id).where(
+            Event.action == EventTag.LOCKOUT_THRESHOLD_CHANGED))
+    _sign_in_as(client, "dave@example.com")  # Globex's owner
+    globex = f"/organizations/{orgs['globex']}/activity"
+    assert floor not in ids_on(page(client, globex)[1])
+    assert floor not in ids_on(page(client, globex, member=carol.id)[1])
+    assert "organization_floor" not in client.get(globex + ".csv").get_data(as_text=True)
+
+    assert post(admin, f"/organizations/{acme}/leave").status_code == 303
+    owner = app.test_client()
+    _sign_in_as(owner, "alice@example.com")
+    _, html = page(owner, f"/organizations/{acme}/activity")
+    assert floor in ids_on(html)
+    assert "Carol Danvers changed after how many failed attempts accounts lock" in html
+
+
+def test_what_a_deleted_account_did_shows_by_a_former_member_in_the_readers_language(
+    app: Flask, runtime: Runtime, client: FlaskClient, orgs: dict[str, Any]
+) -> None:
+    """Carol, an admin, makes Bob an admin, then deletes her account: her events are
+    de-identified, and the organization's log names her "a former member" (translated)."""
+    admin = app.test_client()
+    _sign_in_as(admin, "carol@example.com")
+    acme, bob = orgs["acme"], orgs["people"]["bob"]
+    assert post(admin, f"/organizations/{acme}/members/{bob.id}/role", role="admin"
+                ).status_code == 303
+    assert post(admin, "/account/delete", password=PASSWORD).status_code == 303
+    _sign_in_as(client, "alice@example.com")
+    path = f"/organizations/{acme}/activity"
+    _, html = page(client, path)
+    assert "A former member changed a member&#39;s role" in html
+    html = client.get(path, headers={"Accept-Language": "de"}).get_data(as_text=True)
+    assert "Ein ehemaliges Mitglied hat die Rolle eines Mitglieds geändert" in html
 
 
 def test_a_member_of_another_organization_cannot_be_picked(
