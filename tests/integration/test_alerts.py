@@ -23,6 +23,7 @@ from idp.security.alerts import LOGIN_FAILURE_ALERT, AlertService
 from idp.worker import build_worker
 from tests.conftest import make_settings, running_app
 from tests.helpers import create_user, csrf_token, events, login_form, sign_in
+from tests.integration.test_two_factor import _enable
 from tests.mailserver import MailServer
 
 ALICE = "alice@example.com"
@@ -221,6 +222,27 @@ def test_a_failure_whose_transaction_fails_does_not_silence_the_window(
     assert _deliver(mail_rt, _after_window(mail_rt)) == 1
     [mail] = smtp.messages
     assert mail["Subject"] == "2 failed sign-in attempts on your account"
+
+
+def test_wrong_two_factor_codes_are_mailed_and_counted_as_failed_sign_ins(
+    mail_app: Flask, mail_rt: Runtime, smtp: MailServer
+) -> None:
+    """Someone with the password but not the code: their wrong codes are failed sign-ins the
+    owner is told about (the window a wrong code opens counts them), with wrong passwords."""
+    user = create_user(mail_rt)
+    _enable(mail_rt, user.id, dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2))
+    assert _deliver(mail_rt) == 1  # "two-factor authentication turned on"
+    browser = _browser(mail_app)
+    for _ in range(2):
+        started = sign_in(browser)
+        assert started.headers["Location"].startswith("/login/code")
+        page = browser.get(started.headers["Location"]).get_data(as_text=True)
+        wrong = browser.post("/login/code", data={"csrf_token": csrf_token(page), "code": "000000"})
+        assert wrong.status_code == 400
+    assert sign_in(_browser(mail_app), password=WRONG).status_code == 200
+    assert _deliver(mail_rt, _after_window(mail_rt)) == 1
+    [mail] = [m for m in smtp.to(ALICE) if "failed sign-in" in str(m["Subject"])]
+    assert mail["Subject"] == "3 failed sign-in attempts on your account"
 
 
 def test_failure_alerts_turned_off_send_nothing(
