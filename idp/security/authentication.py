@@ -35,7 +35,7 @@ from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
-from idp.events import Actor, EventTag, record_event
+from idp.events import ACCOUNT_PRODUCT, Actor, EventTag, record_event
 from idp.models import Device, User, UserSession
 from idp.security.device_trust import DeviceTrust
 from idp.security.devices import ClientInfo
@@ -218,10 +218,13 @@ class AuthenticationService:
         trust_token: str | None = None,
         *,
         return_to: str = "",
+        application: str = ACCOUNT_PRODUCT,
     ) -> SignInResult | SecondFactorRequired:
         """Check the password; raise InvalidCredentials, or RateLimited past a limit.
         ``return_to``: a same-origin path (checked by the caller) a new verification link
-        leads back to, should the address need one."""
+        leads back to, should the address need one. ``application``: the name of the
+        relying application the sign-in continues to (its login alert names it), or
+        ``"account"`` for the account itself."""
         self._rate_limit(client.ip)
         user = self.accounts.find_user_by_email(email) if len(email) <= 320 else None
         if user is None:
@@ -248,7 +251,7 @@ class AuthenticationService:
         self.c.lockout.reset(user, bucket)
         if not user.email_verified:
             raise self._unverified(user, client, return_to)
-        return self._complete(user, client, amr="pwd")
+        return self._complete(user, client, amr="pwd", application=application)
 
     # Unverified address ------------------------------------------------------------------
     def _unverified(self, user: User, client: ClientInfo, return_to: str) -> InvalidCredentials:
@@ -290,7 +293,7 @@ class AuthenticationService:
         return pending.user if pending is not None else None
 
     def complete_second_factor(
-        self, token: str | None, code: str, client: ClientInfo
+        self, token: str | None, code: str, client: ClientInfo, application: str = ACCOUNT_PRODUCT
     ) -> SignInResult:
         pending = self._pending_sign_in(token)
         if pending is None or token is None:
@@ -310,7 +313,7 @@ class AuthenticationService:
         if not self.store.client.delete(self._pending_key(token)):
             raise InvalidSecondFactor("expired", ended=True)  # a concurrent request completed it
         self.c.lockout.reset(user, pending.bucket)
-        return self._complete(user, client, amr="pwd otp mfa")
+        return self._complete(user, client, amr="pwd otp mfa", application=application)
 
     def _count_wrong_code(
         self, pending: PendingSignIn, token: str, client: ClientInfo
@@ -339,12 +342,21 @@ class AuthenticationService:
 
     # Completion ----------------------------------------------------------------------------
     def complete_federated(
-        self, user: User, client: ClientInfo, details: dict[str, str]
+        self,
+        user: User,
+        client: ClientInfo,
+        details: dict[str, str],
+        application: str = ACCOUNT_PRODUCT,
     ) -> SignInResult:
         """Start a session for a sign-in the user's organization (Entra ID) vouched for.
         No lockout and no second factor here: the identity provider enforced its own."""
         return self._complete(
-            user, client, amr="fed", tag=EventTag.LOGIN_SSO, details={"method": "sso", **details}
+            user,
+            client,
+            amr="fed",
+            tag=EventTag.LOGIN_SSO,
+            details={"method": "sso", **details},
+            application=application,
         )
 
     def complete_registration(self, user: User, client: ClientInfo) -> SignInResult:
@@ -360,6 +372,7 @@ class AuthenticationService:
         amr: str,
         tag: EventTag = EventTag.LOGIN_SUCCESS,
         details: dict[str, str] | None = None,
+        application: str = ACCOUNT_PRODUCT,
     ) -> SignInResult:
         started = self.sessions.start(user, client, amr=amr)
         record_event(
@@ -373,7 +386,9 @@ class AuthenticationService:
             details={**(details or {"method": "password"}), "amr": amr.split()},
         )
         device = started.device
-        self.c.observer.on_sign_in_success(user, device, started.new_device, client.ip, "account")
+        self.c.observer.on_sign_in_success(
+            user, device, started.new_device, client.ip, application
+        )
         self.db.commit()
         self.sessions.cache(started.token, started.session)
         return SignInResult(

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
@@ -25,6 +26,7 @@ from tests.conftest import make_settings, running_app
 from tests.helpers import create_user, csrf_token, events, login_form, sign_in
 from tests.integration.test_two_factor import _enable
 from tests.mailserver import MailServer
+from tests.oidc import register_client
 
 ALICE = "alice@example.com"
 WRONG = "not the right password"
@@ -141,6 +143,31 @@ def test_never_reports_no_successful_sign_in(
     assert _deliver(mail_rt, _after_window(mail_rt)) == 0
     assert smtp.messages == []
     assert _outbox(mail_rt, MAIL) == []
+
+
+def test_a_sign_in_alert_names_the_application_signed_in_to(
+    mail_app: Flask, mail_rt: Runtime, smtp: MailServer
+) -> None:
+    """Sent to the sign-in form by an application's authorization request: the alert names
+    that application; a sign-in to the account itself says so in the owner's language."""
+    create_user(mail_rt)
+    shop = register_client(mail_rt, "Example Shop")
+    authorize = "/authorize?" + urlencode(
+        {"client_id": shop.client_id, "response_type": "code", "scope": "openid",
+         "redirect_uri": shop.redirect_uri, "state": "s"}
+    )
+    assert sign_in(_browser(mail_app), next_url=authorize).status_code == 303
+    assert _deliver(mail_rt) == 1
+    [mail] = smtp.to(ALICE)
+    assert "Signed in to: Example Shop" in _text(mail)
+    assert "Example Shop" in str(mail.get_body(("html",)))
+
+    with mail_rt.session_factory() as db:
+        db.execute(update(User).values(locale="fr"))
+        db.commit()
+    assert sign_in(_browser(mail_app)).status_code == 303
+    assert _deliver(mail_rt) == 1
+    assert "Connecté à : Votre compte" in _text(smtp.to(ALICE)[-1])
 
 
 def test_successful_sign_in_alerts_are_capped_per_hour(mail_rt: Runtime) -> None:
