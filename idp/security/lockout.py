@@ -170,24 +170,41 @@ class LockoutService:
         if used.rowcount != 1:  # type: ignore[attr-defined]
             self.db.rollback()
             raise UnlockError("used")
-        self.unlock(user, actor, by="self-service")
+        if not self.unlock(user, actor, by="self-service", lock_id=row.binding):
+            self.db.rollback()
+            raise UnlockError("stale")  # the lock ended (or another began) since the check
         return user
 
-    def unlock(self, user: User, actor: Actor, *, by: str, admin_id: str | None = None) -> bool:
+    def unlock(
+        self,
+        user: User,
+        actor: Actor,
+        *,
+        by: str,
+        admin_id: str | None = None,
+        lock_id: str | None = None,
+    ) -> bool:
         """Unlock and start a fresh count (a new epoch: see the module docstring), in the
-        caller's transaction (the caller commits)."""
-        if user.locked_at is None:
+        caller's transaction (the caller commits). False when the account is not locked.
+
+        Only the lock ``lock_id`` is lifted (default: the lock ``user`` was read with), with
+        one conditional UPDATE: of two unlocks of one lock at once, one unlocks and the other
+        finds nothing to do (one event, one mail), and a lock that began after the caller
+        looked (the account unlocked and locked again meanwhile) stands."""
+        expected = lock_id if lock_id is not None else user.lock_id
+        if user.locked_at is None or expected is None:
             return False
-        self.reset(user, ACCOUNT_BUCKET)  # this process's store: the old count is dead anyway
-        user.locked_at = None
-        user.lock_id = None
-        # Incremented in SQL: two unlocks at once never both write the same next epoch.
-        self.db.execute(
+        # This process's store, under the epoch that ends here: the old count is dead anyway.
+        self.reset(user, ACCOUNT_BUCKET)
+        lifted = self.db.execute(
             update(User)
-            .where(User.id == user.id)
-            .values(lockout_epoch=User.lockout_epoch + 1)
+            .where(User.id == user.id, User.lock_id == expected, User.locked_at.is_not(None))
+            .values(locked_at=None, lock_id=None, lockout_epoch=User.lockout_epoch + 1)
             .execution_options(synchronize_session="fetch")
         )
+        if lifted.rowcount != 1:  # type: ignore[attr-defined]
+            self.db.refresh(user)
+            return False
         record_event(
             self.db,
             EventTag.ACCOUNT_UNLOCKED,
