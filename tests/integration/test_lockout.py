@@ -23,7 +23,7 @@ from idp.models import OneTimeToken, OutboxItem, Role, User, utcnow
 from idp.runtime import Runtime
 from idp.security.lockout import LockoutService
 from idp.worker import build_worker
-from tests.conftest import empty_tables, make_settings
+from tests.conftest import empty_tables, make_settings, running_app
 from tests.helpers import (
     count_verifications,
     create_user,
@@ -380,6 +380,20 @@ def test_self_service_form_answers_the_same_for_any_address(
     assert len(_unlock_urls(runtime)) == before  # nothing is sent from the request itself
     build_worker(runtime).run_once()
     assert len(_unlock_urls(runtime)) == before + 1  # only the locked account got a link
+
+
+def test_the_unlock_form_says_how_long_the_link_works(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    """The lifetime the page tells is the configured one (IDP_UNLOCK_LINK_MINUTES)."""
+    with running_app(make_settings(tmp_path, database_url=database_url, redis_url=redis_url,
+                                   unlock_link_minutes=45)) as app:
+        browser = app.test_client()
+        answer = browser.post("/unlock", data={"csrf_token": login_form(browser, "/unlock"),
+                                               "email": "nobody@example.com"})
+        assert answer.status_code == 200
+        text = answer.get_data(as_text=True)
+        assert "The link works once, for 45 minutes." in text and "30 minutes" not in text
 
 
 def test_organization_admins_unlock_their_members_only(app: Flask, runtime: Runtime) -> None:
