@@ -8,7 +8,8 @@ Cheat Sheet). The order of checks matters:
 2. a locked account refuses without verifying anything, unless the attempt comes from a
    device the owner has signed in from before (it has its own bucket);
 3. the attempt takes a numbered slot in its bucket; only slots up to the threshold may verify
-   a password; the failure in the last slot locks the account and mails an unlock link;
+   a password; in the account's bucket a failure in the last slot (or, refused unverified,
+   past it, when the account is not locked yet) locks the account and mails an unlock link;
 4. an account whose email address is not verified yet (sign-up) starts no session, and the
    right password gets the same answer as a wrong one: anyone can sign up with any address
    and a password of their choosing, so an answer of its own would tell them whether the
@@ -236,12 +237,13 @@ class AuthenticationService:
             raise self._refuse_locked(user, client, password)
         slot = self.c.lockout.take_slot(user, bucket)
         if not slot.may_verify:
+            if bucket == ACCOUNT_BUCKET:  # past the threshold and not locked yet: see _lock
+                self._lock(user, client)
             raise self._refuse_locked(user, client, password)
         result = self.passwords.verify(user.password_hash, password)
         if not result.ok:
             if slot.is_last and bucket == ACCOUNT_BUCKET:
-                token = self.c.lockout.lock(user, Actor(ip=client.ip, user_agent=client.user_agent))
-                self.c.mailer.account_locked(self.db, user, token)
+                self._lock(user, client)
             raise self._fail(user, client, "bad_password")
         if result.needs_rehash:
             user.password_hash = self.passwords.hash(password)
@@ -318,19 +320,32 @@ class AuthenticationService:
     def _count_wrong_code(
         self, pending: PendingSignIn, token: str, client: ClientInfo
     ) -> InvalidSecondFactor:
-        """A wrong code takes the next attempt in the password's bucket. Exactly one attempt
-        reaches ``ends_at`` (the store counts atomically): in the account's bucket it locks
-        the account and mails the unlock link; in a trusted device's, the device's attempts
-        are used up. Either way the pending sign-in ends there."""
+        """A wrong code takes the next attempt in the password's bucket. The attempt at or past
+        ``ends_at`` ends the pending sign-in: in the account's bucket it locks the account
+        and mails the unlock link (unless it is locked already: see :meth:`_lock`); in a
+        trusted device's, the device's attempts are used up."""
         user = pending.user
         failures = self.c.lockout.take_slot(user, pending.bucket).number
         ended = failures >= pending.ends_at
         if ended:
             self.store.client.delete(self._pending_key(token))
-        if failures == pending.ends_at and pending.bucket == ACCOUNT_BUCKET:
-            unlock = self.c.lockout.lock(user, Actor(ip=client.ip, user_agent=client.user_agent))
-            self.c.mailer.account_locked(self.db, user, unlock)
+        if ended and pending.bucket == ACCOUNT_BUCKET:
+            self._lock(user, client)
         return self._wrong_code(user, client, "wrong_code", ended=ended)
+
+    def _lock(self, user: User, client: ClientInfo) -> None:
+        """Lock the account and mail the unlock link, unless it is locked already.
+
+        A failed attempt in the account's bucket at or past the threshold locks it, not only
+        the one in the threshold's own slot: a right password in the last slot lets its code
+        come one attempt later (:class:`PendingSignIn`), and the attempt there may be another
+        sign-in's, which is past its own end. Locking only in exact slots would let someone
+        with the password interleave two pending sign-ins so that no attempt ever lands on
+        one, and guess codes again every window without the account ever locking
+        (NIST SP 800-63B §5.2.2)."""
+        token = self.c.lockout.lock(user, Actor(ip=client.ip, user_agent=client.user_agent))
+        if token is not None:
+            self.c.mailer.account_locked(self.db, user, token)
 
     def _wrong_code(
         self, user: User, client: ClientInfo, reason: str, *, ended: bool

@@ -4,9 +4,10 @@ Lockout"; NIST SP 800-63B §5.2.2).
 Attempts are counted before the password is checked: each attempt atomically takes a numbered
 slot in the store (INCR), and only slots 1..T may verify a password. N concurrent wrong
 attempts against a threshold T therefore cause exactly T verifications; the attempt that fails
-in slot T locks the account. The count is forgotten ``lockout_window_minutes`` after the first
-attempt and reset by a successful sign-in. The lock itself is durable (the users row), so
-losing the store never unlocks anyone.
+in slot T locks the account (a failure past it too, should the account not be locked yet:
+:meth:`LockoutService.lock` locks once, whichever comes first). The count is forgotten
+``lockout_window_minutes`` after the first attempt and reset by a successful sign-in. The
+lock itself is durable (the users row), so losing the store never unlocks anyone.
 
 The counters' key holds the user's ``lockout_epoch``, which every unlock increments in the
 unlock's transaction: the unlocked account starts from a fresh count in every process, even
@@ -25,6 +26,7 @@ from datetime import datetime, timedelta
 from flask_babel import gettext
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from idp.accounts import memberships_of
 from idp.events import Actor, EventTag, record_event
@@ -110,10 +112,21 @@ class LockoutService:
         self.limiter.reset(self._key(user, bucket))
 
     # Locking -----------------------------------------------------------------------------
-    def lock(self, user: User, actor: Actor) -> str:
-        """Lock the account (in the caller's transaction) and return a raw unlock token."""
-        user.locked_at = self.clock()
-        user.lock_id = str(uuid.uuid4())
+    def lock(self, user: User, actor: Actor) -> str | None:
+        """Lock the account (in the caller's transaction) and return a raw unlock token; None
+        when it is locked already. One conditional UPDATE: of several attempts that lock at
+        once, one locks (one event, one unlock mail)."""
+        now, lock_id = self.clock(), str(uuid.uuid4())
+        locked = self.db.execute(
+            update(User)
+            .where(User.id == user.id, User.locked_at.is_(None))
+            .values(locked_at=now, lock_id=lock_id)
+            .execution_options(synchronize_session=False)
+        )
+        if locked.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        set_committed_value(user, "locked_at", now)
+        set_committed_value(user, "lock_id", lock_id)
         record_event(
             self.db,
             EventTag.ACCOUNT_LOCKED,
