@@ -216,6 +216,7 @@ class FailureAlertSender:
                 failures[0].occurred_at,
                 failures[-1].occurred_at,
                 ips or [payload.get("first_ip", "")],
+                wrong_codes=sum(e.action == str(EventTag.SECOND_FACTOR_FAILURE) for e in failures),
             )
             to = user.email
         self.postman.deliver(to, message, payload[ITEM_ID])

@@ -205,6 +205,7 @@ def test_five_failures_make_one_mail_that_says_five(
     assert mail["Subject"] == "5 failed sign-in attempts on your account"
     text = _text(mail)
     assert "tried 5 times" in text and "127.0.0.1" in text
+    assert "correct password" not in text  # wrong passwords only
     assert "http://127.0.0.1:8000/account" in text and "change your password" in text.lower()
     assert _deliver(mail_rt, 2 * _after_window(mail_rt)) == 0  # sent once
     assert len(smtp.messages) == 1
@@ -270,6 +271,11 @@ def test_wrong_two_factor_codes_are_mailed_and_counted_as_failed_sign_ins(
     assert _deliver(mail_rt, _after_window(mail_rt)) == 1
     [mail] = [m for m in smtp.to(ALICE) if "failed sign-in" in str(m["Subject"])]
     assert mail["Subject"] == "3 failed sign-in attempts on your account"
+    # Two of them had the right password: the owner is told someone else knows it.
+    text = " ".join(_text(mail).split())
+    assert ("2 attempts used your correct password with a wrong two-factor code: "
+            "someone else knows your password.") in text
+    assert "2 attempts used your correct password" in str(mail.get_body(("html",)))
 
 
 def test_failure_alerts_turned_off_send_nothing(
