@@ -8,7 +8,7 @@ from flask import current_app, g, request
 from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
-from idp.events import Actor
+from idp.events import ACCOUNT_PRODUCT, Actor
 from idp.media.store import ImageStore
 from idp.models import User, UserSession
 from idp.organizations.branding import BrandingService
@@ -36,6 +36,7 @@ from idp.security.password_change import PasswordChangeService
 from idp.security.password_reset import PasswordResetService, ResetCollaborators
 from idp.security.ratelimit import RateLimiter
 from idp.security.reauth import PasswordConfirmation
+from idp.security.redirects import safe_next
 from idp.security.session_list import SessionListService
 from idp.security.sessions import ActiveSession, SessionService
 from idp.security.two_factor import TwoFactorService, totp_box
@@ -169,6 +170,15 @@ def authentication_service() -> AuthenticationService:
             verification=VerificationResender(email_verification_service(), mail_request_limits()),
         ),
     )
+
+
+def signing_in_to(target: str | None) -> str:
+    """What a sign-in's login alert says it signed in to: the name of the registered
+    application whose authorization request ``target`` (the sign-in's ``next``) is, else
+    ``"account"`` (the account itself; the mail says so in the owner's language)."""
+    path = safe_next(target, default="")
+    clients = ClientService(request_db(), reader=request_reader)
+    return (clients.application_of(path) if path else None) or ACCOUNT_PRODUCT
 
 
 def session_list_service() -> SessionListService:

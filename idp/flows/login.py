@@ -30,6 +30,7 @@ from idp.services import (
     client_info,
     connection_service,
     current_session,
+    signing_in_to,
     timed_out_session,
 )
 
@@ -142,6 +143,7 @@ def login_submit() -> Response | tuple[str, int]:
             client_info(),
             request.cookies.get(TRUST_COOKIE),
             return_to=safe_next(target, default=""),
+            application=signing_in_to(target),
         )
     except RateLimited as limited:
         return _too_many(
@@ -182,7 +184,9 @@ def code_submit() -> Response | tuple[str, int]:
     if service.pending_user(token) is None:
         return redirect(url_for("login.login_form"), 303)
     try:
-        result = service.complete_second_factor(token, code, client_info())
+        result = service.complete_second_factor(
+            token, code, client_info(), signing_in_to(target)
+        )
     except RateLimited as limited:
         return _too_many(
             "login/code.html",

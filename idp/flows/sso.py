@@ -30,6 +30,7 @@ from idp.services import (
     client_actor,
     client_info,
     current_session,
+    signing_in_to,
     sso_service,
 )
 
@@ -191,7 +192,7 @@ def sso_callback() -> Response | tuple[str, int]:
 def _complete_sign_in(service: SsoSignInService, outcome: SsoSuccess) -> Response:
     """Our own session for an SSO sign-in, remembered for logout; flow cookies cleared."""
     result = authentication_service().complete_federated(
-        outcome.user, client_info(), outcome.details
+        outcome.user, client_info(), outcome.details, signing_in_to(outcome.next_url)
     )
     service.remember_session(result.started.session.id, result.user_id, outcome)
     signed_in = _signed_in(result, outcome.next_url)

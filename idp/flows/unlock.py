@@ -29,18 +29,25 @@ bp = Blueprint("unlock", __name__)
 INVALID_LINK = lazy_gettext("This unlock link is invalid, has already been used, or has expired.")
 
 
+def _request_page(*, sent: bool, error: str | None = None) -> str:
+    return render_template(
+        "unlock/request.html",
+        sent=sent,
+        error=error,
+        minutes=runtime().settings.unlock_link_minutes,
+    )
+
+
 @bp.get("/unlock")
 def request_form() -> str:
-    return render_template("unlock/request.html", sent=False)
+    return _request_page(sent=False)
 
 
 @bp.post("/unlock")
 def request_submit() -> Response | tuple[str, int]:
     email = request.form.get("email", "").strip().lower()[:320]
     if not email:
-        return render_template(
-            "unlock/request.html", sent=False, error=gettext("Enter your email address.")
-        ), 400
+        return _request_page(sent=False, error=gettext("Enter your email address.")), 400
     store = runtime_store()
     limiter = rate_limiter()
     digest = hashlib.sha256(email.encode()).hexdigest()
@@ -48,7 +55,7 @@ def request_submit() -> Response | tuple[str, int]:
         limiter.check(store.key("rl", "unlock", "ip", request.remote_addr or ""), 10, 900)
         limiter.check(store.key("rl", "unlock", "address", digest), 3, 900)
     except RateLimited as limited:
-        response = make_response(render_template("unlock/request.html", sent=True), 429)
+        response = make_response(_request_page(sent=True), 429)
         response.headers["Retry-After"] = str(limited.retry_after)
         return response
     # The worker sends the link if an account has the address and is locked; here the same
@@ -56,7 +63,7 @@ def request_submit() -> Response | tuple[str, int]:
     db = request_db()
     queue_unlock_request(db, email)
     db.commit()
-    return render_template("unlock/request.html", sent=True), 200
+    return _request_page(sent=True), 200
 
 
 @bp.get("/unlock/<token>")

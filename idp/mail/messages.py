@@ -84,10 +84,17 @@ def login_alert_success(
 
 
 def login_alert_failures(
-    user: User, count: int, first_at: datetime, last_at: datetime, ips: Sequence[str]
+    user: User,
+    count: int,
+    first_at: datetime,
+    last_at: datetime,
+    ips: Sequence[str],
+    wrong_codes: int = 0,
 ) -> Message:
     """Failed sign-ins to the account, ``count`` of them in one coalescing window (an empty
-    IP address is said "unknown" by the template, in the recipient's language)."""
+    IP address is said "unknown" by the template, in the recipient's language);
+    ``wrong_codes`` of them had the right password and a wrong second-factor code, which the
+    mail says plainly: someone else knows the password."""
     return Message(
         "login_alert_failures",
         {
@@ -96,6 +103,7 @@ def login_alert_failures(
             "first_at": format_time(first_at),
             "last_at": format_time(last_at),
             "ips": list(ips),
+            "wrong_codes": wrong_codes,
         },
         language=account_language(user),  # sent by the worker, not through queue_mail
     )

@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin, scope_to_list
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
@@ -196,6 +196,17 @@ class ClientService:
         if not client_id or len(client_id) > 64:
             return None
         return self.db.scalar(select(Client).where(Client.client_id == client_id))
+
+    def application_of(self, target: str) -> str | None:
+        """The name of the application a sign-in continues to: ``target`` (the sign-in's
+        same-origin ``next``) is this provider's authorization request of a registered
+        client. None for anything else (the account's own pages)."""
+        parts = urlsplit(target)
+        if parts.path != "/authorize":
+            return None
+        client_id = parse_qs(parts.query).get("client_id", [""])[0]
+        client = self.get(client_id)
+        return client.name if client is not None else None
 
     def for_authentication(self, client_id: str) -> Client | None:
         """The client's current row, read from the database on every call (never cached, so a

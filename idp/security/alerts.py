@@ -9,10 +9,11 @@ outbox row: the alert exists exactly when the event does, and SMTP never slows a
 Failed sign-ins can be caused by anyone, so they are coalesced (a repeat window, as in
 pypi/warehouse): the first failure of a window sets a store key (``SET NX EX``) and queues ONE
 delayed row of kind ``login_failure_alert`` due at the end of the window. The worker then
-counts the account's ``account:login:failure`` events of that window in the activity log, the
-durable truth, and sends one mail with the count (:class:`FailureAlertSender`). It sends the
-mail itself rather than queueing a second row, so one row is one mail: a retry after an SMTP
-error re-counts the same closed window and sends the same mail, with the same Message-ID.
+counts the account's failed sign-ins of that window in the activity log, the durable truth
+(wrong passwords and wrong second-factor codes: :func:`alerted_failure`), and sends one mail
+with the count (:class:`FailureAlertSender`). It sends the mail itself rather than queueing a
+second row, so one row is one mail: a retry after an SMTP error re-counts the same closed
+window and sends the same mail, with the same Message-ID.
 
 If the store loses the key, the next failure opens an overlapping window: the worst case is
 one extra mail, never a missing one. The key expires a few seconds before the counted window
@@ -52,6 +53,22 @@ SUCCESS_CHOICES = (ALWAYS, NEW_DEVICE, NEVER)
 SUCCESS_ALERTS_PER_HOUR = 20
 KEY_MARGIN_SECONDS = 5
 MAX_LISTED_IPS = 10
+
+
+# The events of the sign-in attempts that alert (idp.security.authentication): a wrong
+# password (or any refused password step), and a wrong code after the right password.
+ALERTED_FAILURES = (str(EventTag.LOGIN_FAILURE), str(EventTag.SECOND_FACTOR_FAILURE))
+
+
+def alerted_failure(event: Event) -> bool:
+    """Whether ``event`` is a failed sign-in the owner's failure alert counts: not the right
+    password of an address still unverified (no alert: the owner did nothing wrong), and not
+    a wrong code on an unlock or password-reset link page (``during``), which are not sign-ins
+    and alert nobody."""
+    details = event.details or {}
+    if event.action == str(EventTag.LOGIN_FAILURE):
+        return details.get("reason") != "email_unverified"
+    return "during" not in details
 
 
 class InvalidAlertPreference(ValueError):
@@ -176,18 +193,20 @@ class FailureAlertSender:
             user = db.get(User, payload["user_id"])
             if user is None or not user.alert_on_failure:
                 return
-            failures = list(
-                db.scalars(
+            failures = [
+                e
+                for e in db.scalars(
                     select(Event)
                     .where(
                         Event.user_id == user.id,
-                        Event.action == str(EventTag.LOGIN_FAILURE),
+                        Event.action.in_(ALERTED_FAILURES),
                         Event.occurred_at >= start,
                         Event.occurred_at <= end,
                     )
                     .order_by(Event.occurred_at, Event.id)
                 )
-            )
+                if alerted_failure(e)
+            ]
             if not failures:
                 return
             ips = list(dict.fromkeys(e.ip for e in failures if e.ip))[:MAX_LISTED_IPS]
@@ -197,6 +216,7 @@ class FailureAlertSender:
                 failures[0].occurred_at,
                 failures[-1].occurred_at,
                 ips or [payload.get("first_ip", "")],
+                wrong_codes=sum(e.action == str(EventTag.SECOND_FACTOR_FAILURE) for e in failures),
             )
             to = user.email
         self.postman.deliver(to, message, payload[ITEM_ID])

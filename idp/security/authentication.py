@@ -8,7 +8,8 @@ Cheat Sheet). The order of checks matters:
 2. a locked account refuses without verifying anything, unless the attempt comes from a
    device the owner has signed in from before (it has its own bucket);
 3. the attempt takes a numbered slot in its bucket; only slots up to the threshold may verify
-   a password; the failure in the last slot locks the account and mails an unlock link;
+   a password; in the account's bucket a failure in the last slot (or, refused unverified,
+   past it, when the account is not locked yet) locks the account and mails an unlock link;
 4. an account whose email address is not verified yet (sign-up) starts no session, and the
    right password gets the same answer as a wrong one: anyone can sign up with any address
    and a password of their choosing, so an answer of its own would tell them whether the
@@ -35,7 +36,7 @@ from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
-from idp.events import Actor, EventTag, record_event
+from idp.events import ACCOUNT_PRODUCT, Actor, EventTag, record_event
 from idp.models import Device, User, UserSession
 from idp.security.device_trust import DeviceTrust
 from idp.security.devices import ClientInfo
@@ -218,10 +219,13 @@ class AuthenticationService:
         trust_token: str | None = None,
         *,
         return_to: str = "",
+        application: str = ACCOUNT_PRODUCT,
     ) -> SignInResult | SecondFactorRequired:
         """Check the password; raise InvalidCredentials, or RateLimited past a limit.
         ``return_to``: a same-origin path (checked by the caller) a new verification link
-        leads back to, should the address need one."""
+        leads back to, should the address need one. ``application``: the name of the
+        relying application the sign-in continues to (its login alert names it), or
+        ``"account"`` for the account itself."""
         self._rate_limit(client.ip)
         user = self.accounts.find_user_by_email(email) if len(email) <= 320 else None
         if user is None:
@@ -233,12 +237,13 @@ class AuthenticationService:
             raise self._refuse_locked(user, client, password)
         slot = self.c.lockout.take_slot(user, bucket)
         if not slot.may_verify:
+            if bucket == ACCOUNT_BUCKET:  # past the threshold and not locked yet: see _lock
+                self._lock(user, client)
             raise self._refuse_locked(user, client, password)
         result = self.passwords.verify(user.password_hash, password)
         if not result.ok:
             if slot.is_last and bucket == ACCOUNT_BUCKET:
-                token = self.c.lockout.lock(user, Actor(ip=client.ip, user_agent=client.user_agent))
-                self.c.mailer.account_locked(self.db, user, token)
+                self._lock(user, client)
             raise self._fail(user, client, "bad_password")
         if result.needs_rehash:
             user.password_hash = self.passwords.hash(password)
@@ -248,7 +253,7 @@ class AuthenticationService:
         self.c.lockout.reset(user, bucket)
         if not user.email_verified:
             raise self._unverified(user, client, return_to)
-        return self._complete(user, client, amr="pwd")
+        return self._complete(user, client, amr="pwd", application=application)
 
     # Unverified address ------------------------------------------------------------------
     def _unverified(self, user: User, client: ClientInfo, return_to: str) -> InvalidCredentials:
@@ -290,7 +295,7 @@ class AuthenticationService:
         return pending.user if pending is not None else None
 
     def complete_second_factor(
-        self, token: str | None, code: str, client: ClientInfo
+        self, token: str | None, code: str, client: ClientInfo, application: str = ACCOUNT_PRODUCT
     ) -> SignInResult:
         pending = self._pending_sign_in(token)
         if pending is None or token is None:
@@ -310,24 +315,37 @@ class AuthenticationService:
         if not self.store.client.delete(self._pending_key(token)):
             raise InvalidSecondFactor("expired", ended=True)  # a concurrent request completed it
         self.c.lockout.reset(user, pending.bucket)
-        return self._complete(user, client, amr="pwd otp mfa")
+        return self._complete(user, client, amr="pwd otp mfa", application=application)
 
     def _count_wrong_code(
         self, pending: PendingSignIn, token: str, client: ClientInfo
     ) -> InvalidSecondFactor:
-        """A wrong code takes the next attempt in the password's bucket. Exactly one attempt
-        reaches ``ends_at`` (the store counts atomically): in the account's bucket it locks
-        the account and mails the unlock link; in a trusted device's, the device's attempts
-        are used up. Either way the pending sign-in ends there."""
+        """A wrong code takes the next attempt in the password's bucket. The attempt at or past
+        ``ends_at`` ends the pending sign-in: in the account's bucket it locks the account
+        and mails the unlock link (unless it is locked already: see :meth:`_lock`); in a
+        trusted device's, the device's attempts are used up."""
         user = pending.user
         failures = self.c.lockout.take_slot(user, pending.bucket).number
         ended = failures >= pending.ends_at
         if ended:
             self.store.client.delete(self._pending_key(token))
-        if failures == pending.ends_at and pending.bucket == ACCOUNT_BUCKET:
-            unlock = self.c.lockout.lock(user, Actor(ip=client.ip, user_agent=client.user_agent))
-            self.c.mailer.account_locked(self.db, user, unlock)
+        if ended and pending.bucket == ACCOUNT_BUCKET:
+            self._lock(user, client)
         return self._wrong_code(user, client, "wrong_code", ended=ended)
+
+    def _lock(self, user: User, client: ClientInfo) -> None:
+        """Lock the account and mail the unlock link, unless it is locked already.
+
+        A failed attempt in the account's bucket at or past the threshold locks it, not only
+        the one in the threshold's own slot: a right password in the last slot lets its code
+        come one attempt later (:class:`PendingSignIn`), and the attempt there may be another
+        sign-in's, which is past its own end. Locking only in exact slots would let someone
+        with the password interleave two pending sign-ins so that no attempt ever lands on
+        one, and guess codes again every window without the account ever locking
+        (NIST SP 800-63B §5.2.2)."""
+        token = self.c.lockout.lock(user, Actor(ip=client.ip, user_agent=client.user_agent))
+        if token is not None:
+            self.c.mailer.account_locked(self.db, user, token)
 
     def _wrong_code(
         self, user: User, client: ClientInfo, reason: str, *, ended: bool
@@ -339,12 +357,21 @@ class AuthenticationService:
 
     # Completion ----------------------------------------------------------------------------
     def complete_federated(
-        self, user: User, client: ClientInfo, details: dict[str, str]
+        self,
+        user: User,
+        client: ClientInfo,
+        details: dict[str, str],
+        application: str = ACCOUNT_PRODUCT,
     ) -> SignInResult:
         """Start a session for a sign-in the user's organization (Entra ID) vouched for.
         No lockout and no second factor here: the identity provider enforced its own."""
         return self._complete(
-            user, client, amr="fed", tag=EventTag.LOGIN_SSO, details={"method": "sso", **details}
+            user,
+            client,
+            amr="fed",
+            tag=EventTag.LOGIN_SSO,
+            details={"method": "sso", **details},
+            application=application,
         )
 
     def complete_registration(self, user: User, client: ClientInfo) -> SignInResult:
@@ -360,6 +387,7 @@ class AuthenticationService:
         amr: str,
         tag: EventTag = EventTag.LOGIN_SUCCESS,
         details: dict[str, str] | None = None,
+        application: str = ACCOUNT_PRODUCT,
     ) -> SignInResult:
         started = self.sessions.start(user, client, amr=amr)
         record_event(
@@ -373,7 +401,9 @@ class AuthenticationService:
             details={**(details or {"method": "password"}), "amr": amr.split()},
         )
         device = started.device
-        self.c.observer.on_sign_in_success(user, device, started.new_device, client.ip, "account")
+        self.c.observer.on_sign_in_success(
+            user, device, started.new_device, client.ip, application
+        )
         self.db.commit()
         self.sessions.cache(started.token, started.session)
         return SignInResult(

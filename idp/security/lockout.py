@@ -4,9 +4,10 @@ Lockout"; NIST SP 800-63B §5.2.2).
 Attempts are counted before the password is checked: each attempt atomically takes a numbered
 slot in the store (INCR), and only slots 1..T may verify a password. N concurrent wrong
 attempts against a threshold T therefore cause exactly T verifications; the attempt that fails
-in slot T locks the account. The count is forgotten ``lockout_window_minutes`` after the first
-attempt and reset by a successful sign-in. The lock itself is durable (the users row), so
-losing the store never unlocks anyone.
+in slot T locks the account (a failure past it too, should the account not be locked yet:
+:meth:`LockoutService.lock` locks once, whichever comes first). The count is forgotten
+``lockout_window_minutes`` after the first attempt and reset by a successful sign-in. The
+lock itself is durable (the users row), so losing the store never unlocks anyone.
 
 The counters' key holds the user's ``lockout_epoch``, which every unlock increments in the
 unlock's transaction: the unlocked account starts from a fresh count in every process, even
@@ -25,6 +26,7 @@ from datetime import datetime, timedelta
 from flask_babel import gettext
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from idp.accounts import memberships_of
 from idp.events import Actor, EventTag, record_event
@@ -110,10 +112,21 @@ class LockoutService:
         self.limiter.reset(self._key(user, bucket))
 
     # Locking -----------------------------------------------------------------------------
-    def lock(self, user: User, actor: Actor) -> str:
-        """Lock the account (in the caller's transaction) and return a raw unlock token."""
-        user.locked_at = self.clock()
-        user.lock_id = str(uuid.uuid4())
+    def lock(self, user: User, actor: Actor) -> str | None:
+        """Lock the account (in the caller's transaction) and return a raw unlock token; None
+        when it is locked already. One conditional UPDATE: of several attempts that lock at
+        once, one locks (one event, one unlock mail)."""
+        now, lock_id = self.clock(), str(uuid.uuid4())
+        locked = self.db.execute(
+            update(User)
+            .where(User.id == user.id, User.locked_at.is_(None))
+            .values(locked_at=now, lock_id=lock_id)
+            .execution_options(synchronize_session=False)
+        )
+        if locked.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        set_committed_value(user, "locked_at", now)
+        set_committed_value(user, "lock_id", lock_id)
         record_event(
             self.db,
             EventTag.ACCOUNT_LOCKED,
@@ -170,24 +183,41 @@ class LockoutService:
         if used.rowcount != 1:  # type: ignore[attr-defined]
             self.db.rollback()
             raise UnlockError("used")
-        self.unlock(user, actor, by="self-service")
+        if not self.unlock(user, actor, by="self-service", lock_id=row.binding):
+            self.db.rollback()
+            raise UnlockError("stale")  # the lock ended (or another began) since the check
         return user
 
-    def unlock(self, user: User, actor: Actor, *, by: str, admin_id: str | None = None) -> bool:
+    def unlock(
+        self,
+        user: User,
+        actor: Actor,
+        *,
+        by: str,
+        admin_id: str | None = None,
+        lock_id: str | None = None,
+    ) -> bool:
         """Unlock and start a fresh count (a new epoch: see the module docstring), in the
-        caller's transaction (the caller commits)."""
-        if user.locked_at is None:
+        caller's transaction (the caller commits). False when the account is not locked.
+
+        Only the lock ``lock_id`` is lifted (default: the lock ``user`` was read with), with
+        one conditional UPDATE: of two unlocks of one lock at once, one unlocks and the other
+        finds nothing to do (one event, one mail), and a lock that began after the caller
+        looked (the account unlocked and locked again meanwhile) stands."""
+        expected = lock_id if lock_id is not None else user.lock_id
+        if user.locked_at is None or expected is None:
             return False
-        self.reset(user, ACCOUNT_BUCKET)  # this process's store: the old count is dead anyway
-        user.locked_at = None
-        user.lock_id = None
-        # Incremented in SQL: two unlocks at once never both write the same next epoch.
-        self.db.execute(
+        # This process's store, under the epoch that ends here: the old count is dead anyway.
+        self.reset(user, ACCOUNT_BUCKET)
+        lifted = self.db.execute(
             update(User)
-            .where(User.id == user.id)
-            .values(lockout_epoch=User.lockout_epoch + 1)
+            .where(User.id == user.id, User.lock_id == expected, User.locked_at.is_not(None))
+            .values(locked_at=None, lock_id=None, lockout_epoch=User.lockout_epoch + 1)
             .execution_options(synchronize_session="fetch")
         )
+        if lifted.rowcount != 1:  # type: ignore[attr-defined]
+            self.db.refresh(user)
+            return False
         record_event(
             self.db,
             EventTag.ACCOUNT_UNLOCKED,

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
@@ -23,7 +24,9 @@ from idp.security.alerts import LOGIN_FAILURE_ALERT, AlertService
 from idp.worker import build_worker
 from tests.conftest import make_settings, running_app
 from tests.helpers import create_user, csrf_token, events, login_form, sign_in
+from tests.integration.test_two_factor import _enable
 from tests.mailserver import MailServer
+from tests.oidc import register_client
 
 ALICE = "alice@example.com"
 WRONG = "not the right password"
@@ -142,6 +145,31 @@ def test_never_reports_no_successful_sign_in(
     assert _outbox(mail_rt, MAIL) == []
 
 
+def test_a_sign_in_alert_names_the_application_signed_in_to(
+    mail_app: Flask, mail_rt: Runtime, smtp: MailServer
+) -> None:
+    """Sent to the sign-in form by an application's authorization request: the alert names
+    that application; a sign-in to the account itself says so in the owner's language."""
+    create_user(mail_rt)
+    shop = register_client(mail_rt, "Example Shop")
+    authorize = "/authorize?" + urlencode(
+        {"client_id": shop.client_id, "response_type": "code", "scope": "openid",
+         "redirect_uri": shop.redirect_uri, "state": "s"}
+    )
+    assert sign_in(_browser(mail_app), next_url=authorize).status_code == 303
+    assert _deliver(mail_rt) == 1
+    [mail] = smtp.to(ALICE)
+    assert "Signed in to: Example Shop" in _text(mail)
+    assert "Example Shop" in str(mail.get_body(("html",)))
+
+    with mail_rt.session_factory() as db:
+        db.execute(update(User).values(locale="fr"))
+        db.commit()
+    assert sign_in(_browser(mail_app)).status_code == 303
+    assert _deliver(mail_rt) == 1
+    assert "Connecté à : Votre compte" in _text(smtp.to(ALICE)[-1])
+
+
 def test_successful_sign_in_alerts_are_capped_per_hour(mail_rt: Runtime) -> None:
     created = create_user(mail_rt)
     with mail_rt.session_factory() as db:
@@ -177,6 +205,7 @@ def test_five_failures_make_one_mail_that_says_five(
     assert mail["Subject"] == "5 failed sign-in attempts on your account"
     text = _text(mail)
     assert "tried 5 times" in text and "127.0.0.1" in text
+    assert "correct password" not in text  # wrong passwords only
     assert "http://127.0.0.1:8000/account" in text and "change your password" in text.lower()
     assert _deliver(mail_rt, 2 * _after_window(mail_rt)) == 0  # sent once
     assert len(smtp.messages) == 1
@@ -221,6 +250,32 @@ def test_a_failure_whose_transaction_fails_does_not_silence_the_window(
     assert _deliver(mail_rt, _after_window(mail_rt)) == 1
     [mail] = smtp.messages
     assert mail["Subject"] == "2 failed sign-in attempts on your account"
+
+
+def test_wrong_two_factor_codes_are_mailed_and_counted_as_failed_sign_ins(
+    mail_app: Flask, mail_rt: Runtime, smtp: MailServer
+) -> None:
+    """Someone with the password but not the code: their wrong codes are failed sign-ins the
+    owner is told about (the window a wrong code opens counts them), with wrong passwords."""
+    user = create_user(mail_rt)
+    _enable(mail_rt, user.id, dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2))
+    assert _deliver(mail_rt) == 1  # "two-factor authentication turned on"
+    browser = _browser(mail_app)
+    for _ in range(2):
+        started = sign_in(browser)
+        assert started.headers["Location"].startswith("/login/code")
+        page = browser.get(started.headers["Location"]).get_data(as_text=True)
+        wrong = browser.post("/login/code", data={"csrf_token": csrf_token(page), "code": "000000"})
+        assert wrong.status_code == 400
+    assert sign_in(_browser(mail_app), password=WRONG).status_code == 200
+    assert _deliver(mail_rt, _after_window(mail_rt)) == 1
+    [mail] = [m for m in smtp.to(ALICE) if "failed sign-in" in str(m["Subject"])]
+    assert mail["Subject"] == "3 failed sign-in attempts on your account"
+    # Two of them had the right password: the owner is told someone else knows it.
+    text = " ".join(_text(mail).split())
+    assert ("2 attempts used your correct password with a wrong two-factor code: "
+            "someone else knows your password.") in text
+    assert "2 attempts used your correct password" in str(mail.get_body(("html",)))
 
 
 def test_failure_alerts_turned_off_send_nothing(

@@ -18,11 +18,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from idp import create_app
-from idp.events import EventTag
+from idp.events import Actor, EventTag
 from idp.models import OneTimeToken, OutboxItem, Role, User, utcnow
 from idp.runtime import Runtime
+from idp.security.lockout import LockoutService
 from idp.worker import build_worker
-from tests.conftest import empty_tables, make_settings
+from tests.conftest import empty_tables, make_settings, running_app
 from tests.helpers import (
     count_verifications,
     create_user,
@@ -307,6 +308,56 @@ def test_expired_tampered_and_stale_unlock_links_are_refused(
     assert _user(runtime).locked_at is not None
 
 
+def test_an_unlock_link_does_not_lift_a_lock_that_began_while_it_was_being_used(
+    client: FlaskClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link is checked against the current lock, then used: should the account be
+    unlocked and locked again in between (a new lock), the link of the first lock is stale."""
+    create_user(runtime)
+    _lock(client, runtime)
+    (url,) = _unlock_urls(runtime)
+    find = LockoutService.find_unlock
+
+    def relocked_meanwhile(service: LockoutService, token: str) -> tuple[OneTimeToken, User]:
+        found = find(service, token)
+        monkeypatch.setattr(LockoutService, "find_unlock", find)  # the page's check only
+        with runtime.session_factory() as db:  # elsewhere: unlocked, then locked anew
+            user = db.get(User, found[1].id)
+            assert user is not None
+            other = LockoutService(db, runtime.store, runtime.settings)
+            assert other.unlock(user, Actor(), by="operator")
+            other.lock(user, Actor())
+            db.commit()
+        return found
+
+    path = "/" + url.split("://", 1)[1].split("/", 1)[1]
+    page = client.get(path)
+    monkeypatch.setattr(LockoutService, "find_unlock", relocked_meanwhile)
+    used = client.post(path, data={"csrf_token": csrf_token(page.get_data(as_text=True))})
+    assert used.status_code == 400
+    assert _user(runtime).locked_at is not None  # the new lock stands
+    assert len(events(runtime, EventTag.ACCOUNT_UNLOCKED)) == 1  # the one elsewhere only
+
+
+def test_two_unlocks_of_one_lock_unlock_once(client: FlaskClient, runtime: Runtime) -> None:
+    """Two admins (or an admin and the owner's link) at once: one unlock, one event, one
+    mail; the later one finds the account no longer locked."""
+    user = create_user(runtime)
+    _lock(client, runtime)
+    with runtime.session_factory() as first, runtime.session_factory() as second:
+        one, two = first.get(User, user.id), second.get(User, user.id)
+        assert one is not None and two is not None and two.locked_at is not None
+        assert LockoutService(first, runtime.store, runtime.settings).unlock(
+            one, Actor(), by="operator")
+        first.commit()
+        assert not LockoutService(second, runtime.store, runtime.settings).unlock(
+            two, Actor(), by="operator")
+        second.commit()
+    assert len(events(runtime, EventTag.ACCOUNT_UNLOCKED)) == 1
+    with runtime.session_factory() as db:
+        assert db.get(User, user.id).lockout_epoch == 1  # type: ignore[union-attr]
+
+
 def test_self_service_form_answers_the_same_for_any_address(
     client: FlaskClient, runtime: Runtime
 ) -> None:
@@ -329,6 +380,20 @@ def test_self_service_form_answers_the_same_for_any_address(
     assert len(_unlock_urls(runtime)) == before  # nothing is sent from the request itself
     build_worker(runtime).run_once()
     assert len(_unlock_urls(runtime)) == before + 1  # only the locked account got a link
+
+
+def test_the_unlock_form_says_how_long_the_link_works(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    """The lifetime the page tells is the configured one (IDP_UNLOCK_LINK_MINUTES)."""
+    with running_app(make_settings(tmp_path, database_url=database_url, redis_url=redis_url,
+                                   unlock_link_minutes=45)) as app:
+        browser = app.test_client()
+        answer = browser.post("/unlock", data={"csrf_token": login_form(browser, "/unlock"),
+                                               "email": "nobody@example.com"})
+        assert answer.status_code == 200
+        text = answer.get_data(as_text=True)
+        assert "The link works once, for 45 minutes." in text and "30 minutes" not in text
 
 
 def test_organization_admins_unlock_their_members_only(app: Flask, runtime: Runtime) -> None:

@@ -10,11 +10,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import select
 
-from idp.models import Event, FederatedIdentity, Membership, User, UserSession
+from idp.models import Event, FederatedIdentity, Membership, OutboxItem, User, UserSession
 from tests.fake_entra import REMOVE
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events
 from tests.oidc import register_client
@@ -91,6 +92,18 @@ def test_member_signs_in_and_gets_an_account_just_in_time(world: World) -> None:
     [event] = events(world.runtime, "account:login:sso")
     assert event.details["amr"] == ["fed"] and event.details["oid"] == ADA
     assert events(world.runtime, "account:login:success") == []
+
+
+def test_the_sign_in_alert_of_an_sso_sign_in_names_the_application(world: World) -> None:
+    shop = register_client(world.runtime, "Example Shop")
+    authorize = "/authorize?" + urlencode(
+        {"client_id": shop.client_id, "response_type": "code", "scope": "openid",
+         "redirect_uri": shop.redirect_uri, "state": "s"})
+    assert world.sign_in(next_url=authorize).status_code == 303
+    with world.runtime.session_factory() as db:
+        [alert] = [i for i in db.scalars(select(OutboxItem).where(OutboxItem.kind == "mail"))
+                   if i.payload["template"] == "login_alert_success"]
+    assert alert.payload["context"]["application"] == "Example Shop"
 
 
 def test_a_changed_sub_maps_to_the_same_user(world: World) -> None:

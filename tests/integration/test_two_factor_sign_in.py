@@ -142,6 +142,29 @@ def test_the_password_and_wrong_codes_in_turn_lock_the_account(
     assert count(runtime, UserSession) == 0
 
 
+def test_two_pending_sign_ins_cannot_step_over_the_lock(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    """With the password, two pending sign-ins (two browsers) interleaved so that neither's
+    wrong code lands exactly on its own last attempt: the count still passes the threshold
+    with failed attempts, so the account locks (once), rather than the attacker getting a
+    fresh set of code guesses every window without the account ever locking."""
+    user = create_user(runtime)
+    _enable(runtime, user.id, datetime.now(UTC) - timedelta(minutes=2))
+    _threshold(runtime, user.id, 3)
+    first = _password_step(client)  # attempt 1: the first sign-in may fail up to attempt 3
+    _wrong_code(client, first)  # attempt 2
+    other = client.application.test_client()
+    second = _password_step(other)  # attempt 3, the right password: its code may come at 4
+    assert not _locked(runtime, user.id)
+    _wrong_code(client, first)  # attempt 4: past the first's last, not the second's
+    assert _locked(runtime, user.id)
+    _wrong_code(other, second)  # attempt 5
+    assert sign_in(client.application.test_client(), password="wrong again").status_code == 200
+    assert len(events(runtime, EventTag.ACCOUNT_LOCKED)) == 1
+    assert [m.payload["template"] for m in _mails(runtime)].count("account_locked") == 1
+
+
 def test_a_right_code_resets_the_count(client: FlaskClient, runtime: Runtime) -> None:
     user = create_user(runtime)
     secret, _ = _enable(runtime, user.id, datetime.now(UTC) - timedelta(minutes=2))
