@@ -59,8 +59,11 @@ def login_alert_success(
     application: str,
     *,
     new_device: bool = False,
+    via_sso: bool = False,
 ) -> Message:
     """Someone signed in to the account (every time, or from a new device: the user chooses).
+    ``via_sso``: through the organization's Entra ID (the mail then does not say that someone
+    knows the password: the account may have none).
 
     ``device`` is (browser, OS), either possibly empty: the template names the device in the
     recipient's language ("Firefox 128 on Windows 10", "Unknown device"), as it says "unknown"
@@ -76,6 +79,7 @@ def login_alert_success(
             "when": format_time(when),
             "application": application,
             "new_device": new_device,
+            "via_sso": via_sso,
         },
         # The account's own language, known here: queue_mail need not look the address up
         # (a query on the sign-in's path, and the hottest mail there is).

@@ -95,8 +95,17 @@ class AlertService:
 
     # Sign-in hooks (called by the sign-in service, which commits) ---------------------------
     def on_sign_in_success(
-        self, user: User, device: Device, new_device: bool, ip: str, application: str
+        self,
+        user: User,
+        device: Device,
+        new_device: bool,
+        ip: str,
+        application: str,
+        *,
+        via_sso: bool = False,
     ) -> None:
+        """Queue the success alert the user asked for. ``via_sso``: the sign-in went through
+        the organization's Entra ID, so the mail does not say the password is known."""
         wanted = user.alert_on_success
         if wanted == NEVER or (wanted != ALWAYS and not new_device):
             return
@@ -104,7 +113,13 @@ class AlertService:
             log.info("sign-in alert for user %s skipped: hourly cap reached", user.id)
             return
         message = login_alert_success(
-            user, (device.browser, device.os), ip, self.clock(), application, new_device=new_device
+            user,
+            (device.browser, device.os),
+            ip,
+            self.clock(),
+            application,
+            new_device=new_device,
+            via_sso=via_sso,
         )
         queue_mail(self.db, user.email, message)
 

@@ -70,7 +70,14 @@ class SignInObserver(Protocol):
     """Told about sign-ins inside their transaction (login alerts)."""
 
     def on_sign_in_success(
-        self, user: User, device: Device, new_device: bool, ip: str, application: str
+        self,
+        user: User,
+        device: Device,
+        new_device: bool,
+        ip: str,
+        application: str,
+        *,
+        via_sso: bool = False,
     ) -> None: ...
 
     def on_sign_in_failure(self, user: User, ip: str) -> Callable[[], None] | None:
@@ -402,7 +409,7 @@ class AuthenticationService:
         )
         device = started.device
         self.c.observer.on_sign_in_success(
-            user, device, started.new_device, client.ip, application
+            user, device, started.new_device, client.ip, application, via_sso="fed" in amr.split()
         )
         self.db.commit()
         self.sessions.cache(started.token, started.session)

@@ -15,6 +15,8 @@ from urllib.parse import urlencode
 import pytest
 from sqlalchemy import select
 
+from idp.mail.compose import MailComposer
+from idp.mail.messages import Message
 from idp.models import Event, FederatedIdentity, Membership, OutboxItem, User, UserSession
 from tests.fake_entra import REMOVE
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events
@@ -104,6 +106,17 @@ def test_the_sign_in_alert_of_an_sso_sign_in_names_the_application(world: World)
         [alert] = [i for i in db.scalars(select(OutboxItem).where(OutboxItem.kind == "mail"))
                    if i.payload["template"] == "login_alert_success"]
     assert alert.payload["context"]["application"] == "Example Shop"
+    # Through Entra, not a password: the mail does not claim someone knows the password.
+    context = alert.payload["context"]
+    _, text, html = MailComposer(world.runtime.settings).render(
+        Message("login_alert_success", context)
+    )
+    assert "organization account" in text and "organization account" in html
+    assert "knows your password" not in text + html
+    password = MailComposer(world.runtime.settings).render(
+        Message("login_alert_success", {**context, "via_sso": False})
+    )
+    assert "knows your password" in password[1] and "organization account" not in password[1]
 
 
 def test_a_changed_sub_maps_to_the_same_user(world: World) -> None:
