@@ -20,6 +20,19 @@ from idp.observability.metrics import note_event
 ACCOUNT_PRODUCT = "account"
 
 
+@dataclass(frozen=True)
+class Application:
+    """What a sign-in continues to: a relying application (``product`` its client id, ``name``
+    its registered name) or the account itself (both ``"account"``). Its sign-in event is
+    that product's, and its login alert names it."""
+
+    product: str = ACCOUNT_PRODUCT
+    name: str = ACCOUNT_PRODUCT
+
+
+ACCOUNT = Application()
+
+
 class EventTag(enum.StrEnum):
     LOGIN_SUCCESS = "account:login:success"
     LOGIN_FAILURE = "account:login:failure"

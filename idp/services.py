@@ -8,7 +8,7 @@ from flask import current_app, g, request
 from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
-from idp.events import ACCOUNT_PRODUCT, Actor
+from idp.events import ACCOUNT, Actor, Application
 from idp.media.store import ImageStore
 from idp.models import User, UserSession
 from idp.organizations.branding import BrandingService
@@ -172,13 +172,12 @@ def authentication_service() -> AuthenticationService:
     )
 
 
-def signing_in_to(target: str | None) -> str:
-    """What a sign-in's login alert says it signed in to: the name of the registered
-    application whose authorization request ``target`` (the sign-in's ``next``) is, else
-    ``"account"`` (the account itself; the mail says so in the owner's language)."""
+def signing_in_to(target: str | None) -> Application:
+    """What a sign-in continues to: the registered application whose authorization request
+    ``target`` (the sign-in's ``next``) is, else the account itself (:data:`ACCOUNT`)."""
     path = safe_next(target, default="")
     clients = ClientService(request_db(), reader=request_reader)
-    return (clients.application_of(path) if path else None) or ACCOUNT_PRODUCT
+    return (clients.application_of(path) if path else None) or ACCOUNT
 
 
 def session_list_service() -> SessionListService:

@@ -24,7 +24,7 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from sqlalchemy import Connection, Table, bindparam, select
 from sqlalchemy.orm import Session
 
-from idp.events import EventTag, record_event
+from idp.events import Application, EventTag, record_event
 from idp.models import utcnow
 from idp.models.clients import DEFAULT_SCOPES, Client
 from idp.net import is_loopback
@@ -197,16 +197,16 @@ class ClientService:
             return None
         return self.db.scalar(select(Client).where(Client.client_id == client_id))
 
-    def application_of(self, target: str) -> str | None:
-        """The name of the application a sign-in continues to: ``target`` (the sign-in's
-        same-origin ``next``) is this provider's authorization request of a registered
-        client. None for anything else (the account's own pages)."""
+    def application_of(self, target: str) -> Application | None:
+        """The application a sign-in continues to: ``target`` (the sign-in's same-origin
+        ``next``) is this provider's authorization request of a registered client. None for
+        anything else (the account's own pages)."""
         parts = urlsplit(target)
         if parts.path != "/authorize":
             return None
         client_id = parse_qs(parts.query).get("client_id", [""])[0]
         client = self.get(client_id)
-        return client.name if client is not None else None
+        return Application(client.client_id, client.name) if client is not None else None
 
     def for_authentication(self, client_id: str) -> Client | None:
         """The client's current row, read from the database on every call (never cached, so a

@@ -36,7 +36,7 @@ from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
 from idp.accounts import AccountService
-from idp.events import ACCOUNT_PRODUCT, Actor, EventTag, record_event
+from idp.events import ACCOUNT, Actor, Application, EventTag, record_event
 from idp.models import Device, User, UserSession
 from idp.security.device_trust import DeviceTrust
 from idp.security.devices import ClientInfo
@@ -226,13 +226,12 @@ class AuthenticationService:
         trust_token: str | None = None,
         *,
         return_to: str = "",
-        application: str = ACCOUNT_PRODUCT,
+        application: Application = ACCOUNT,
     ) -> SignInResult | SecondFactorRequired:
         """Check the password; raise InvalidCredentials, or RateLimited past a limit.
         ``return_to``: a same-origin path (checked by the caller) a new verification link
-        leads back to, should the address need one. ``application``: the name of the
-        relying application the sign-in continues to (its login alert names it), or
-        ``"account"`` for the account itself."""
+        leads back to, should the address need one. ``application``: what the sign-in continues to
+        (its event is that product's, its login alert names it)."""
         self._rate_limit(client.ip)
         user = self.accounts.find_user_by_email(email) if len(email) <= 320 else None
         if user is None:
@@ -302,7 +301,7 @@ class AuthenticationService:
         return pending.user if pending is not None else None
 
     def complete_second_factor(
-        self, token: str | None, code: str, client: ClientInfo, application: str = ACCOUNT_PRODUCT
+        self, token: str | None, code: str, client: ClientInfo, application: Application = ACCOUNT
     ) -> SignInResult:
         pending = self._pending_sign_in(token)
         if pending is None or token is None:
@@ -368,7 +367,7 @@ class AuthenticationService:
         user: User,
         client: ClientInfo,
         details: dict[str, str],
-        application: str = ACCOUNT_PRODUCT,
+        application: Application = ACCOUNT,
     ) -> SignInResult:
         """Start a session for a sign-in the user's organization (Entra ID) vouched for.
         No lockout and no second factor here: the identity provider enforced its own."""
@@ -394,7 +393,7 @@ class AuthenticationService:
         amr: str,
         tag: EventTag = EventTag.LOGIN_SUCCESS,
         details: dict[str, str] | None = None,
-        application: str = ACCOUNT_PRODUCT,
+        application: Application = ACCOUNT,
     ) -> SignInResult:
         started = self.sessions.start(user, client, amr=amr)
         record_event(
@@ -405,11 +404,17 @@ class AuthenticationService:
             actor=Actor(ip=client.ip, user_agent=client.user_agent),
             device_id=started.session.device_id,
             session_id=started.session.id,
+            product=application.product,
             details={**(details or {"method": "password"}), "amr": amr.split()},
         )
         device = started.device
         self.c.observer.on_sign_in_success(
-            user, device, started.new_device, client.ip, application, via_sso="fed" in amr.split()
+            user,
+            device,
+            started.new_device,
+            client.ip,
+            application.name,
+            via_sso="fed" in amr.split(),
         )
         self.db.commit()
         self.sessions.cache(started.token, started.session)

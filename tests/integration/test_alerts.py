@@ -168,6 +168,10 @@ def test_a_sign_in_alert_names_the_application_signed_in_to(
     assert sign_in(_browser(mail_app)).status_code == 303
     assert _deliver(mail_rt) == 1
     assert "Connecté à : Votre compte" in _text(smtp.to(ALICE)[-1])
+    # The sign-in events are those products' too: the activity log's product filter finds
+    # the sign-in to the shop under the shop, the other under the account.
+    logins = events(mail_rt, EventTag.LOGIN_SUCCESS)
+    assert [e.product for e in logins] == [shop.client_id, "account"]
 
 
 def test_successful_sign_in_alerts_are_capped_per_hour(mail_rt: Runtime) -> None:

@@ -117,6 +117,8 @@ def test_the_sign_in_alert_of_an_sso_sign_in_names_the_application(world: World)
         Message("login_alert_success", {**context, "via_sso": False})
     )
     assert "knows your password" in password[1] and "organization account" not in password[1]
+    [login] = events(world.runtime, "account:login:sso")
+    assert login.product == shop.client_id  # the activity log files it under the shop
 
 
 def test_a_changed_sub_maps_to_the_same_user(world: World) -> None:
