@@ -7,11 +7,18 @@ import re
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from idp.accounts import AccountService
+from idp.media.store import ImageStore
 from idp.models import Event, OutboxItem, Role, User
+from idp.organizations.service import OrganizationService
 from idp.runtime import Runtime
+from idp.security.account_deletion import AccountDeletionService
+from idp.security.ratelimit import RateLimiter
+from idp.security.reauth import PasswordConfirmation
+from idp.security.sessions import SessionService
 
 PASSWORD = "correct horse battery staple"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -112,3 +119,22 @@ def email_change_links(runtime: Runtime, new_email: str) -> list[str]:
     return ["/" + str(i.payload["context"]["link"]).split("://", 1)[1].split("/", 1)[1]
             for i in items if i.payload.get("template") == "email_change_confirm"
             and i.payload.get("to") == new_email]
+
+
+def organization_service(runtime: Runtime, db: Session) -> OrganizationService:
+    """The organization service on ``db`` (for tests that run changes side by side)."""
+    return OrganizationService(
+        db,
+        AccountService(db, runtime.passwords),
+        PasswordConfirmation(runtime.passwords, RateLimiter(runtime.store), runtime.store),
+    )
+
+
+def account_deletion_service(runtime: Runtime, db: Session) -> AccountDeletionService:
+    """The account deletion service on ``db`` (for tests that run deletions side by side)."""
+    return AccountDeletionService(
+        db,
+        PasswordConfirmation(runtime.passwords, RateLimiter(runtime.store), runtime.store),
+        SessionService(db, runtime.store, runtime.settings),
+        ImageStore(db),
+    )

@@ -11,7 +11,6 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from idp.events import EventTag
-from idp.media.store import ImageStore
 from idp.models import (
     Consent,
     Device,
@@ -27,11 +26,16 @@ from idp.models import (
 )
 from idp.provider.logout import BACKCHANNEL_LOGOUT
 from idp.runtime import Runtime
-from idp.security.account_deletion import AccountDeletionService, AccountGone
-from idp.security.ratelimit import RateLimiter
-from idp.security.reauth import PasswordConfirmation
-from idp.security.sessions import SessionService
-from tests.helpers import PASSWORD, count, create_user, csrf_token, events, sign_in
+from idp.security.account_deletion import AccountGone
+from tests.helpers import (
+    PASSWORD,
+    account_deletion_service,
+    count,
+    create_user,
+    csrf_token,
+    events,
+    sign_in,
+)
 from tests.integration.conftest import Receiver
 from tests.integration.test_account_access import (
     FIREFOX_WINDOWS,
@@ -186,13 +190,7 @@ def test_a_second_deletion_at_the_same_time_waits_and_records_nothing(
         with app.test_request_context(), runtime.session_factory() as db:
             stored = db.get(User, user.id)  # read before the first deletion commits
             assert stored is not None
-            service = AccountDeletionService(
-                db,
-                PasswordConfirmation(runtime.passwords, RateLimiter(runtime.store),
-                                     runtime.store),
-                SessionService(db, runtime.store, runtime.settings),
-                ImageStore(db),
-            )
+            service = account_deletion_service(runtime, db)
             service.delete(stored, PASSWORD)
 
     with pytest.raises(AccountGone):

@@ -11,16 +11,11 @@ import pytest
 from flask import Flask
 from sqlalchemy import select, update
 
-from idp.accounts import AccountService
-from idp.media.store import ImageStore
 from idp.models import Membership, Organization, Role, User
 from idp.organizations.service import NotAllowed, OrganizationError, OrganizationService
 from idp.runtime import Runtime
 from idp.security.account_deletion import AccountDeletionService, Blocker, DeletionBlocked
-from idp.security.ratelimit import RateLimiter
-from idp.security.reauth import PasswordConfirmation
-from idp.security.sessions import SessionService
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, account_deletion_service, organization_service
 from tests.organizations import role_in, seed_org
 
 
@@ -38,12 +33,7 @@ def test_two_owners_demoting_each_other_leave_one_owner(
 
     def b_demotes_a() -> None:
         with runtime.session_factory() as db:
-            service = OrganizationService(
-                db,
-                AccountService(db, runtime.passwords),
-                PasswordConfirmation(runtime.passwords, RateLimiter(runtime.store),
-                                     runtime.store),
-            )
+            service = organization_service(runtime, db)
             b = db.get(User, org.users["b"])
             assert b is not None
             try:
@@ -103,12 +93,7 @@ def test_two_owners_demoting_each_other_at_once_on_sqlite_leave_one_owner(
 
     def demote(actor: str, target: str) -> None:
         with runtime.session_factory() as db:
-            service = OrganizationService(
-                db,
-                AccountService(db, runtime.passwords),
-                PasswordConfirmation(runtime.passwords, RateLimiter(runtime.store),
-                                     runtime.store),
-            )
+            service = organization_service(runtime, db)
             user = db.get(User, org.users[actor])
             assert user is not None
             try:
@@ -156,13 +141,7 @@ def test_two_owners_deleting_their_accounts_at_once_on_sqlite_leave_one_owner(
         with app.test_request_context(), runtime.session_factory() as db:
             user = db.get(User, org.users[who])
             assert user is not None
-            service = AccountDeletionService(
-                db,
-                PasswordConfirmation(runtime.passwords, RateLimiter(runtime.store),
-                                     runtime.store),
-                SessionService(db, runtime.store, runtime.settings),
-                ImageStore(db),
-            )
+            service = account_deletion_service(runtime, db)
             try:
                 service.delete(user, PASSWORD)
                 outcome.append(None)

@@ -11,16 +11,12 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp.accounts import AccountService
 from idp.media.store import ImageStore
 from idp.models import ImageKind, Organization, Role, StoredImage, User
 from idp.organizations.branding import BrandingService
-from idp.organizations.service import OrganizationService
 from idp.profile import ProfileService
 from idp.runtime import Runtime
-from idp.security.ratelimit import RateLimiter
-from idp.security.reauth import PasswordConfirmation
-from tests.helpers import count, create_user
+from tests.helpers import count, create_user, organization_service
 from tests.images import picture
 from tests.locks import waits_for
 from tests.organizations import seed_org
@@ -92,11 +88,7 @@ def test_removing_a_picture_while_another_is_uploaded_leaves_none(runtime: Runti
 
 
 def _branding(runtime: Runtime, db: Session) -> BrandingService:
-    organizations = OrganizationService(
-        db,
-        AccountService(db, runtime.passwords),
-        PasswordConfirmation(runtime.passwords, RateLimiter(runtime.store), runtime.store),
-    )
+    organizations = organization_service(runtime, db)
     return BrandingService(db, organizations, ImageStore(db))
 
 
