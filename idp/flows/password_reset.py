@@ -18,7 +18,12 @@ from werkzeug.wrappers import Response
 
 from idp.flows.login import _enforced_sso
 from idp.runtime import runtime
-from idp.security.password_reset import ResetLinkError, ResetRefused
+from idp.security.password_reset import (
+    PasswordsDiffer,
+    ResetLinkError,
+    ResetRefused,
+    WrongCode,
+)
 from idp.security.ratelimit import RateLimited
 from idp.security.redirects import safe_next
 from idp.services import mail_request_limits, password_reset_service
@@ -28,6 +33,15 @@ INVALID_LINK = lazy_gettext(
     "This password reset link is invalid, has already been used, or has expired."
 )
 TOO_MANY = lazy_gettext("Too many attempts. Wait a minute and try again.")
+
+
+def _field_of(error: ResetRefused) -> str:
+    """The id of the field a refusal is about, so the page ties the message to it."""
+    if isinstance(error, WrongCode):
+        return "code"
+    if isinstance(error, PasswordsDiffer):
+        return "new-password-again"
+    return "new-password"
 
 
 def _next() -> str:
@@ -77,6 +91,7 @@ def _link_page(
     email: str = "",
     needs_code: bool = False,
     error: str | None = None,
+    error_field: str = "",
     status: int = 200,
 ) -> Response:
     return make_response(
@@ -86,6 +101,7 @@ def _link_page(
             email=email,
             needs_code=needs_code,
             error=error,
+            error_field=error_field,
             min_length=runtime().passwords.min_length,
         ),
         status,
@@ -116,7 +132,12 @@ def link_submit(token: str) -> Response:
         return _link_page(None, error=INVALID_LINK, status=400)
     except RateLimited as limited:
         response = _link_page(
-            token, email=found.user.email, needs_code=True, error=TOO_MANY, status=429
+            token,
+            email=found.user.email,
+            needs_code=True,
+            error=TOO_MANY,
+            error_field="code",
+            status=429,
         )
         response.headers["Retry-After"] = str(limited.retry_after)
         return response
@@ -126,6 +147,7 @@ def link_submit(token: str) -> Response:
             email=found.user.email,
             needs_code=found.needs_code,
             error=exc.message,
+            error_field=_field_of(exc),
             status=400,
         )
     target = safe_next(found.row.return_to, default="") or None

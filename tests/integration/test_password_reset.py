@@ -427,3 +427,33 @@ def test_requests_are_limited_per_ip(
         other_ip = app.test_client()
         other_ip.environ_base["REMOTE_ADDR"] = "192.0.2.7"
         assert request_reset(other_ip, "user9@example.com").status_code == 200
+
+
+def _field(page: str, field_id: str) -> str:
+    match = re.search(rf'<input id="{field_id}"[^>]*>', page)
+    assert match, field_id
+    return match.group(0)
+
+
+def test_a_refusal_is_tied_to_the_field_it_is_about(
+    browser: FlaskClient, rt: Runtime, smtp: MailServer
+) -> None:
+    user = create_user(rt)
+    _enable(rt, user.id, datetime.now(UTC) - timedelta(minutes=2))
+    request_reset(browser)
+    (url,) = reset_links(rt, smtp)
+    cases = {
+        "code": use_link(browser, url, code="000000"),
+        "new-password": use_link(browser, url, password="short"),
+        "new-password-again": use_link(browser, url, again="something else entirely"),
+    }
+    for field_id, response in cases.items():
+        page = response.get_data(as_text=True)
+        assert response.status_code == 400
+        assert 'role="alert" id="reset-error"' in page
+        tied = _field(page, field_id)
+        assert 'aria-invalid="true"' in tied and "reset-error" in tied and "autofocus" in tied
+        others = [f for f in ("code", "new-password", "new-password-again") if f != field_id]
+        for other in others:
+            assert 'aria-invalid' not in _field(page, other)
+            assert "autofocus" not in _field(page, other)
