@@ -68,11 +68,13 @@ PURGE_BATCH = 500
 
 
 class SignupError(Exception):
-    """The form was refused; ``message`` says what to correct (never about other accounts)."""
+    """The form was refused; ``message`` says what to correct (never about other accounts)
+    and ``field`` names the form field it is about (the page ties the message to it)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.message = message
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,13 @@ def _name(which: Literal["first", "last"], value: str, *, required: bool) -> str
     try:
         value = clean_person_name(which, value)
     except UnusableName as exc:
-        raise SignupError(exc.message) from None
+        raise SignupError(exc.message, f"{which}_name") from None
     if required and not value:
         raise SignupError(
             gettext("Enter your first name.")
             if which == "first"
-            else gettext("Enter your last name.")
+            else gettext("Enter your last name."),
+            f"{which}_name",
         )
     return value
 
@@ -117,19 +120,23 @@ class SignupService:
         try:
             email = validate_email(form.email)
         except AccountError:
-            raise SignupError(gettext("Enter a valid email address.")) from None
+            raise SignupError(gettext("Enter a valid email address."), "email") from None
         first = _name("first", form.first_name, required=True)
         last = _name("last", form.last_name, required=False)
         if not form.password or not form.confirmation:
-            raise SignupError(gettext("Type your password twice."))
+            raise SignupError(
+                gettext("Type your password twice."),
+                "password" if not form.password else "password_again",
+            )
         if not hmac.compare_digest(form.password.encode(), form.confirmation.encode()):
             raise SignupError(
-                gettext("The two passwords are not the same. Type the password twice.")
+                gettext("The two passwords are not the same. Type the password twice."),
+                "password_again",
             )
         try:
             self.passwords.check_policy(form.password, email=email)
         except PasswordPolicyError as exc:
-            raise SignupError(str(exc)) from None
+            raise SignupError(str(exc), "password") from None
         return SignupForm(email, first, last, form.password, form.confirmation)
 
     def sign_up(self, form: SignupForm, return_to: str = "") -> None:

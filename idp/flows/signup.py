@@ -55,7 +55,12 @@ def _next() -> str:
 
 
 def _signup_page(
-    *, sent: bool, form: SignupForm | None = None, error: str | None = None, status: int = 200
+    *,
+    sent: bool,
+    form: SignupForm | None = None,
+    error: str | None = None,
+    error_field: str = "",
+    status: int = 200,
 ) -> Response:
     return make_response(
         render_template(
@@ -63,6 +68,7 @@ def _signup_page(
             sent=sent,
             form=form,
             error=error,
+            error_field=error_field,
             next=_next(),
             min_length=runtime().passwords.min_length,
             hours=runtime().settings.email_verification_link_hours,
@@ -102,7 +108,9 @@ def signup_submit() -> Response:
         mail_request_limits().check(request.remote_addr or "", form.email)
         service.sign_up(form, return_to=_next())
     except SignupError as exc:
-        return _signup_page(sent=False, form=form, error=exc.message, status=400)
+        return _signup_page(
+            sent=False, form=form, error=exc.message, error_field=exc.field, status=400
+        )
     except RateLimited as limited:
         response = _signup_page(sent=True, form=form, status=429)
         response.headers["Retry-After"] = str(limited.retry_after)

@@ -515,3 +515,32 @@ def test_verifying_needs_the_password_of_the_account(
     assert events(rt, EventTag.EMAIL_VERIFIED) == []
     assert verify(browser, url).status_code == 303  # the one who chose the password
     assert _user(rt).email_verified  # type: ignore[union-attr]
+
+
+def _input(page: str, field_id: str) -> str:
+    match = re.search(rf'<input id="{field_id}"[^>]*>', page)
+    assert match, field_id
+    return match.group(0)
+
+
+@pytest.mark.parametrize(("kwargs", "field_id"), [
+    ({"email": "not-an-address"}, "email"),
+    ({"first_name": ""}, "first-name"),
+    ({"password": "short"}, "password"),
+    ({"again": "something else entirely"}, "password-again"),
+])
+def test_a_refused_sign_up_ties_the_message_to_its_field(
+    browser: FlaskClient, kwargs: dict[str, str], field_id: str
+) -> None:
+    refused = sign_up(browser, **kwargs)
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 400 and 'role="alert" id="signup-error"' in page
+    tied = _input(page, field_id)
+    assert 'aria-invalid="true"' in tied and "signup-error" in tied and "autofocus" in tied
+    if field_id == "password":
+        assert 'aria-describedby="signup-error password-rules"' in tied
+    for other in ("email", "first-name", "last-name", "password", "password-again"):
+        if other != field_id:
+            assert "aria-invalid" not in _input(page, other)
+            assert "autofocus" not in _input(page, other)
+            assert "signup-error" not in _input(page, other)
