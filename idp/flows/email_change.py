@@ -27,6 +27,7 @@ def _form(
     user: User,
     *,
     error: str | None = None,
+    error_field: str = "",
     email: str = "",
     sent: str = "",
     managed: str | None = None,
@@ -34,7 +35,13 @@ def _form(
 ) -> Response:
     return make_response(
         render_template(
-            "account/email.html", user=user, error=error, email=email, sent=sent, managed=managed
+            "account/email.html",
+            user=user,
+            error=error,
+            error_field=error_field,
+            email=email,
+            sent=sent,
+            managed=managed,
         ),
         status,
     )
@@ -63,11 +70,13 @@ def submit() -> Response:
     except ManagedByOrganization as exc:
         return _form(user, managed=exc.message, status=403)
     except RateLimited as limited:
-        response = _form(user, error=TOO_MANY, email=email, status=429)
+        response = _form(user, error=TOO_MANY, error_field="password", email=email, status=429)
         response.headers["Retry-After"] = str(limited.retry_after)
         return response
-    except (EmailChangeError, WrongPassword) as exc:
-        return _form(user, error=exc.message, email=email, status=400)
+    except WrongPassword as exc:
+        return _form(user, error=exc.message, error_field="password", email=email, status=400)
+    except EmailChangeError as exc:
+        return _form(user, error=exc.message, error_field="email", email=email, status=400)
     return _form(user, sent=sent)
 
 

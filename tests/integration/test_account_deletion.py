@@ -4,6 +4,8 @@ services told, the activity log kept without identities."""
 
 from __future__ import annotations
 
+import re
+
 import pyotp
 import pytest
 from flask import Flask
@@ -214,3 +216,13 @@ def test_the_page_of_a_second_deletion_at_the_same_time_is_as_signed_out(
     assert answer.status_code == 303 and "/login" in answer.headers["Location"]
     assert "Max-Age=0" in answer.headers.get("Set-Cookie", "")
     assert events(runtime, EventTag.USER_DELETED) == []
+
+
+def test_a_wrong_password_is_tied_to_the_password_field(app: Flask, runtime: Runtime) -> None:
+    create_user(runtime)
+    client = signed_in(app, "alice@example.com")
+    page = post(client, "/account/delete", password="not my password").get_data(as_text=True)
+    field = re.search(r'<input id="password"[^>]*>', page)
+    assert field and 'role="alert" id="delete-error"' in page
+    assert 'aria-describedby="delete-error"' in field.group(0)
+    assert 'aria-invalid="true"' in field.group(0)

@@ -322,3 +322,24 @@ def test_confirming_voids_the_links_mailed_to_the_old_address(
         assert db.scalar(select(func.count()).select_from(OneTimeToken)
                          .where(OneTimeToken.used_at.is_(None))) == 0
     assert sign_in(app.test_client(), "alice@new.example").status_code == 303
+
+
+def _input(page: str, field_id: str) -> str:
+    match = re.search(rf'<input id="{field_id}"[^>]*>', page)
+    assert match, field_id
+    return match.group(0)
+
+
+def test_a_refusal_is_tied_to_the_field_it_is_about(app: Flask, runtime: Runtime) -> None:
+    create_user(runtime)
+    client = signed_in(app, "alice@example.com")
+    wrong = _request(client, "new@example.com", "not my password")
+    page = wrong.get_data(as_text=True)  # type: ignore[attr-defined]
+    tied = _input(page, "password")
+    assert 'aria-describedby="email-error"' in tied and 'aria-invalid="true"' in tied
+    assert "aria-invalid" not in _input(page, "new-email")
+    bad = _request(client, "not an address")
+    page = bad.get_data(as_text=True)  # type: ignore[attr-defined]
+    tied = _input(page, "new-email")
+    assert 'aria-describedby="email-error"' in tied and 'aria-invalid="true"' in tied
+    assert "aria-invalid" not in _input(page, "password")

@@ -85,6 +85,8 @@ ALLOWED_LITERALS = {
         "enroll-password", "enroll-error", "regenerate-password", "regenerate-error",
         "disable-password", "disable-error",
     },
+    "account/delete.html": {"delete-error"},
+    "account/email.html": {"email-error"},
 }
 Token = tuple[int, str, str]  # (line, kind, value)
 
