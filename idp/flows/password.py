@@ -17,7 +17,12 @@ from idp.models import User
 from idp.numbers import parse_whole
 from idp.runtime import request_db, runtime
 from idp.security import csrf
-from idp.security.password_change import PasswordChangeError
+from idp.security.password_change import (
+    NewPasswordsDiffer,
+    PasswordChangeError,
+    PolicyRefused,
+    SameAsCurrent,
+)
 from idp.security.ratelimit import RateLimited
 from idp.security.sessions import ActiveSession
 from idp.services import current_session, password_change_service
@@ -35,8 +40,22 @@ def _signed_in() -> tuple[ActiveSession, User] | None:
     return (active, user) if user is not None else None
 
 
+def _field_of(error: PasswordChangeError) -> str:
+    """The id of the field a refusal is about, so the page ties the message to it."""
+    if isinstance(error, NewPasswordsDiffer):
+        return "new-password-again"
+    if isinstance(error, (PolicyRefused, SameAsCurrent)):
+        return "new-password"
+    return "current-password"
+
+
 def _form(
-    user: User, *, error: str | None = None, sign_out_others: bool = True, status: int = 200
+    user: User,
+    *,
+    error: str | None = None,
+    error_field: str = "current-password",
+    sign_out_others: bool = True,
+    status: int = 200,
 ) -> Response:
     changed = "changed" in request.args and error is None
     ended = request.args.get("ended", "")
@@ -45,6 +64,7 @@ def _form(
             "account/password.html",
             user=user,
             error=error,
+            error_field=error_field,
             sign_out_others=sign_out_others,
             changed=changed,
             ended=parse_whole(ended, 5) or 0,
@@ -84,7 +104,13 @@ def change() -> Response:
         response.headers["Retry-After"] = str(limited.retry_after)
         return response
     except PasswordChangeError as exc:
-        return _form(user, error=exc.message, sign_out_others=sign_out_others, status=400)
+        return _form(
+            user,
+            error=exc.message,
+            error_field=_field_of(exc),
+            sign_out_others=sign_out_others,
+            status=400,
+        )
     csrf.rotate()
     response = redirect(
         url_for("password.form", changed=1, ended=result.other_sessions_ended), 303

@@ -4,6 +4,8 @@ the user leaves the box checked, a mail is queued and the change is in the activ
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -275,3 +277,26 @@ def test_the_changing_browser_gets_a_new_session_cookie_and_a_copy_of_the_old_on
     with runtime.session_factory() as db:
         row = db.get(UserSession, sid)
         assert row is not None and row.ended_at is None
+
+
+@pytest.mark.parametrize(("kwargs", "field_id"), [
+    ({"current": "not my password"}, "current-password"),
+    ({"new": "short"}, "new-password"),
+    ({"again": "something else entirely"}, "new-password-again"),
+])
+def test_a_refusal_is_tied_to_the_field_it_is_about(
+    three_devices: tuple[FlaskClient, FlaskClient, FlaskClient],
+    kwargs: dict[str, str],
+    field_id: str,
+) -> None:
+    status, page = change(three_devices[0], **kwargs)
+    assert status == 400 and 'role="alert" id="password-error"' in page
+    fields = {
+        found.group(1): found.group(0)
+        for found in re.finditer(r'<input id="([a-z-]+-password(?:-again)?)"[^>]*>', page)
+    }
+    assert set(fields) == {"current-password", "new-password", "new-password-again"}
+    for name, tag in fields.items():
+        assert ('aria-invalid="true"' in tag) == (name == field_id), name
+        assert ("password-error" in tag) == (name == field_id), name
+        assert ("autofocus" in tag) == (name == field_id), name
