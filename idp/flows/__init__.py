@@ -14,6 +14,15 @@ def _timestamp_utc(value: float) -> str:
     return localized_utc(datetime.fromtimestamp(value, UTC))
 
 
+def _iso_utc(value: float | datetime) -> str:
+    """A moment for ``<time datetime>``: an HTML global date and time string in UTC.
+
+    HTML Living Standard 2.3.5.8 (``2026-11-26T14:05:00Z``); a Unix number is not one.
+    """
+    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def register_flows(app: Flask) -> None:
     from idp.flows import (
         account,
@@ -66,3 +75,4 @@ def register_flows(app: Flask) -> None:
     reauth.init_app(app)
     errors.init_app(app)
     app.add_template_filter(_timestamp_utc, "timestamp_utc")
+    app.add_template_filter(_iso_utc, "iso_utc")

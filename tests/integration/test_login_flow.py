@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from flask import Flask
@@ -40,6 +41,20 @@ def test_signing_in_shows_the_account_page(client: FlaskClient, runtime: Runtime
     assert "Alice Liddell" in _body(page)
     assert "alice@example.com" in _body(page)
     assert "Acme" in _body(page)
+
+
+def test_the_account_page_dates_the_sign_in_as_a_valid_html_time(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    create_user(runtime)
+    before = datetime.now(UTC).replace(microsecond=0)
+    sign_in(client)
+    match = re.search(r'<time datetime="([^"]*)">', _body(client.get("/account")))
+    assert match is not None
+    # An HTML global date and time string (what machines and assistive technology read).
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", match.group(1))
+    signed_in = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert before <= signed_in <= datetime.now(UTC)
 
 
 def test_email_is_matched_case_insensitively(client: FlaskClient, runtime: Runtime) -> None:
