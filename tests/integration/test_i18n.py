@@ -82,6 +82,24 @@ def test_ui_locales_of_the_relying_service_when_the_browser_says_nothing_usable(
     assert _lang(_login_page(client, "/login?ui_locales=fr")) == "fr"
 
 
+def test_the_provider_error_page_marks_the_english_detail_as_english(
+    client: FlaskClient,
+) -> None:
+    """The page is French; the protocol detail (for the application's developer) stays in
+    English and says so, so a screen reader does not read it with French rules (WCAG 3.1.2)."""
+    response = client.get(
+        "/authorize?response_type=code&client_id=no-such-client&scope=openid"
+        "&redirect_uri=https%3A%2F%2Frp.example%2Fcb",
+        headers={"Accept-Language": "fr"},
+    )
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert _lang(html) == "fr"
+    detail = re.search(r'<span lang="en">([^<]+)</span>', html)
+    assert detail is not None and detail.group(1).strip()
+    assert "Erreur" in html
+
+
 def test_the_switcher_sets_a_cookie_that_wins_over_the_browser(client: FlaskClient) -> None:
     html = _login_page(client, **{"Accept-Language": "de"})
     switcher = re.search(r'data-testid="language-switcher".*?</nav>', html, re.S)
