@@ -99,6 +99,14 @@ class GuestRefused(SsoFailure):
     kind = "guest"
 
 
+class OfferChanged(SsoFailure):
+    """A pending link or confirmation was made under a connection that has since been
+    removed or changed (tenant, application, domains, options): it is dropped, and the
+    sign-in must start again under the connection as it is now."""
+
+    kind = "offer_changed"
+
+
 @dataclass(frozen=True)
 class SsoSuccess:
     user: User
@@ -112,6 +120,15 @@ class SsoSuccess:
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _terms(connection: SsoConnection) -> str:
+    """What a pending link offer was made under: the connection's tenant, application,
+    domains and options (not its credential, whose rotation changes nothing for the person
+    signing in). Any difference means the organization changed its sign-in meanwhile."""
+    options = (connection.jit, connection.enforce_sso, connection.allow_guests)
+    parts = [connection.id, connection.tenant_id, connection.client_id, repr(options)]
+    return _digest("\n".join([*parts, *connection.domain_names]))
 
 
 class SsoSignInService:
@@ -320,6 +337,8 @@ class SsoSignInService:
         offer = {
             "purpose": purpose,
             "connection_id": connection.id,
+            "terms": _terms(connection),
+            "tenant_id": connection.tenant_id,
             "oid": str(claims["oid"]),
             "sub": str(claims.get("sub", ""))[:255],
             "sid": str(claims.get("sid") or "")[:100],
@@ -336,13 +355,30 @@ class SsoSignInService:
         return token
 
     def link_offer(self, token: str | None) -> dict[str, Any] | None:
+        """The identity offered to this browser for linking (or for a mailed code), None when
+        there is none; :class:`OfferChanged` (and the offer dropped) when the organization
+        removed or changed its connection since the offer was made."""
         if not token or len(token) > 100:
             return None
         raw = self.store.client.get(self.store.sso_link_key(_digest(token)))
         if raw is None:
             return None
         offer: dict[str, Any] = json.loads(raw)
+        self._offer_connection(token, offer)
         return offer
+
+    def _offer_connection(self, token: str, offer: dict[str, Any]) -> SsoConnection:
+        """The connection the offer was made under, unchanged; else the offer is dropped and
+        :class:`OfferChanged` raised."""
+        connection = self.db.get(SsoConnection, str(offer.get("connection_id")))
+        if connection is None:
+            self._drop_offer(token)
+            raise OfferChanged("the connection was removed since the link offer")
+        terms = str(offer.get("terms") or "")
+        if not hmac.compare_digest(terms, _terms(connection)):
+            self._drop_offer(token)
+            raise OfferChanged("the connection changed since the link offer")
+        return connection
 
     def accept_link(self, token: str | None, user: User, actor: Actor) -> bool:
         """Link the offered identity to ``user`` (who has just proven the account's password
@@ -352,10 +388,8 @@ class SsoSignInService:
             return False
         if offer.get("purpose", "link") != "link":
             return False
+        connection = self._offer_connection(token, offer)
         if not self.store.client.delete(self.store.sso_link_key(_digest(token))):
-            return False
-        connection = self.db.get(SsoConnection, offer["connection_id"])
-        if connection is None:
             return False
         self._link(connection, user, offer, actor, proof="password")
         try:
@@ -397,9 +431,7 @@ class SsoSignInService:
         offer = self.link_offer(token)
         if offer is None or token is None:
             return False
-        connection = self.db.get(SsoConnection, offer["connection_id"])
-        if connection is None:
-            return False
+        connection = self._offer_connection(token, offer)
         organization = self.db.get(Organization, connection.organization_id)
         return self.confirmation.send(
             _digest(token),
@@ -418,12 +450,10 @@ class SsoSignInService:
             if checked is CodeCheck.EXHAUSTED:
                 self._drop_offer(token)
             return checked
+        connection = self._offer_connection(token, offer)
         if not self.store.client.delete(self.store.sso_link_key(_digest(token))):
             return CodeCheck.EXHAUSTED
         self.confirmation.forget(_digest(token))
-        connection = self.db.get(SsoConnection, offer["connection_id"])
-        if connection is None:
-            raise SsoFailure("the connection was removed during sign-in")
         existing = self.accounts.find_user_by_email(offer["email"])
         try:
             if offer.get("purpose") == "create":

@@ -17,7 +17,7 @@ from idp.models import FederatedIdentity, User
 from idp.worker import build_worker
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events, sign_in
 from tests.mailserver import MailServer
-from tests.sso import GRACE, World, make_world
+from tests.sso import CLIENT_ID, GRACE, TID, World, make_world
 
 CONFIRM = "Confirm your email address"
 EXPIRED = "This confirmation has expired or had too many wrong codes"
@@ -119,6 +119,21 @@ def test_an_account_registered_ahead_of_its_owner_keeps_no_password_once_linked(
         assert ada is not None and ada.email_verified and ada.password_hash is None
     squatter = world.app.test_client()
     assert sign_in(squatter, "ada@contoso.com", "the squatter's own passphrase").status_code == 200
+
+
+def test_a_pending_confirmation_is_void_once_just_in_time_accounts_are_turned_off(
+        world: World, smtp: MailServer) -> None:
+    """The admin turned automatic accounts off while Grace's code was on its way: the right
+    code no longer creates her account, and the page says why."""
+    page = world.sign_in(GRACE, email="grace@contoso.com")
+    ask_for_code(world, page)
+    [code] = mailed_codes(world, smtp, "grace@contoso.com")
+    world.link("Contoso", TID, CLIENT_ID, ["contoso.com"], jit=False)
+    refused = world.client.post("/login/sso/link/code", data={
+        "csrf_token": csrf_token(page.get_data(as_text=True)), "code": code})
+    assert refused.status_code == 400
+    assert "changed its sign-in settings" in refused.get_data(as_text=True)
+    assert count(world.runtime, User) == 0 and not signed_in(world)
 
 
 def test_five_wrong_codes_end_the_confirmation(world: World, smtp: MailServer) -> None:

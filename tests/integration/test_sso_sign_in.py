@@ -13,11 +13,19 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from idp.mail.compose import MailComposer
 from idp.mail.messages import Message
-from idp.models import Event, FederatedIdentity, Membership, OutboxItem, User, UserSession
+from idp.models import (
+    Event,
+    FederatedIdentity,
+    Membership,
+    OutboxItem,
+    SsoConnection,
+    User,
+    UserSession,
+)
 from tests.fake_entra import REMOVE
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events
 from tests.oidc import register_client
@@ -416,6 +424,56 @@ def test_the_link_offer_belongs_to_the_browser_and_the_account(world: World) -> 
     page = world.client.get("/account").get_data(as_text=True)
     world.client.post("/login/sso/link", data={"csrf_token": csrf_token(page)})
     assert count(world.runtime, FederatedIdentity) == 0
+
+
+CHANGED = "Your organization changed its sign-in settings after you started"
+OTHER_TID = "0c0a0b0d-9999-4222-8333-444455556666"
+OTHER_CLIENT = "6f1d6c4e-9999-4888-9999-aaaabbbbcccc"
+
+
+def _change_connection(w: World, change: str) -> None:
+    """What Contoso's admin does while a link offer waits."""
+    if change == "removed":
+        with w.runtime.session_factory() as db:
+            db.execute(delete(SsoConnection))
+            db.commit()
+    elif change == "tenant":  # contoso.com moved to another tenant, linked in its place
+        w.fake.remove_domain(TID, "contoso.com")
+        w.fake.add_tenant(OTHER_TID, ["contoso.com"])
+        w.fake.register_app(OTHER_TID, OTHER_CLIENT, client_secret=SECRET,
+                            redirect_uris=[REDIRECT])
+        w.link("Contoso", OTHER_TID, OTHER_CLIENT, ["contoso.com"])
+    else:
+        w.link("Contoso", TID, CLIENT_ID, ["contoso.com"], enforce_sso=True)
+
+
+@pytest.mark.parametrize("change", ["removed", "tenant", "enforcement"])
+def test_a_link_offer_is_void_once_the_connection_changed(world: World, change: str) -> None:
+    """The offer was made under the connection as it was; the organization's admin removed
+    or changed it within the offer's ten minutes: the link is refused and said why."""
+    create_user(world.runtime, "ada@contoso.com")
+    assert world.sign_in().status_code == 400
+    assert _prove_password(world).status_code == 303
+    _change_connection(world, change)
+    token = csrf_token(world.client.get("/account").get_data(as_text=True))
+    refused = world.client.post("/login/sso/link", data={"csrf_token": token})
+    assert refused.status_code == 400 and CHANGED in refused.get_data(as_text=True)
+    assert count(world.runtime, FederatedIdentity) == 0
+    assert events(world.runtime, "account:sso:link") == []
+    # the offer is gone: the link page no longer offers it
+    assert world.client.get("/login/sso/link").status_code == 303
+
+
+def test_a_link_offer_survives_saving_the_connection_unchanged(world: World) -> None:
+    create_user(world.runtime, "ada@contoso.com")
+    assert world.sign_in().status_code == 400
+    assert _prove_password(world).status_code == 303
+    world.link("Contoso", TID, CLIENT_ID, ["contoso.com"])  # "Test and save", same values
+    page = world.client.get("/login/sso/link")
+    assert page.status_code == 200
+    world.client.post("/login/sso/link",
+                      data={"csrf_token": csrf_token(page.get_data(as_text=True))})
+    assert count(world.runtime, FederatedIdentity) == 1
 
 
 def test_no_link_is_offered_for_an_email_outside_the_connection_domains(world: World) -> None:
