@@ -41,8 +41,17 @@ from idp.federation.connections import ConnectionService, email_domain
 from idp.federation.entra import EntraError
 from idp.federation.metadata import TenantMetadata
 from idp.federation.tokens import IdTokenValidator, TokenRejected
-from idp.models import FederatedIdentity, Membership, Organization, Role, SsoConnection, User
+from idp.models import (
+    FederatedIdentity,
+    Membership,
+    Organization,
+    RemovedMember,
+    Role,
+    SsoConnection,
+    User,
+)
 from idp.names import PERSON_NAME_MAX, showable_name
+from idp.organizations.service import lock_organizations
 from idp.security.secretbox import SecretBoxError, b64encode
 from idp.store import Store
 
@@ -97,6 +106,14 @@ class NotProvisioned(SsoFailure):
 
 class GuestRefused(SsoFailure):
     kind = "guest"
+
+
+class RemovedByOrganization(SsoFailure):
+    """The local account with the identity's email was removed from the organization by its
+    owner or admin: only the organization takes it back (an invitation), not a link by
+    proof."""
+
+    kind = "removed"
 
 
 class OfferChanged(SsoFailure):
@@ -399,6 +416,14 @@ class SsoSignInService:
             return False
         return True
 
+    def _check_not_removed(self, connection: SsoConnection, user: User) -> None:
+        """Raise :class:`RemovedByOrganization` when the organization's owner or admin removed
+        ``user``: removal unlinked the account from the tenant, and proving the account's
+        password or address must not link it again."""
+        removed = self.db.get(RemovedMember, (connection.organization_id, user.id))
+        if removed is not None:
+            raise RemovedByOrganization("the organization removed this account; not relinked")
+
     def _link(
         self,
         connection: SsoConnection,
@@ -407,6 +432,11 @@ class SsoSignInService:
         actor: Actor | None,
         proof: str,
     ) -> None:
+        """Link the offered identity to ``user`` (in the caller's transaction); refused for
+        someone the organization removed. Checked again here, under the organization's lock
+        that a removal takes too: the removal may have come after the offer, or be under way."""
+        lock_organizations(self.db, Organization.id == connection.organization_id)
+        self._check_not_removed(connection, user)
         self.db.add(
             FederatedIdentity(
                 organization_id=connection.organization_id,
@@ -465,6 +495,7 @@ class SsoSignInService:
             else:
                 if existing is None:
                     raise SsoFailure("the account to link is gone")
+                self._check_not_removed(connection, existing)
                 user = existing
                 if not user.email_verified:
                     # Never proven: whoever chose its password did not show the address was
@@ -542,7 +573,9 @@ class SsoSignInService:
         # admin who sets a user's mail attribute to any address).
         if email_domain(email) not in connection.domain_names:
             raise NotProvisioned("email domain is not one of the connection's domains")
-        if self.accounts.find_user_by_email(email) is not None:
+        existing = self.accounts.find_user_by_email(email)
+        if existing is not None:
+            self._check_not_removed(connection, existing)
             raise LinkRequired("a local account has this email; not linked without proof")
         if not connection.jit:
             raise NotProvisioned("just-in-time accounts are off for this connection")

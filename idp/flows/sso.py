@@ -78,6 +78,14 @@ PAGES = {
             "organization's account, or ask the administrator for access."
         ),
     ),
+    "removed": (
+        lazy_gettext("Account not linked"),
+        lazy_gettext(
+            "An administrator of this organization removed your account from it, so it cannot "
+            "be linked to your organization's sign-in again. Ask an administrator to invite "
+            "you back."
+        ),
+    ),
     "offer_changed": (
         lazy_gettext("Start the sign-in again"),
         lazy_gettext(

@@ -21,7 +21,9 @@ from idp.models import (
     Event,
     FederatedIdentity,
     Membership,
+    Organization,
     OutboxItem,
+    Role,
     SsoConnection,
     User,
     UserSession,
@@ -29,6 +31,8 @@ from idp.models import (
 from tests.fake_entra import REMOVE
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events
 from tests.oidc import register_client
+from tests.organizations import post
+from tests.organizations import signed_in as signed_in_as
 from tests.sso import (
     ADA,
     ATTACKER_CLIENT,
@@ -424,6 +428,82 @@ def test_the_link_offer_belongs_to_the_browser_and_the_account(world: World) -> 
     page = world.client.get("/account").get_data(as_text=True)
     world.client.post("/login/sso/link", data={"csrf_token": csrf_token(page)})
     assert count(world.runtime, FederatedIdentity) == 0
+
+
+REMOVED = "An administrator of this organization removed your account from it"
+
+
+def _remove_from_contoso(w: World, user_id: str) -> None:
+    """Contoso's owner removes the member (the organization's members page)."""
+    with w.runtime.session_factory() as db:
+        org_id = db.scalar(select(Organization.id).where(Organization.name == "Contoso"))
+    owner = signed_in_as(w.app, "owner@contoso.com")
+    assert post(owner, f"/organizations/{org_id}/members/{user_id}/remove").status_code == 303
+
+
+def _link_by_password(w: World) -> None:
+    assert w.sign_in().status_code == 400
+    assert _prove_password(w).status_code == 303
+    page = w.client.get("/login/sso/link")
+    assert page.status_code == 200
+    w.client.post("/login/sso/link", data={"csrf_token": csrf_token(page.get_data(as_text=True))})
+
+
+def test_a_member_removed_by_an_admin_cannot_link_the_tenant_again(world: World) -> None:
+    """Removal unlinked Ada's account from Contoso's tenant; her password must not link it
+    again behind the organization's back (only an invitation takes her back)."""
+    create_user(world.runtime, "owner@contoso.com", organization="Contoso", role=Role.OWNER)
+    ada = create_user(world.runtime, "ada@contoso.com", organization="Contoso")
+    _link_by_password(world)
+    assert count(world.runtime, FederatedIdentity) == 1
+    _remove_from_contoso(world, ada.id)
+    assert count(world.runtime, FederatedIdentity) == 0
+
+    world.new_browser()
+    response = world.sign_in()
+    refused(world, response, REMOVED, earlier_sign_ins=0)
+    assert "Sign in with your password to link" not in response.get_data(as_text=True)
+    assert "idp_sso_link" not in response.headers.get("Set-Cookie", "")
+    assert count(world.runtime, FederatedIdentity) == 0
+
+
+def test_an_offer_made_before_the_removal_cannot_link(world: World) -> None:
+    create_user(world.runtime, "owner@contoso.com", organization="Contoso", role=Role.OWNER)
+    ada = create_user(world.runtime, "ada@contoso.com", organization="Contoso")
+    assert world.sign_in().status_code == 400
+    assert _prove_password(world).status_code == 303
+    page = world.client.get("/login/sso/link")
+    assert page.status_code == 200
+    _remove_from_contoso(world, ada.id)
+    refused_link = world.client.post(
+        "/login/sso/link", data={"csrf_token": csrf_token(page.get_data(as_text=True))})
+    assert refused_link.status_code == 400 and REMOVED in refused_link.get_data(as_text=True)
+    assert count(world.runtime, FederatedIdentity) == 0
+    assert events(world.runtime, "account:sso:link") == []
+
+
+def test_an_invitation_lets_a_removed_member_link_again(world: World) -> None:
+    create_user(world.runtime, "owner@contoso.com", organization="Contoso", role=Role.OWNER)
+    ada = create_user(world.runtime, "ada@contoso.com", organization="Contoso")
+    _remove_from_contoso(world, ada.id)
+    refused(world, world.sign_in(), REMOVED)
+    with world.runtime.session_factory() as db:
+        org_id = db.scalar(select(Organization.id).where(Organization.name == "Contoso"))
+    owner = signed_in_as(world.app, "owner@contoso.com")
+    invited = post(owner, f"/organizations/{org_id}/invitations", email="ada@contoso.com",
+                   role="member")
+    assert invited.status_code == 303
+    with world.runtime.session_factory() as db:
+        [item] = [i for i in db.scalars(select(OutboxItem)).all()
+                  if i.payload.get("template") == "invitation"]
+    link = str(item.payload["context"]["link"]).removeprefix(world.issuer)
+    ada_browser = signed_in_as(world.app, "ada@contoso.com")
+    accepted = ada_browser.post(f"{link}/accept", data={"csrf_token": csrf_token(
+        ada_browser.get("/organizations").get_data(as_text=True))})
+    assert accepted.status_code == 303
+    world.new_browser()
+    _link_by_password(world)
+    assert count(world.runtime, FederatedIdentity) == 1
 
 
 CHANGED = "Your organization changed its sign-in settings after you started"
