@@ -93,6 +93,9 @@ class LinkRequired(SsoFailure):
 
     kind = "link_required"
     link_token: str | None = None
+    # Whether the account's password can be the proof: not where the connection enforces SSO
+    # (the sign-in form sends such an address to Entra, which would offer the link again).
+    password_proof: bool = True
 
     def __init__(self, reason: str, purpose: str = "link", address: str = "") -> None:
         super().__init__(reason)
@@ -271,6 +274,7 @@ class SsoSignInService:
             user = self._user_for(connection, claims)
         except LinkRequired as required:
             required.link_token = self._offer_link(connection, claims, pending, required.purpose)
+            required.password_proof = not connection.enforce_sso
             raise
         success = _success(
             user, connection, str(claims["oid"]), str(pending.get("next") or ""), claims.get("sid")

@@ -187,7 +187,10 @@ def sso_callback() -> Response | tuple[str, int]:
             page = render_template("login/sso_confirm_email.html", address=required.address)
             offer = make_response(page, 200)
         else:
-            offer = make_response(render_template("login/sso_link_offer.html"), 400)
+            page = render_template(
+                "login/sso_link_offer.html", password_proof=required.password_proof
+            )
+            offer = make_response(page, 400)
         offer.set_cookie(
             LINK_COOKIE,
             required.link_token,

@@ -411,6 +411,25 @@ def test_an_existing_account_is_linked_after_proving_its_password(world: World) 
     assert sso.user_id == local.id
 
 
+def test_on_an_enforced_domain_the_link_offer_asks_only_for_the_mailed_code(
+        world: World) -> None:
+    """Contoso enforces SSO and Ada has a local account from before: signing in with its
+    password would only send her to Entra again (and back to this offer), so the offer
+    proposes the way that works."""
+    create_user(world.runtime, "ada@contoso.com")
+    world.link("Contoso", TID, CLIENT_ID, ["contoso.com"], enforce_sso=True)
+    offer = world.sign_in()
+    text = offer.get_data(as_text=True)
+    assert offer.status_code == 400
+    assert "Sign in with your password to link" not in text and "sso-link-prove" not in text
+    assert "Email me a code" in text and "/login/sso/link/code/send" in text
+    # what the password way did: the sign-in form sends the address to Entra
+    page = world.client.get("/login?prompt=login&next=/login/sso/link").get_data(as_text=True)
+    went = world.client.post("/login", data={"csrf_token": csrf_token(page), "password": PASSWORD,
+                                             "email": "ada@contoso.com", "next": "/login/sso/link"})
+    assert went.headers["Location"].startswith(world.fake.authorization_endpoint(TID))
+
+
 def test_the_link_offer_belongs_to_the_browser_and_the_account(world: World) -> None:
     create_user(world.runtime, "ada@contoso.com")
     create_user(world.runtime, "other@contoso.com")
