@@ -40,7 +40,7 @@ from idp.federation.confirmation import CodeCheck, EmailCodeConfirmation
 from idp.federation.connections import ConnectionService, email_domain
 from idp.federation.entra import EntraError
 from idp.federation.metadata import TenantMetadata
-from idp.federation.tokens import IdTokenValidator, TokenRejected
+from idp.federation.tokens import CLOCK_SKEW, IdTokenValidator, TokenRejected
 from idp.models import (
     FederatedIdentity,
     Membership,
@@ -134,7 +134,8 @@ class SsoSuccess:
     details: dict[str, str]
     connection_id: str = ""
     sid: str = ""
-    # Asked for with prompt=login by idp itself (a re-authentication), not by the browser.
+    # Asked for with prompt=login by idp itself (a re-authentication), not by the browser,
+    # and shown done by the ID token's auth_time.
     fresh: bool = False
 
 
@@ -210,6 +211,7 @@ class SsoSignInService:
             "next": next_url,
             "binding": _digest(binding) if binding else "",
             "fresh": fresh,
+            "started_at": time.time(),
         }
         self.store.client.set(
             self.store.sso_state_key(_digest(state)), json.dumps(pending), ex=STATE_SECONDS
@@ -279,7 +281,9 @@ class SsoSignInService:
         success = _success(
             user, connection, str(claims["oid"]), str(pending.get("next") or ""), claims.get("sid")
         )
-        return replace(success, fresh=bool(pending.get("fresh")))
+        return replace(
+            success, fresh=bool(pending.get("fresh")) and _authenticated_since(claims, pending)
+        )
 
     # Logout (OpenID Connect RP-Initiated Logout 1.0, Front-Channel Logout 1.0) ---------
     def remember_session(self, session_id: str, user_id: str, success: SsoSuccess) -> None:
@@ -646,6 +650,19 @@ def _success(
         connection_id=connection.id,
         sid=str(sid or "")[:100],
     )
+
+
+def _authenticated_since(claims: dict[str, Any], pending: dict[str, Any]) -> bool:
+    """Whether Entra authenticated the user after this sign-in started: ``auth_time`` (OIDC
+    Core §2; an optional claim of Entra ID tokens) no older than the request, within the clock
+    skew. ``prompt=login`` alone proves nothing: the browser carries the request to Entra and
+    can drop it, and Entra then completes the sign-in silently from its own session."""
+    auth_time, started = claims.get("auth_time"), pending.get("started_at")
+    if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
+        return False
+    if not isinstance(started, int | float):
+        return False
+    return auth_time >= started - CLOCK_SKEW
 
 
 def _is_guest(claims: dict[str, Any]) -> bool:

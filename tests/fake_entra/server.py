@@ -469,6 +469,9 @@ class FakeEntra:
             "iat": now,
             "nbf": now,
             "exp": now + self.token_lifetime,
+            # The optional claim idp's setup asks for; the fake keeps no session, so every
+            # sign-in authenticates (a silent one is forged with tamper_next_id_token).
+            "auth_time": now,
         }
         if "email" in scopes and user.email:
             claims["email"] = user.email
