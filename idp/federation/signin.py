@@ -23,8 +23,10 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
@@ -80,8 +82,8 @@ class EntraRefused(SsoFailure):
 
     kind = "entra_error"
 
-    def __init__(self, error: str) -> None:
-        super().__init__(f"entra error {error[:64]}")
+    def __init__(self, error: str, details: str = "") -> None:
+        super().__init__(f"entra error {error[:64]}{details}")
         self.error = error
 
 
@@ -137,6 +139,38 @@ class SsoSuccess:
     # Asked for with prompt=login by idp itself (a re-authentication), not by the browser,
     # and shown done by the ID token's auth_time.
     fresh: bool = False
+
+
+_AADSTS = re.compile(r"\bAADSTS(\d{1,10})\b")
+_GUID = r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+_TRACE = re.compile(r"Trace ID: " + _GUID)
+_CORRELATION = re.compile(r"Correlation ID: " + _GUID)
+
+
+def entra_error_details(fields: Mapping[str, Any]) -> str:
+    """What an administrator needs to look an Entra error up, for the log: the AADSTS number
+    (``error_codes`` of a token response, else the start of ``error_description``) and the
+    trace and correlation ids that Entra's sign-in logs and Microsoft support ask for, e.g.
+    ``" (AADSTS50105, trace 0e1f…, correlation 6a2b…)"``. Never the description's text: it
+    may name the user, and its wording changes (Entra's error code reference)."""
+    description = fields.get("error_description")
+    text = description if isinstance(description, str) else ""
+    codes = fields.get("error_codes")
+    number = (
+        str(codes[0])
+        if isinstance(codes, list) and codes and isinstance(codes[0], int)
+        else (m.group(1) if (m := _AADSTS.search(text)) else "")
+    )
+    parts = [f"AADSTS{number}"] if number else []
+    for label, key, pattern in (
+        ("trace", "trace_id", _TRACE),
+        ("correlation", "correlation_id", _CORRELATION),
+    ):
+        value = fields.get(key)
+        found = re.fullmatch(_GUID, value) if isinstance(value, str) else pattern.search(text)
+        if found:
+            parts.append(f"{label} {found.group(1)}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _digest(value: str) -> str:
@@ -254,7 +288,7 @@ class SsoSignInService:
         if connection is None:
             raise SsoFailure("the connection was removed during sign-in")
         if form.get("error"):
-            raise EntraRefused(form["error"])
+            raise EntraRefused(form["error"], entra_error_details(form))
         code = form.get("code", "")
         if not code:
             raise SsoFailure("callback without code")
@@ -548,7 +582,8 @@ class SsoSignInService:
             raise SsoFailure(f"token endpoint: {exc.__class__.__name__}") from None
         if response.status_code != 200 or not isinstance(body, dict):
             error = body.get("error", "?") if isinstance(body, dict) else "?"
-            raise SsoFailure(f"token endpoint refused: {str(error)[:64]}")
+            details = entra_error_details(body) if isinstance(body, dict) else ""
+            raise SsoFailure(f"token endpoint refused: {str(error)[:64]}{details}")
         id_token = body.get("id_token")
         if not isinstance(id_token, str):
             raise SsoFailure("token response without id_token")

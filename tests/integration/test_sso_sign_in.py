@@ -257,6 +257,33 @@ def test_a_code_the_token_endpoint_refuses_is_refused(world: World) -> None:
     refused(world, world.callback(fields))
 
 
+def test_the_log_names_entras_error_code_and_the_ids_to_look_it_up(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """Ada is not assigned to the app (AADSTS50105): she sees a plain message; the log gives
+    her administrator the code and the trace and correlation ids (Entra's sign-in logs,
+    Microsoft support), never the description, which names her."""
+    world.fake.next_error("access_denied", "The signed in user 'ada@contoso.com' is not "
+                          "assigned to a role for the application.", code=50105)
+    with caplog.at_level(logging.INFO, logger="idp.federation"):
+        response = world.callback(world.entra(world.start()))
+    refused(world, response, "cancelled")
+    assert "50105" not in response.get_data(as_text=True)
+    [line] = [r.getMessage() for r in caplog.records if "entra error" in r.getMessage()]
+    assert re.search(r"entra error access_denied \(AADSTS50105, trace [0-9a-f-]{36}, "
+                     r"correlation [0-9a-f-]{36}\)$", line), line
+    assert "not assigned" not in caplog.text
+    # the token endpoint's refusals too (its JSON has error_codes, trace_id, correlation_id)
+    caplog.clear()
+    world.new_browser()
+    world.fake.next_login(TID, ADA)
+    fields = world.entra(world.start())
+    fields["code"] = fields["code"] + "x"
+    with caplog.at_level(logging.INFO, logger="idp.federation"):
+        refused(world, world.callback(fields))
+    assert re.search(r"token endpoint refused: invalid_grant \(AADSTS\d+, trace [0-9a-f-]{36}, "
+                     r"correlation [0-9a-f-]{36}\)", caplog.text), caplog.text
+
+
 # --- identity linking ---------------------------------------------------------------------
 
 def test_noauth_attacker_tenant_email_does_not_reach_the_victim(world: World) -> None:
