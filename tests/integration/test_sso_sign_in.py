@@ -420,6 +420,8 @@ def test_an_existing_account_is_linked_after_proving_its_password(world: World) 
     offer = world.sign_in()
     assert offer.status_code == 400
     assert "Sign in with your password to link" in offer.get_data(as_text=True)
+    # the only ways: no administrator can link an account (idp has no such function)
+    assert "administrator must link" not in offer.get_data(as_text=True)
     assert count(world.runtime, FederatedIdentity) == 0
     proved = _prove_password(world)
     assert proved.status_code == 303 and proved.headers["Location"].endswith("/login/sso/link")
