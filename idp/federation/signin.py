@@ -593,13 +593,7 @@ class SsoSignInService:
     def _user_for(self, connection: SsoConnection, claims: dict[str, Any]) -> User:
         oid = str(claims["oid"])
         sub = str(claims.get("sub", ""))[:255]
-        identity = self.db.scalar(
-            select(FederatedIdentity).where(
-                FederatedIdentity.organization_id == connection.organization_id,
-                FederatedIdentity.tenant_id == connection.tenant_id,
-                FederatedIdentity.object_id == oid,
-            )
-        )
+        identity = self._identity(connection, oid)
         if identity is not None:
             if identity.last_sub != sub:
                 log.info("sso: sub changed for oid %s in tenant %s", oid, connection.tenant_id)
@@ -628,9 +622,21 @@ class SsoSignInService:
             )
         return self._create(connection, claims, email, oid, sub)
 
+    def _identity(self, connection: SsoConnection, oid: str) -> FederatedIdentity | None:
+        return self.db.scalar(
+            select(FederatedIdentity).where(
+                FederatedIdentity.organization_id == connection.organization_id,
+                FederatedIdentity.tenant_id == connection.tenant_id,
+                FederatedIdentity.object_id == oid,
+            )
+        )
+
     def _create(
         self, connection: SsoConnection, claims: dict[str, Any], email: str, oid: str, sub: str
     ) -> User:
+        """The just-in-time account of this identity, with its membership and link. When a
+        concurrent sign-in of the same identity (another tab, a form_post sent twice) created
+        it first, that account: the person is not asked to link what is already theirs."""
         first, last = _names(claims)
         user = User(
             email=email.strip(),
@@ -645,6 +651,10 @@ class SsoSignInService:
             self.db.flush()
         except IntegrityError:
             self.db.rollback()
+            won = self._identity(connection, oid)
+            linked = self.db.get(User, won.user_id) if won is not None else None
+            if linked is not None:
+                return linked
             raise LinkRequired("a local account with this email appeared concurrently") from None
         self.db.add(
             Membership(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from urllib.parse import urlencode
 import pytest
 from sqlalchemy import delete, select
 
+from idp.accounts import AccountService
 from idp.mail.compose import MailComposer
 from idp.mail.messages import Message
 from idp.models import (
@@ -131,6 +133,44 @@ def test_the_sign_in_alert_of_an_sso_sign_in_names_the_application(world: World)
     assert "knows your password" in password[1] and "organization account" not in password[1]
     [login] = events(world.runtime, "account:login:sso")
     assert login.product == shop.client_id  # the activity log files it under the shop
+
+
+def test_two_first_sign_ins_at_once_make_one_account_and_both_sign_in(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ada's first sign-in, from two tabs at once (or a form_post sent twice): both find no
+    account, one creates it; the other is signed in to it too, not asked to link an account
+    that is already hers."""
+    urls = []
+    for _ in range(2):
+        world.new_browser()
+        world.fake.next_login(TID, ADA)
+        urls.append((world.client, world.entra(world.start())))
+    both_looked = threading.Barrier(2)
+    looked_up = AccountService.find_user_by_email
+
+    def in_step(self: AccountService, email: str) -> User | None:
+        found = looked_up(self, email)
+        if threading.current_thread().name.startswith("tab-"):
+            both_looked.wait(timeout=10)  # both saw no account before either creates it
+        return found
+
+    monkeypatch.setattr(AccountService, "find_user_by_email", in_step)
+    answers: dict[int, Any] = {}
+
+    def callback(tab: int) -> None:
+        client, fields = urls[tab]
+        answers[tab] = client.post("/login/sso/callback", data=fields)
+
+    tabs = [threading.Thread(target=callback, args=(i,), name=f"tab-{i}") for i in range(2)]
+    for tab in tabs:
+        tab.start()
+    for tab in tabs:
+        tab.join(timeout=30)
+    assert [answers[i].status_code for i in range(2)] == [303, 303], [
+        answers[i].get_data(as_text=True)[:300] for i in range(2)]
+    assert count(world.runtime, User) == 1 and count(world.runtime, FederatedIdentity) == 1
+    signed_in_users = {e.user_id for e in events(world.runtime, "account:login:sso")}
+    assert len(signed_in_users) == 1 and len(events(world.runtime, "account:login:sso")) == 2
 
 
 def test_a_changed_sub_maps_to_the_same_user(world: World) -> None:
