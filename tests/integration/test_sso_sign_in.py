@@ -173,6 +173,23 @@ def test_two_first_sign_ins_at_once_make_one_account_and_both_sign_in(
     assert len(signed_in_users) == 1 and len(events(world.runtime, "account:login:sso")) == 2
 
 
+def test_a_client_id_typed_in_capitals_still_signs_members_in(world: World) -> None:
+    """Entra reads the application (client) ID as a GUID whatever its case, so a connection
+    saved with it in capitals passes its test; its ID tokens name it in lower case."""
+    world.link("Contoso", TID, CLIENT_ID.upper(), ["contoso.com"])
+    response = world.sign_in()
+    assert response.status_code == 303, response.get_data(as_text=True)
+    assert signed_in(world)
+    # a connection saved in capitals before they were kept in lower case signs in too
+    with world.runtime.session_factory() as db:
+        row = db.scalar(select(SsoConnection))
+        assert row is not None and row.client_id == CLIENT_ID
+        row.client_id = CLIENT_ID.upper()
+        db.commit()
+    world.new_browser()
+    assert world.sign_in().status_code == 303
+
+
 def test_a_changed_sub_maps_to_the_same_user(world: World) -> None:
     assert world.sign_in().status_code == 303
     world.client.post("/logout", data={"csrf_token": csrf_token(
