@@ -139,6 +139,9 @@ class SsoSuccess:
     # Asked for with prompt=login by idp itself (a re-authentication), not by the browser,
     # and shown done by the ID token's auth_time.
     fresh: bool = False
+    # When Entra last authenticated the user (its ID token's auth_time), if it says: the
+    # session's own auth_time, which relying services' prompt=login and max_age rely on.
+    auth_time: float | None = None
 
 
 _AADSTS = re.compile(r"\bAADSTS(\d{1,10})\b")
@@ -217,6 +220,8 @@ class SsoSignInService:
         binding: str | None = None,
         domain_hint: str = "",
         fresh: bool = False,
+        *,
+        prompt_login: bool = False,
     ) -> str:
         """The Entra authorization URL for this work email, or for the organization serving
         ``domain_hint`` (home-realm discovery by a relying service's hint, passed on to
@@ -224,7 +229,10 @@ class SsoSignInService:
         browser cookie that a cross-site POST carries (SameSite=None, https only), so the
         callback must come from this browser (login CSRF). ``fresh``: Entra must
         authenticate the user again (``prompt=login``, OIDC Core §3.1.2.1), for a
-        re-authentication before a sensitive change."""
+        re-authentication before a sensitive change. ``prompt_login``: the same request to
+        Entra for a relying service that asked for a new sign-in (the session's ``auth_time``
+        is Entra's, so a sign-in Entra completed from its own session does not pass for
+        one)."""
         connection = self.connections.for_email(email) if email else None
         if connection is None and domain_hint:
             connection = self.connections.for_domain(domain_hint)
@@ -245,6 +253,7 @@ class SsoSignInService:
             "next": next_url,
             "binding": _digest(binding) if binding else "",
             "fresh": fresh,
+            "prompt_login": fresh or prompt_login,
             "started_at": time.time(),
         }
         self.store.client.set(
@@ -265,7 +274,7 @@ class SsoSignInService:
             params["login_hint"] = email.strip()
         if domain_hint and connection is self.connections.for_domain(domain_hint):
             params["domain_hint"] = domain_hint.strip().lower()
-        if fresh:
+        if fresh or prompt_login:
             params["prompt"] = "login"
         return f"{endpoint}?{urlencode(params)}"
 
@@ -315,8 +324,16 @@ class SsoSignInService:
         success = _success(
             user, connection, str(claims["oid"]), str(pending.get("next") or ""), claims.get("sid")
         )
+        authenticated = _authenticated_since(claims, pending)
+        auth_time = _auth_time(claims)
+        if auth_time is not None and authenticated and pending.get("prompt_login"):
+            # Entra authenticated the user after this request, as asked: within the clock
+            # skew its auth_time may read a little earlier than idp's clock did at the request.
+            auth_time = max(auth_time, min(float(pending["started_at"]), time.time()))
         return replace(
-            success, fresh=bool(pending.get("fresh")) and _authenticated_since(claims, pending)
+            success,
+            fresh=bool(pending.get("fresh")) and authenticated,
+            auth_time=auth_time,
         )
 
     # Logout (OpenID Connect RP-Initiated Logout 1.0, Front-Channel Logout 1.0) ---------
@@ -695,6 +712,15 @@ def _success(
         connection_id=connection.id,
         sid=str(sid or "")[:100],
     )
+
+
+def _auth_time(claims: dict[str, Any]) -> float | None:
+    """Entra's ``auth_time`` (OIDC Core §2: when the user authenticated), never later than
+    now; None when the token does not carry it (the optional claim is not configured)."""
+    value = claims.get("auth_time")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return float(min(value, time.time()))
 
 
 def _authenticated_since(claims: dict[str, Any], pending: dict[str, Any]) -> bool:

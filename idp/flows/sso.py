@@ -122,15 +122,18 @@ def sso_form() -> tuple[str, int]:
 @bp.post("/login/sso")
 def sso_start() -> Response | tuple[str, int]:
     from idp.federation.signin import NoConnection, SsoFailure
+    from idp.provider.authorize import asks_new_sign_in
 
     email = request.form.get("email", "").strip()[:320]
     if not email:
         return _form(gettext("Enter your work email address."), email, 400)
     try:
+        target = safe_next(request.form.get("next"), default="")
         return redirect_to_entra(
             email,
-            safe_next(request.form.get("next"), default=""),
+            target,
             fresh=request.form.get("prompt") == "login",
+            prompt_login=asks_new_sign_in(target),
         )
     except NoConnection:
         return _form(NO_CONNECTION, email, 400)
@@ -140,14 +143,22 @@ def sso_start() -> Response | tuple[str, int]:
 
 
 def redirect_to_entra(
-    email: str, next_url: str, domain_hint: str = "", fresh: bool = False
+    email: str,
+    next_url: str,
+    domain_hint: str = "",
+    fresh: bool = False,
+    prompt_login: bool = False,
 ) -> Response:
     """Redirect to the tenant serving ``email`` (or ``domain_hint``). On https, the request
     is also bound to this browser by a cookie the cross-site form_post carries
-    (SameSite=None needs Secure)."""
+    (SameSite=None needs Secure). ``fresh``: a re-authentication for a sensitive change here;
+    ``prompt_login``: Entra must authenticate anew (for a relying service that asked)."""
     secure = runtime().settings.secure_cookies
     binding = secrets.token_urlsafe(32) if secure else None
-    response = redirect(sso_service().start(email, next_url, binding, domain_hint, fresh), 303)
+    url = sso_service().start(
+        email, next_url, binding, domain_hint, fresh, prompt_login=prompt_login
+    )
+    response = redirect(url, 303)
     if binding is not None:
         response.set_cookie(
             FLOW_COOKIE,
@@ -210,7 +221,11 @@ def sso_callback() -> Response | tuple[str, int]:
 def _complete_sign_in(service: SsoSignInService, outcome: SsoSuccess) -> Response:
     """Our own session for an SSO sign-in, remembered for logout; flow cookies cleared."""
     result = authentication_service().complete_federated(
-        outcome.user, client_info(), outcome.details, signing_in_to(outcome.next_url)
+        outcome.user,
+        client_info(),
+        outcome.details,
+        signing_in_to(outcome.next_url),
+        auth_time=outcome.auth_time,
     )
     service.remember_session(result.started.session.id, result.user_id, outcome)
     signed_in = _signed_in(result, outcome.next_url)

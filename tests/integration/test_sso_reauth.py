@@ -73,7 +73,9 @@ def test_an_ordinary_sso_sign_in_does_not_confirm(world: World) -> None:
     world.new_browser()
     hinted = world.client.get("/login", query_string={"domain_hint": "contoso.com",
                                                       "prompt": "login"})
-    assert "prompt" not in query(hinted.headers["Location"])  # no fresh sign-in asked for
+    # Entra is asked to authenticate again for the relying service, but that sign-in is not
+    # idp's re-authentication for a sensitive change
+    assert query(hinted.headers["Location"])["prompt"] == "login"
     world.fake.next_login(TID, ADA)
     assert world.callback(world.entra(hinted.headers["Location"])).status_code == 303
     assert _delete(world).status_code == 400

@@ -739,6 +739,57 @@ def test_a_relying_services_domain_hint_goes_straight_to_the_tenant(world: World
     assert issued.headers["Location"].startswith(rp.redirect_uri + "?code=")
 
 
+def test_a_relying_services_prompt_login_needs_an_authentication_at_entra(
+        world: World) -> None:
+    """A relying service asks Ada, signed in with SSO, to authenticate again (prompt=login,
+    OIDC Core §3.1.2.1): idp asks Entra for it too, and a sign-in Entra completed from its own
+    session (its auth_time an hour old: prompt=login dropped on the way) gets no code."""
+    rp = register_client(world.runtime)
+    assert world.sign_in().status_code == 303
+    authorize = world.client.get("/authorize", query_string={
+        "client_id": rp.client_id, "redirect_uri": rp.redirect_uri, "response_type": "code",
+        "scope": "openid", "state": "s1", "nonce": "n1", "prompt": "login",
+        "domain_hint": "contoso.com"})
+    to_entra = world.client.get(authorize.headers["Location"])
+    assert to_entra.status_code == 303
+    url = to_entra.headers["Location"]
+    assert url.startswith(world.fake.authorization_endpoint(TID))
+    assert query(url)["prompt"] == "login"
+    dropped = url.split("?", 1)[0] + "?" + urlencode(
+        {k: v for k, v in query(url).items() if k != "prompt"})
+    world.fake.next_login(TID, ADA)
+    world.fake.tamper_next_id_token(auth_time=int(time.time()) - 3600)
+    back = world.callback(world.entra(dropped))
+    assert back.status_code == 303 and "/authorize?" in back.headers["Location"]
+    again = world.client.get(back.headers["Location"])
+    assert not again.headers["Location"].startswith(rp.redirect_uri), "a code without sign-in"
+    # Entra authenticates her: the code is issued
+    to_entra = world.client.get(again.headers["Location"])
+    assert query(to_entra.headers["Location"])["prompt"] == "login"
+    world.fake.next_login(TID, ADA)
+    back = world.callback(world.entra(to_entra.headers["Location"]))
+    issued = world.client.get(back.headers["Location"])
+    assert issued.headers["Location"].startswith(rp.redirect_uri + "?code=")
+
+
+def test_entras_clock_a_minute_behind_still_answers_a_prompt_login(world: World) -> None:
+    """Entra authenticated Ada as asked, but its clock is a minute behind idp's: its
+    auth_time reads earlier than the request; within the clock skew it still counts (the
+    relying service gets its code instead of sending her round again)."""
+    rp = register_client(world.runtime)
+    assert world.sign_in().status_code == 303
+    authorize = world.client.get("/authorize", query_string={
+        "client_id": rp.client_id, "redirect_uri": rp.redirect_uri, "response_type": "code",
+        "scope": "openid", "state": "s1", "nonce": "n1", "prompt": "login",
+        "domain_hint": "contoso.com"})
+    to_entra = world.client.get(authorize.headers["Location"])
+    world.fake.next_login(TID, ADA)
+    world.fake.tamper_next_id_token(auth_time=int(time.time()) - 60)
+    back = world.callback(world.entra(to_entra.headers["Location"]))
+    issued = world.client.get(back.headers["Location"])
+    assert issued.headers["Location"].startswith(rp.redirect_uri + "?code=")
+
+
 def test_domain_hint_with_login_hint_and_unknown_domains(world: World) -> None:
     both = world.client.get("/login", query_string={"domain_hint": "Contoso.com",
                                                     "login_hint": "ada@contoso.com"})
