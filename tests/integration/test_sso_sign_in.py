@@ -30,6 +30,7 @@ from idp.models import (
     User,
     UserSession,
 )
+from idp.worker import build_worker
 from tests.fake_entra import REMOVE
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events
 from tests.oidc import register_client
@@ -52,6 +53,7 @@ from tests.sso import (
 )
 
 GENERIC = "Signing in with your organization did not work"
+MANAGED = "Your organization signs you in with SSO"
 
 
 @pytest.fixture
@@ -457,6 +459,35 @@ def test_identifier_first_goes_to_entra_when_the_domain_enforces_sso(world: Worl
         assert query(response.headers["Location"])["login_hint"] == "Grace@contoso.com"
     assert count(world.runtime, Event, Event.action == "account:login:success") == before
     assert count(world.runtime, Event, Event.action == "account:login:failure") == 0
+
+
+def test_a_reset_link_from_before_the_enforcement_sets_no_password(world: World) -> None:
+    """Grace asked for a reset link; then Contoso made its domain sign in only with SSO. As
+    a request now goes to Entra, the earlier link no longer sets a password: the page says
+    her organization signs her in."""
+    grace = create_user(world.runtime, "grace@contoso.com")
+    page = world.client.get("/password/forgot").get_data(as_text=True)
+    world.client.post("/password/forgot", data={"csrf_token": csrf_token(page),
+                                                 "email": "grace@contoso.com"})
+    worker = build_worker(world.runtime)
+    while worker.run_once():
+        pass
+    with world.runtime.session_factory() as db:
+        [item] = [i for i in db.scalars(select(OutboxItem)).all()
+                  if i.payload.get("template") == "password_reset"]
+    path = "/" + str(item.payload["context"]["reset_url"]).split("://", 1)[1].split("/", 1)[1]
+    world.link("Contoso", TID, CLIENT_ID, ["contoso.com"], enforce_sso=True)
+    shown = world.client.get(path)
+    assert shown.status_code == 403
+    assert MANAGED in shown.get_data(as_text=True)
+    assert 'name="new_password"' not in shown.get_data(as_text=True)
+    posted = world.client.post(path, data={
+        "csrf_token": csrf_token(world.client.get("/password/forgot").get_data(as_text=True)),
+        "new_password": "a brand new passphrase", "new_password_again": "a brand new passphrase"})
+    assert posted.status_code == 403 and MANAGED in posted.get_data(as_text=True)
+    with world.runtime.session_factory() as db:
+        after = db.get(User, grace.id)
+        assert after is not None and after.password_hash == grace.password_hash
 
 
 def test_secret_never_appears_in_pages(world: World) -> None:
