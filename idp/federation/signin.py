@@ -14,7 +14,14 @@ change and is only remembered. An account is never linked or created from an ema
 alone: just-in-time creation needs the email's domain to be one of the connection's
 (tenant-verified) domains and the address verified — ``xms_edov`` true, or a one-time code
 mailed to it (:mod:`idp.federation.confirmation`); an existing local account with that email is
-not taken over (nOAuth) — it is linked only by proof: its password, or that code.
+not taken over (nOAuth) — it is linked only by proof: its password, or that code. Such an
+offer holds for ten minutes and only under the connection it was made under (same tenant,
+application, domains and options); it is never taken by someone the organization's owner or
+admin removed (:class:`~idp.models.RemovedMember`), whom only an invitation takes back.
+
+A session started here has Entra's ``auth_time`` (OIDC Core §2) when the ID token carries it,
+and counts as a re-authentication only when that ``auth_time`` is not older than the request
+that asked Entra for one (``prompt=login``, which the browser could drop on its way).
 """
 
 from __future__ import annotations
@@ -414,7 +421,6 @@ class SsoSignInService:
             "purpose": purpose,
             "connection_id": connection.id,
             "terms": _terms(connection),
-            "tenant_id": connection.tenant_id,
             "oid": str(claims["oid"]),
             "sub": str(claims.get("sub", ""))[:255],
             "sid": str(claims.get("sid") or "")[:100],
