@@ -223,6 +223,7 @@ def password_reset_service() -> PasswordResetService:
             sessions=session_list_service(),
             second_factor=two_factor_service(),
             limiter=rate_limiter(),
+            sso_enforced=lambda email: connection_service().enforces_sso(email),
         ),
         actor=client_actor(),
     )

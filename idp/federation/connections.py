@@ -23,7 +23,7 @@ from idp.federation.credentials import (
     ClientSecret,
     Credential,
 )
-from idp.federation.entra import EntraDirectory, EntraError, normalize_domain
+from idp.federation.entra import EntraDirectory, EntraError, as_guid, normalize_domain
 from idp.i18n import N_, LocalizedError
 from idp.models import Organization, SsoConnection, SsoDomain
 from idp.models.base import new_id
@@ -155,7 +155,9 @@ class ConnectionService:
         caller's transaction (flushed; the caller records its event and commits once).
         ``credential``: a client secret (str) or certificate; None keeps the stored one."""
         org = self._organization(organization)
-        client_id = client_id.strip()
+        # Entra reads a client id as a GUID whatever its case, and names it in lower case in
+        # its ID tokens' aud: kept as they will name it.
+        client_id = as_guid(client_id) or client_id.strip()
         if not client_id or len(client_id) > 100:
             raise SsoConnectionError(
                 N_("the client ID is required (the application (client) ID of the app)")

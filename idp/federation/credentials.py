@@ -143,6 +143,40 @@ class ClientCertificate:
 
 Credential = ClientSecret | ClientCertificate
 
+# A stored certificate this close to its end is announced on the organization's SSO page.
+EXPIRY_WARNING_DAYS = 30
+
+
+@dataclass(frozen=True)
+class CertificateValidity:
+    """Until when a connection's certificate is valid, as its administrator needs to know:
+    Entra refuses an assertion signed for an expired certificate, and every SSO sign-in then
+    fails for the organization's members."""
+
+    not_after: datetime
+    expired: bool
+    expiring: bool  # within EXPIRY_WARNING_DAYS
+
+
+def certificate_validity(
+    certificate_pem: str, now: datetime | None = None
+) -> CertificateValidity | None:
+    """The validity of a stored (public) certificate; None for a client secret or a
+    certificate that cannot be read."""
+    if not certificate_pem.strip():
+        return None
+    try:
+        not_after = _load_certificate(certificate_pem).not_valid_after_utc
+    except CredentialError:
+        return None
+    now = now or datetime.now(UTC)
+    left = not_after - now
+    return CertificateValidity(
+        not_after=not_after,
+        expired=left.total_seconds() <= 0,
+        expiring=left.days < EXPIRY_WARNING_DAYS,
+    )
+
 
 def _not_rsa() -> CredentialError:
     return CredentialError(

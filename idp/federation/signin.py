@@ -14,7 +14,14 @@ change and is only remembered. An account is never linked or created from an ema
 alone: just-in-time creation needs the email's domain to be one of the connection's
 (tenant-verified) domains and the address verified — ``xms_edov`` true, or a one-time code
 mailed to it (:mod:`idp.federation.confirmation`); an existing local account with that email is
-not taken over (nOAuth) — it is linked only by proof: its password, or that code.
+not taken over (nOAuth) — it is linked only by proof: its password, or that code. Such an
+offer holds for ten minutes and only under the connection it was made under (same tenant,
+application, domains and options); it is never taken by someone the organization's owner or
+admin removed (:class:`~idp.models.RemovedMember`), whom only an invitation takes back.
+
+A session started here has Entra's ``auth_time`` (OIDC Core §2) when the ID token carries it,
+and counts as a re-authentication only when that ``auth_time`` is not older than the request
+that asked Entra for one (``prompt=login``, which the browser could drop on its way).
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
@@ -40,9 +49,18 @@ from idp.federation.confirmation import CodeCheck, EmailCodeConfirmation
 from idp.federation.connections import ConnectionService, email_domain
 from idp.federation.entra import EntraError
 from idp.federation.metadata import TenantMetadata
-from idp.federation.tokens import IdTokenValidator, TokenRejected
-from idp.models import FederatedIdentity, Membership, Organization, Role, SsoConnection, User
+from idp.federation.tokens import CLOCK_SKEW, IdTokenValidator, TokenRejected
+from idp.models import (
+    FederatedIdentity,
+    Membership,
+    Organization,
+    RemovedMember,
+    Role,
+    SsoConnection,
+    User,
+)
 from idp.names import PERSON_NAME_MAX, showable_name
+from idp.organizations.service import lock_organizations
 from idp.security.secretbox import SecretBoxError, b64encode
 from idp.store import Store
 
@@ -71,8 +89,8 @@ class EntraRefused(SsoFailure):
 
     kind = "entra_error"
 
-    def __init__(self, error: str) -> None:
-        super().__init__(f"entra error {error[:64]}")
+    def __init__(self, error: str, details: str = "") -> None:
+        super().__init__(f"entra error {error[:64]}{details}")
         self.error = error
 
 
@@ -84,6 +102,9 @@ class LinkRequired(SsoFailure):
 
     kind = "link_required"
     link_token: str | None = None
+    # Whether the account's password can be the proof: not where the connection enforces SSO
+    # (the sign-in form sends such an address to Entra, which would offer the link again).
+    password_proof: bool = True
 
     def __init__(self, reason: str, purpose: str = "link", address: str = "") -> None:
         super().__init__(reason)
@@ -99,6 +120,22 @@ class GuestRefused(SsoFailure):
     kind = "guest"
 
 
+class RemovedByOrganization(SsoFailure):
+    """The local account with the identity's email was removed from the organization by its
+    owner or admin: only the organization takes it back (an invitation), not a link by
+    proof."""
+
+    kind = "removed"
+
+
+class OfferChanged(SsoFailure):
+    """A pending link or confirmation was made under a connection that has since been
+    removed or changed (tenant, application, domains, options): it is dropped, and the
+    sign-in must start again under the connection as it is now."""
+
+    kind = "offer_changed"
+
+
 @dataclass(frozen=True)
 class SsoSuccess:
     user: User
@@ -106,12 +143,57 @@ class SsoSuccess:
     details: dict[str, str]
     connection_id: str = ""
     sid: str = ""
-    # Asked for with prompt=login by idp itself (a re-authentication), not by the browser.
+    # Asked for with prompt=login by idp itself (a re-authentication), not by the browser,
+    # and shown done by the ID token's auth_time.
     fresh: bool = False
+    # When Entra last authenticated the user (its ID token's auth_time), if it says: the
+    # session's own auth_time, which relying services' prompt=login and max_age rely on.
+    auth_time: float | None = None
+
+
+_AADSTS = re.compile(r"\bAADSTS(\d{1,10})\b")
+_GUID = r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+_TRACE = re.compile(r"Trace ID: " + _GUID)
+_CORRELATION = re.compile(r"Correlation ID: " + _GUID)
+
+
+def entra_error_details(fields: Mapping[str, Any]) -> str:
+    """What an administrator needs to look an Entra error up, for the log: the AADSTS number
+    (``error_codes`` of a token response, else the start of ``error_description``) and the
+    trace and correlation ids that Entra's sign-in logs and Microsoft support ask for, e.g.
+    ``" (AADSTS50105, trace 0e1f…, correlation 6a2b…)"``. Never the description's text: it
+    may name the user, and its wording changes (Entra's error code reference)."""
+    description = fields.get("error_description")
+    text = description if isinstance(description, str) else ""
+    codes = fields.get("error_codes")
+    number = (
+        str(codes[0])
+        if isinstance(codes, list) and codes and isinstance(codes[0], int)
+        else (m.group(1) if (m := _AADSTS.search(text)) else "")
+    )
+    parts = [f"AADSTS{number}"] if number else []
+    for label, key, pattern in (
+        ("trace", "trace_id", _TRACE),
+        ("correlation", "correlation_id", _CORRELATION),
+    ):
+        value = fields.get(key)
+        found = re.fullmatch(_GUID, value) if isinstance(value, str) else pattern.search(text)
+        if found:
+            parts.append(f"{label} {found.group(1)}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _terms(connection: SsoConnection) -> str:
+    """What a pending link offer was made under: the connection's tenant, application,
+    domains and options (not its credential, whose rotation changes nothing for the person
+    signing in). Any difference means the organization changed its sign-in meanwhile."""
+    options = (connection.jit, connection.enforce_sso, connection.allow_guests)
+    parts = [connection.id, connection.tenant_id, connection.client_id, repr(options)]
+    return _digest("\n".join([*parts, *connection.domain_names]))
 
 
 class SsoSignInService:
@@ -145,6 +227,8 @@ class SsoSignInService:
         binding: str | None = None,
         domain_hint: str = "",
         fresh: bool = False,
+        *,
+        prompt_login: bool = False,
     ) -> str:
         """The Entra authorization URL for this work email, or for the organization serving
         ``domain_hint`` (home-realm discovery by a relying service's hint, passed on to
@@ -152,7 +236,10 @@ class SsoSignInService:
         browser cookie that a cross-site POST carries (SameSite=None, https only), so the
         callback must come from this browser (login CSRF). ``fresh``: Entra must
         authenticate the user again (``prompt=login``, OIDC Core §3.1.2.1), for a
-        re-authentication before a sensitive change."""
+        re-authentication before a sensitive change. ``prompt_login``: the same request to
+        Entra for a relying service that asked for a new sign-in (the session's ``auth_time``
+        is Entra's, so a sign-in Entra completed from its own session does not pass for
+        one)."""
         connection = self.connections.for_email(email) if email else None
         if connection is None and domain_hint:
             connection = self.connections.for_domain(domain_hint)
@@ -173,6 +260,8 @@ class SsoSignInService:
             "next": next_url,
             "binding": _digest(binding) if binding else "",
             "fresh": fresh,
+            "prompt_login": fresh or prompt_login,
+            "started_at": time.time(),
         }
         self.store.client.set(
             self.store.sso_state_key(_digest(state)), json.dumps(pending), ex=STATE_SECONDS
@@ -192,7 +281,7 @@ class SsoSignInService:
             params["login_hint"] = email.strip()
         if domain_hint and connection is self.connections.for_domain(domain_hint):
             params["domain_hint"] = domain_hint.strip().lower()
-        if fresh:
+        if fresh or prompt_login:
             params["prompt"] = "login"
         return f"{endpoint}?{urlencode(params)}"
 
@@ -215,7 +304,7 @@ class SsoSignInService:
         if connection is None:
             raise SsoFailure("the connection was removed during sign-in")
         if form.get("error"):
-            raise EntraRefused(form["error"])
+            raise EntraRefused(form["error"], entra_error_details(form))
         code = form.get("code", "")
         if not code:
             raise SsoFailure("callback without code")
@@ -237,11 +326,22 @@ class SsoSignInService:
             user = self._user_for(connection, claims)
         except LinkRequired as required:
             required.link_token = self._offer_link(connection, claims, pending, required.purpose)
+            required.password_proof = not connection.enforce_sso
             raise
         success = _success(
             user, connection, str(claims["oid"]), str(pending.get("next") or ""), claims.get("sid")
         )
-        return replace(success, fresh=bool(pending.get("fresh")))
+        authenticated = _authenticated_since(claims, pending)
+        auth_time = _auth_time(claims)
+        if auth_time is not None and authenticated and pending.get("prompt_login"):
+            # Entra authenticated the user after this request, as asked: within the clock
+            # skew its auth_time may read a little earlier than idp's clock did at the request.
+            auth_time = max(auth_time, min(float(pending["started_at"]), time.time()))
+        return replace(
+            success,
+            fresh=bool(pending.get("fresh")) and authenticated,
+            auth_time=auth_time,
+        )
 
     # Logout (OpenID Connect RP-Initiated Logout 1.0, Front-Channel Logout 1.0) ---------
     def remember_session(self, session_id: str, user_id: str, success: SsoSuccess) -> None:
@@ -320,6 +420,7 @@ class SsoSignInService:
         offer = {
             "purpose": purpose,
             "connection_id": connection.id,
+            "terms": _terms(connection),
             "oid": str(claims["oid"]),
             "sub": str(claims.get("sub", ""))[:255],
             "sid": str(claims.get("sid") or "")[:100],
@@ -336,13 +437,30 @@ class SsoSignInService:
         return token
 
     def link_offer(self, token: str | None) -> dict[str, Any] | None:
+        """The identity offered to this browser for linking (or for a mailed code), None when
+        there is none; :class:`OfferChanged` (and the offer dropped) when the organization
+        removed or changed its connection since the offer was made."""
         if not token or len(token) > 100:
             return None
         raw = self.store.client.get(self.store.sso_link_key(_digest(token)))
         if raw is None:
             return None
         offer: dict[str, Any] = json.loads(raw)
+        self._offer_connection(token, offer)
         return offer
+
+    def _offer_connection(self, token: str, offer: dict[str, Any]) -> SsoConnection:
+        """The connection the offer was made under, unchanged; else the offer is dropped and
+        :class:`OfferChanged` raised."""
+        connection = self.db.get(SsoConnection, str(offer.get("connection_id")))
+        if connection is None:
+            self._drop_offer(token)
+            raise OfferChanged("the connection was removed since the link offer")
+        terms = str(offer.get("terms") or "")
+        if not hmac.compare_digest(terms, _terms(connection)):
+            self._drop_offer(token)
+            raise OfferChanged("the connection changed since the link offer")
+        return connection
 
     def accept_link(self, token: str | None, user: User, actor: Actor) -> bool:
         """Link the offered identity to ``user`` (who has just proven the account's password
@@ -352,10 +470,8 @@ class SsoSignInService:
             return False
         if offer.get("purpose", "link") != "link":
             return False
+        connection = self._offer_connection(token, offer)
         if not self.store.client.delete(self.store.sso_link_key(_digest(token))):
-            return False
-        connection = self.db.get(SsoConnection, offer["connection_id"])
-        if connection is None:
             return False
         self._link(connection, user, offer, actor, proof="password")
         try:
@@ -365,6 +481,14 @@ class SsoSignInService:
             return False
         return True
 
+    def _check_not_removed(self, connection: SsoConnection, user: User) -> None:
+        """Raise :class:`RemovedByOrganization` when the organization's owner or admin removed
+        ``user``: removal unlinked the account from the tenant, and proving the account's
+        password or address must not link it again."""
+        removed = self.db.get(RemovedMember, (connection.organization_id, user.id))
+        if removed is not None:
+            raise RemovedByOrganization("the organization removed this account; not relinked")
+
     def _link(
         self,
         connection: SsoConnection,
@@ -373,6 +497,11 @@ class SsoSignInService:
         actor: Actor | None,
         proof: str,
     ) -> None:
+        """Link the offered identity to ``user`` (in the caller's transaction); refused for
+        someone the organization removed. Checked again here, under the organization's lock
+        that a removal takes too: the removal may have come after the offer, or be under way."""
+        lock_organizations(self.db, Organization.id == connection.organization_id)
+        self._check_not_removed(connection, user)
         self.db.add(
             FederatedIdentity(
                 organization_id=connection.organization_id,
@@ -397,9 +526,7 @@ class SsoSignInService:
         offer = self.link_offer(token)
         if offer is None or token is None:
             return False
-        connection = self.db.get(SsoConnection, offer["connection_id"])
-        if connection is None:
-            return False
+        connection = self._offer_connection(token, offer)
         organization = self.db.get(Organization, connection.organization_id)
         return self.confirmation.send(
             _digest(token),
@@ -418,12 +545,10 @@ class SsoSignInService:
             if checked is CodeCheck.EXHAUSTED:
                 self._drop_offer(token)
             return checked
+        connection = self._offer_connection(token, offer)
         if not self.store.client.delete(self.store.sso_link_key(_digest(token))):
             return CodeCheck.EXHAUSTED
         self.confirmation.forget(_digest(token))
-        connection = self.db.get(SsoConnection, offer["connection_id"])
-        if connection is None:
-            raise SsoFailure("the connection was removed during sign-in")
         existing = self.accounts.find_user_by_email(offer["email"])
         try:
             if offer.get("purpose") == "create":
@@ -435,6 +560,7 @@ class SsoSignInService:
             else:
                 if existing is None:
                     raise SsoFailure("the account to link is gone")
+                self._check_not_removed(connection, existing)
                 user = existing
                 if not user.email_verified:
                     # Never proven: whoever chose its password did not show the address was
@@ -479,7 +605,8 @@ class SsoSignInService:
             raise SsoFailure(f"token endpoint: {exc.__class__.__name__}") from None
         if response.status_code != 200 or not isinstance(body, dict):
             error = body.get("error", "?") if isinstance(body, dict) else "?"
-            raise SsoFailure(f"token endpoint refused: {str(error)[:64]}")
+            details = entra_error_details(body) if isinstance(body, dict) else ""
+            raise SsoFailure(f"token endpoint refused: {str(error)[:64]}{details}")
         id_token = body.get("id_token")
         if not isinstance(id_token, str):
             raise SsoFailure("token response without id_token")
@@ -489,13 +616,7 @@ class SsoSignInService:
     def _user_for(self, connection: SsoConnection, claims: dict[str, Any]) -> User:
         oid = str(claims["oid"])
         sub = str(claims.get("sub", ""))[:255]
-        identity = self.db.scalar(
-            select(FederatedIdentity).where(
-                FederatedIdentity.organization_id == connection.organization_id,
-                FederatedIdentity.tenant_id == connection.tenant_id,
-                FederatedIdentity.object_id == oid,
-            )
-        )
+        identity = self._identity(connection, oid)
         if identity is not None:
             if identity.last_sub != sub:
                 log.info("sso: sub changed for oid %s in tenant %s", oid, connection.tenant_id)
@@ -512,7 +633,9 @@ class SsoSignInService:
         # admin who sets a user's mail attribute to any address).
         if email_domain(email) not in connection.domain_names:
             raise NotProvisioned("email domain is not one of the connection's domains")
-        if self.accounts.find_user_by_email(email) is not None:
+        existing = self.accounts.find_user_by_email(email)
+        if existing is not None:
+            self._check_not_removed(connection, existing)
             raise LinkRequired("a local account has this email; not linked without proof")
         if not connection.jit:
             raise NotProvisioned("just-in-time accounts are off for this connection")
@@ -522,9 +645,21 @@ class SsoSignInService:
             )
         return self._create(connection, claims, email, oid, sub)
 
+    def _identity(self, connection: SsoConnection, oid: str) -> FederatedIdentity | None:
+        return self.db.scalar(
+            select(FederatedIdentity).where(
+                FederatedIdentity.organization_id == connection.organization_id,
+                FederatedIdentity.tenant_id == connection.tenant_id,
+                FederatedIdentity.object_id == oid,
+            )
+        )
+
     def _create(
         self, connection: SsoConnection, claims: dict[str, Any], email: str, oid: str, sub: str
     ) -> User:
+        """The just-in-time account of this identity, with its membership and link. When a
+        concurrent sign-in of the same identity (another tab, a form_post sent twice) created
+        it first, that account: the person is not asked to link what is already theirs."""
         first, last = _names(claims)
         user = User(
             email=email.strip(),
@@ -539,6 +674,10 @@ class SsoSignInService:
             self.db.flush()
         except IntegrityError:
             self.db.rollback()
+            won = self._identity(connection, oid)
+            linked = self.db.get(User, won.user_id) if won is not None else None
+            if linked is not None:
+                return linked
             raise LinkRequired("a local account with this email appeared concurrently") from None
         self.db.add(
             Membership(
@@ -579,6 +718,28 @@ def _success(
         connection_id=connection.id,
         sid=str(sid or "")[:100],
     )
+
+
+def _auth_time(claims: dict[str, Any]) -> float | None:
+    """Entra's ``auth_time`` (OIDC Core §2: when the user authenticated), never later than
+    now; None when the token does not carry it (the optional claim is not configured)."""
+    value = claims.get("auth_time")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return float(min(value, time.time()))
+
+
+def _authenticated_since(claims: dict[str, Any], pending: dict[str, Any]) -> bool:
+    """Whether Entra authenticated the user after this sign-in started: ``auth_time`` (OIDC
+    Core §2; an optional claim of Entra ID tokens) no older than the request, within the clock
+    skew. ``prompt=login`` alone proves nothing: the browser carries the request to Entra and
+    can drop it, and Entra then completes the sign-in silently from its own session."""
+    auth_time, started = claims.get("auth_time"), pending.get("started_at")
+    if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
+        return False
+    if not isinstance(started, int | float):
+        return False
+    return auth_time >= started - CLOCK_SKEW
 
 
 def _is_guest(claims: dict[str, Any]) -> bool:

@@ -43,6 +43,16 @@ def _header(token: str) -> dict[str, Any]:
     return header
 
 
+def _same_client(aud: object, client_id: str) -> bool:
+    """Whether ``aud`` names our client id (OIDC Core §3.1.3.7 item 3): a single string, the
+    same GUID (a connection saved before client ids were kept in lower case may have
+    capitals; Entra's ``aud`` has none)."""
+    if not isinstance(aud, str):
+        return False
+    guid = as_guid(client_id)
+    return aud == client_id or (guid is not None and as_guid(aud) == guid)
+
+
 class IdTokenValidator:
     def __init__(
         self,
@@ -75,7 +85,7 @@ class IdTokenValidator:
     def _check_claims(
         self, claims: dict[str, Any], *, tenant_id: str, client_id: str, nonce: str
     ) -> None:
-        if claims.get("aud") != client_id:
+        if not _same_client(claims.get("aud"), client_id):
             raise TokenRejected("aud is not our client id")
         if claims.get("iss") != self.directory.issuer(tenant_id):
             raise TokenRejected("iss is not the tenant's issuer")

@@ -50,6 +50,7 @@ def _form(
             failed=failed,
             email=email,
             next=safe_next(request.values.get("next"), default=""),
+            prompt_login=request.values.get("prompt") == "login",
             signed_out="signed_out" in request.args,
             reset="reset" in request.args,
             verified="verified" in request.args,
@@ -98,6 +99,15 @@ def _signed_in(result: SignInResult, target: str) -> Response:
     return response
 
 
+def _new_sign_in_wanted(target: str) -> bool:
+    """Whether this sign-in must authenticate anew, at Entra too: the page was asked for it
+    (``prompt=login``: a relying service's prompt=login or select_account, or max_age past,
+    while signed in), or the authorization request it continues asks for it."""
+    from idp.provider.authorize import asks_new_sign_in
+
+    return request.values.get("prompt") == "login" or asks_new_sign_in(target)
+
+
 def _hinted_sso(email: str, domain: str, target: str) -> Response | None:
     """``domain_hint``: straight to the Entra tenant linked for that domain (with the hint
     passed on); an unknown domain is ignored and the normal form is shown."""
@@ -105,7 +115,12 @@ def _hinted_sso(email: str, domain: str, target: str) -> Response | None:
     from idp.flows.sso import redirect_to_entra
 
     try:
-        return redirect_to_entra(email, safe_next(target, default=""), domain_hint=domain)
+        return redirect_to_entra(
+            email,
+            safe_next(target, default=""),
+            domain_hint=domain,
+            prompt_login=_new_sign_in_wanted(target),
+        )
     except SsoFailure:
         return None
 
@@ -120,7 +135,9 @@ def _enforced_sso(email: str, target: str) -> Response | None:
     from idp.flows.sso import redirect_to_entra
 
     try:
-        return redirect_to_entra(email, safe_next(target, default=""))
+        return redirect_to_entra(
+            email, safe_next(target, default=""), prompt_login=_new_sign_in_wanted(target)
+        )
     except SsoFailure:
         return redirect(url_for("sso.sso_form", login_hint=email), 303)
 

@@ -4,7 +4,8 @@
 Thin views over :class:`idp.security.password_reset.PasswordResetService`. The request page
 answers the same for every address; past the per-address or per-IP limit it answers the same
 page with 429 and ``Retry-After``. An SSO-enforced domain goes to its organization's Entra ID,
-as at ``/login``: its members have no password here.
+as at ``/login``: its members have no password here; a link mailed before the enforcement says
+so (403) instead of offering its form.
 
 A ``next`` from the sign-in page (a same-origin path, :func:`~idp.security.redirects.safe_next`)
 is kept with the reset link, server-side, and after the reset the sign-in page returns to it.
@@ -19,6 +20,7 @@ from werkzeug.wrappers import Response
 from idp.flows.login import _enforced_sso
 from idp.runtime import runtime
 from idp.security.password_reset import (
+    ManagedBySso,
     PasswordsDiffer,
     ResetLinkError,
     ResetRefused,
@@ -112,6 +114,8 @@ def _link_page(
 def link(token: str) -> Response:
     try:
         found = password_reset_service().find(token)
+    except ManagedBySso as managed:
+        return _link_page(None, error=str(managed.message), status=403)
     except ResetLinkError:
         return _link_page(None, error=INVALID_LINK, status=400)
     return _link_page(token, email=found.user.email, needs_code=found.needs_code)
@@ -128,6 +132,8 @@ def link_submit(token: str) -> Response:
             request.form.get("new_password_again", ""),
             request.form.get("code", ""),
         )
+    except ManagedBySso as managed:
+        return _link_page(None, error=str(managed.message), status=403)
     except ResetLinkError:
         return _link_page(None, error=INVALID_LINK, status=400)
     except RateLimited as limited:

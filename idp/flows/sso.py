@@ -21,7 +21,7 @@ from idp.models import Organization, SsoConnection, User
 from idp.runtime import request_db, runtime
 
 if TYPE_CHECKING:
-    from idp.federation.signin import SsoSignInService, SsoSuccess
+    from idp.federation.signin import SsoFailure, SsoSignInService, SsoSuccess
 from idp.security import csrf
 from idp.security.redirects import safe_next
 from idp.services import (
@@ -78,6 +78,21 @@ PAGES = {
             "organization's account, or ask the administrator for access."
         ),
     ),
+    "removed": (
+        lazy_gettext("Account not linked"),
+        lazy_gettext(
+            "An administrator of this organization removed your account from it, so it cannot "
+            "be linked to your organization's sign-in again. Ask an administrator to invite "
+            "you back."
+        ),
+    ),
+    "offer_changed": (
+        lazy_gettext("Start the sign-in again"),
+        lazy_gettext(
+            "Your organization changed its sign-in settings after you started. Start the "
+            "sign-in with your organization again."
+        ),
+    ),
 }
 ENTRA_ERRORS = {
     "access_denied": lazy_gettext("Sign-in was cancelled, or your organization did not allow it."),
@@ -107,15 +122,18 @@ def sso_form() -> tuple[str, int]:
 @bp.post("/login/sso")
 def sso_start() -> Response | tuple[str, int]:
     from idp.federation.signin import NoConnection, SsoFailure
+    from idp.provider.authorize import asks_new_sign_in
 
     email = request.form.get("email", "").strip()[:320]
     if not email:
         return _form(gettext("Enter your work email address."), email, 400)
     try:
+        target = safe_next(request.form.get("next"), default="")
         return redirect_to_entra(
             email,
-            safe_next(request.form.get("next"), default=""),
+            target,
             fresh=request.form.get("prompt") == "login",
+            prompt_login=asks_new_sign_in(target),
         )
     except NoConnection:
         return _form(NO_CONNECTION, email, 400)
@@ -125,14 +143,22 @@ def sso_start() -> Response | tuple[str, int]:
 
 
 def redirect_to_entra(
-    email: str, next_url: str, domain_hint: str = "", fresh: bool = False
+    email: str,
+    next_url: str,
+    domain_hint: str = "",
+    fresh: bool = False,
+    prompt_login: bool = False,
 ) -> Response:
     """Redirect to the tenant serving ``email`` (or ``domain_hint``). On https, the request
     is also bound to this browser by a cookie the cross-site form_post carries
-    (SameSite=None needs Secure)."""
+    (SameSite=None needs Secure). ``fresh``: a re-authentication for a sensitive change here;
+    ``prompt_login``: Entra must authenticate anew (for a relying service that asked)."""
     secure = runtime().settings.secure_cookies
     binding = secrets.token_urlsafe(32) if secure else None
-    response = redirect(sso_service().start(email, next_url, binding, domain_hint, fresh), 303)
+    url = sso_service().start(
+        email, next_url, binding, domain_hint, fresh, prompt_login=prompt_login
+    )
+    response = redirect(url, 303)
     if binding is not None:
         response.set_cookie(
             FLOW_COOKIE,
@@ -172,7 +198,10 @@ def sso_callback() -> Response | tuple[str, int]:
             page = render_template("login/sso_confirm_email.html", address=required.address)
             offer = make_response(page, 200)
         else:
-            offer = make_response(render_template("login/sso_link_offer.html"), 400)
+            page = render_template(
+                "login/sso_link_offer.html", password_proof=required.password_proof
+            )
+            offer = make_response(page, 400)
         offer.set_cookie(
             LINK_COOKIE,
             required.link_token,
@@ -192,7 +221,11 @@ def sso_callback() -> Response | tuple[str, int]:
 def _complete_sign_in(service: SsoSignInService, outcome: SsoSuccess) -> Response:
     """Our own session for an SSO sign-in, remembered for logout; flow cookies cleared."""
     result = authentication_service().complete_federated(
-        outcome.user, client_info(), outcome.details, signing_in_to(outcome.next_url)
+        outcome.user,
+        client_info(),
+        outcome.details,
+        signing_in_to(outcome.next_url),
+        auth_time=outcome.auth_time,
     )
     service.remember_session(result.started.session.id, result.user_id, outcome)
     signed_in = _signed_in(result, outcome.next_url)
@@ -231,14 +264,27 @@ def front_channel_logout() -> Response:
     return response
 
 
+def _refused_link(failure: SsoFailure) -> Response:
+    """The page of a link offer that cannot be taken any more; the offer's cookie cleared."""
+    log.warning("sso link refused: %s", failure.reason)
+    response = make_response(*_failure_page(failure.kind))
+    _forget_link_offer(response)
+    return response
+
+
 def _link_context() -> tuple[User, dict[str, object]] | Response:
     """The signed-in user and the identity offered to this browser for linking."""
+    from idp.federation.signin import SsoFailure
+
     active = current_session()
     if active is None:
         return redirect(url_for("login.login_form", next=url_for("sso.link_form")), 303)
     db = request_db()
     user = db.get(User, active.user_id)
-    offer = sso_service().link_offer(request.cookies.get(LINK_COOKIE))
+    try:
+        offer = sso_service().link_offer(request.cookies.get(LINK_COOKIE))
+    except SsoFailure as failure:
+        return _refused_link(failure)
     if user is None or offer is None or offer["email"] != user.email_normalized:
         return redirect(url_for("account.overview"), 303)
     return user, offer
@@ -263,11 +309,16 @@ def link_form() -> Response | tuple[str, int]:
 
 @bp.post("/login/sso/link")
 def link_submit() -> Response:
+    from idp.federation.signin import SsoFailure
+
     found = _link_context()
     if isinstance(found, Response):
         return found
     user, offer = found
-    linked = sso_service().accept_link(request.cookies.get(LINK_COOKIE), user, client_actor())
+    try:
+        linked = sso_service().accept_link(request.cookies.get(LINK_COOKIE), user, client_actor())
+    except SsoFailure as failure:
+        return _refused_link(failure)
     target = safe_next(str(offer.get("next") or ""), default="/account") if linked else "/account"
     response = redirect(target, 303)
     _forget_link_offer(response)
@@ -276,20 +327,35 @@ def link_submit() -> Response:
 
 # Proof by a one-time code mailed to the address (issue 6, rule 7) ------------------------
 def _offer_address() -> str | None:
+    """The address of the identity offered to this browser (raises
+    :class:`~idp.federation.signin.OfferChanged` when its connection changed)."""
     offer = sso_service().link_offer(request.cookies.get(LINK_COOKIE))
     return str(offer.get("address") or offer["email"]) if offer else None
 
 
 @bp.post("/login/sso/link/code/send")
 def send_code() -> Response | tuple[str, int]:
-    if sso_service().send_code(request.cookies.get(LINK_COOKIE)):
+    from idp.federation.signin import SsoFailure
+
+    try:
+        sent = sso_service().send_code(request.cookies.get(LINK_COOKIE))
+    except SsoFailure as failure:
+        log.warning("sso code not sent: %s", failure.reason)
+        return _failure_page(failure.kind)
+    if sent:
         return redirect(url_for("sso.code_form"), 303)
     return _failure_page("generic", CODE_EXHAUSTED)
 
 
 @bp.get("/login/sso/link/code")
 def code_form() -> tuple[str, int]:
-    address = _offer_address()
+    from idp.federation.signin import SsoFailure
+
+    try:
+        address = _offer_address()
+    except SsoFailure as failure:
+        log.warning("sso code form: %s", failure.reason)
+        return _failure_page(failure.kind)
     if address is None:
         return _failure_page("generic", CODE_EXHAUSTED)
     return render_template("login/sso_code.html", address=address, error=None), 200
@@ -302,12 +368,12 @@ def code_submit() -> Response | tuple[str, int]:
 
     service = sso_service()
     token = request.cookies.get(LINK_COOKIE)
-    address = _offer_address()
     try:
+        address = _offer_address()
         outcome = service.confirm_code(token, request.form.get("code", ""), client_actor())
     except SsoFailure as failure:
         log.warning("sso code confirmation failed: %s", failure.reason)
-        return _failure_page("generic")
+        return _failure_page(failure.kind)
     if outcome is CodeCheck.WRONG:
         page = render_template(
             "login/sso_code.html",

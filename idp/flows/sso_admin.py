@@ -27,7 +27,13 @@ from idp.federation.connections import (
     SsoConnectionError,
     saved_event_details,
 )
-from idp.federation.credentials import ClientCertificate, ClientSecret, Credential, CredentialError
+from idp.federation.credentials import (
+    ClientCertificate,
+    ClientSecret,
+    Credential,
+    CredentialError,
+    certificate_validity,
+)
 from idp.flows.admin import managed_org
 from idp.flows.sign_out import post_logout_redirect_uri
 from idp.i18n import N_
@@ -68,6 +74,7 @@ def _page(
         "admin/sso.html",
         org=org,
         connection=connection,
+        validity=certificate_validity(connection.certificate) if connection else None,
         message=message,
         error=error,
         form=form or {},

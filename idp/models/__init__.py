@@ -7,7 +7,13 @@ from idp.models.credentials import OneTimeToken, RecoveryCode
 from idp.models.events import Event
 from idp.models.federation import FederatedIdentity, SsoConnection, SsoDomain
 from idp.models.keys import SigningKey
-from idp.models.organizations import EmailChange, ImageKind, Invitation, StoredImage
+from idp.models.organizations import (
+    EmailChange,
+    ImageKind,
+    Invitation,
+    RemovedMember,
+    StoredImage,
+)
 from idp.models.outbox import OutboxItem
 from idp.models.sessions import Device, UserSession
 from idp.models.tokens import AccessToken, RefreshToken, TokenFamily
@@ -29,6 +35,7 @@ __all__ = [
     "OutboxItem",
     "RecoveryCode",
     "RefreshToken",
+    "RemovedMember",
     "Role",
     "SigningKey",
     "SsoConnection",

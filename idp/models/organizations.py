@@ -44,6 +44,26 @@ class Invitation(Base):
         return self.accepted_at is None and self.revoked_at is None and self.expires_at > utcnow()
 
 
+class RemovedMember(Base):
+    """Someone an owner or admin removed from the organization (not someone who left).
+
+    Removing a member unlinks their account from the organization's Entra ID tenant; this row
+    keeps them from linking it again by themselves (their password or a mailed code) while
+    the organization has not taken them back: accepting a new invitation deletes it."""
+
+    __tablename__ = "removed_members"
+
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    # No foreign key: the row outlives the remover's account.
+    removed_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    removed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class ImageKind(enum.StrEnum):
     """What an image is for: it decides how an upload is checked and shaped."""
 

@@ -30,13 +30,21 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask_babel import gettext, lazy_gettext
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from idp.accounts import AccountError, AccountService, normalize_email, validate_email
 from idp.events import Actor, EventTag, record_event
 from idp.mail import messages, queue_mail
-from idp.models import Invitation, Membership, Organization, Role, User, utcnow
+from idp.models import (
+    Invitation,
+    Membership,
+    Organization,
+    RemovedMember,
+    Role,
+    User,
+    utcnow,
+)
 from idp.names import UnusableName, clean_person_name
 from idp.organizations.policy import Action, may_invite
 from idp.organizations.service import NotAllowed, OrganizationError, OrganizationService
@@ -394,6 +402,13 @@ class InvitationService:
             raise InvitationInvalid
 
     def _joined(self, user: User, org: Organization, invitation: Invitation) -> None:
+        """Record the joining; the organization took the person back, so a removal by its
+        admin no longer keeps them from linking its Entra ID tenant."""
+        self.db.execute(
+            delete(RemovedMember).where(
+                RemovedMember.organization_id == org.id, RemovedMember.user_id == user.id
+            )
+        )
         record_event(
             self.db,
             EventTag.MEMBER_JOINED,

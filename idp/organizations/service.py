@@ -10,7 +10,9 @@ commits.
 A member who is demoted, removed or leaves loses the right to grant roles by invitation: their
 pending invitations for a role they can no longer grant are withdrawn in the same transaction
 (one ``organization:invitation:revoke`` event each), so a link sent earlier cannot hand out
-the rights its author lost.
+the rights its author lost. A member who is removed (not one who leaves) is also remembered
+(:class:`~idp.models.RemovedMember`) until an invitation brings them back: they may not link
+the organization's Entra ID tenant to their account again by themselves.
 
 Deleting an organization (owners only, with their password) deletes its memberships,
 invitations, SSO connection (with its domains and linked Entra identities) and logos; the
@@ -35,6 +37,7 @@ from idp.models import (
     Invitation,
     Membership,
     Organization,
+    RemovedMember,
     Role,
     StoredImage,
     User,
@@ -340,6 +343,9 @@ class OrganizationService:
         if membership.role is Role.OWNER and self._owners(org_id) <= 1:
             raise LastOwner  # unreachable while the remover is another owner; kept as a guard
         self._drop(user, membership)
+        # Removed, not gone of their own accord: they may not link the organization's Entra
+        # ID tenant to the account again by themselves (idp.federation.signin).
+        self.db.merge(RemovedMember(organization_id=org_id, user_id=member_id, removed_by=user.id))
         self._event(
             EventTag.MEMBER_REMOVED,
             user,

@@ -24,7 +24,7 @@ import hmac
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from authlib.oidc.core.errors import (
@@ -101,6 +101,17 @@ def _asks_fresh_login(params: Mapping[str, str]) -> bool:
         or bool(params.get("max_age"))
         or bool(params.get("id_token_hint"))
     )
+
+
+def asks_new_sign_in(target: str) -> bool:
+    """Whether ``target``, where a sign-in continues, is an authorization request asking for
+    the user to authenticate anew (``prompt=login``/``select_account``, OIDC Core §3.1.2.1):
+    a sign-in through an upstream identity provider must then ask it to authenticate anew."""
+    parts = urlsplit(target)
+    if parts.path != "/authorize":
+        return False
+    prompts = " ".join(parse_qs(parts.query).get("prompt", []))
+    return bool(_FRESH_PROMPTS & set(prompts.split()))
 
 
 # The ``sub`` of an ``id_token_hint`` that is one of our ID tokens, None when it is not,

@@ -30,6 +30,7 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 from flask_babel import lazy_gettext
@@ -368,9 +369,14 @@ class AuthenticationService:
         client: ClientInfo,
         details: dict[str, str],
         application: Application = ACCOUNT,
+        *,
+        auth_time: float | None = None,
     ) -> SignInResult:
         """Start a session for a sign-in the user's organization (Entra ID) vouched for.
-        No lockout and no second factor here: the identity provider enforced its own."""
+        No lockout and no second factor here: the identity provider enforced its own.
+        ``auth_time``: when Entra authenticated the user (its ID token says, else now): the
+        session's ``auth_time`` (OIDC Core §2), so a sign-in Entra completed from its own
+        older session does not answer a relying service's prompt=login or max_age."""
         return self._complete(
             user,
             client,
@@ -378,6 +384,7 @@ class AuthenticationService:
             tag=EventTag.LOGIN_SSO,
             details={"method": "sso", **details},
             application=application,
+            auth_time=datetime.fromtimestamp(auth_time, UTC) if auth_time is not None else None,
         )
 
     def complete_registration(self, user: User, client: ClientInfo) -> SignInResult:
@@ -394,8 +401,9 @@ class AuthenticationService:
         tag: EventTag = EventTag.LOGIN_SUCCESS,
         details: dict[str, str] | None = None,
         application: Application = ACCOUNT,
+        auth_time: datetime | None = None,
     ) -> SignInResult:
-        started = self.sessions.start(user, client, amr=amr)
+        started = self.sessions.start(user, client, amr=amr, auth_time=auth_time)
         record_event(
             self.db,
             tag,

@@ -80,6 +80,16 @@ class ResetLinkError(Exception):
     """A reset link that cannot be used (unknown, used, expired, superseded or stale)."""
 
 
+class ManagedBySso(ResetLinkError):
+    """The account's address is in a domain whose organization enforces SSO: its members
+    have no password here (a request goes to Entra), so neither does a link mailed before."""
+
+    message = lazy_gettext(
+        "Your organization signs you in with SSO: there is no password to reset here. Sign "
+        "in with your organization."
+    )
+
+
 class ResetRefused(Exception):
     """The new password (or the code) was refused; ``message`` is for the account's owner.
     Nothing was changed and the link still works."""
@@ -125,12 +135,18 @@ class ResetLink:
     needs_code: bool
 
 
+def _never_enforced(email: str) -> bool:
+    return False
+
+
 @dataclass
 class ResetCollaborators:
     lockout: LockoutService
     sessions: SessionListService
     second_factor: SecondFactor
     limiter: RateLimiter
+    # Whether an address's domain enforces SSO (ConnectionService.enforces_sso).
+    sso_enforced: Callable[[str], bool] = _never_enforced
 
 
 class PasswordResetService:
@@ -193,6 +209,8 @@ class PasswordResetService:
         stamp = credential_stamp(self.db, user.id, user.password_hash)
         if row.binding is None or not hmac.compare_digest(row.binding, stamp):
             raise ResetLinkError("stale")  # signed in or changed the password since
+        if self.c.sso_enforced(user.email):
+            raise ManagedBySso("sso enforced since the link was mailed")
         return ResetLink(row, user, self.c.second_factor.is_enabled(user))
 
     def reset(self, token: str, new: str, confirmation: str, code: str = "") -> User:

@@ -8,9 +8,10 @@ minutes per account, whichever page asks.
 An account without a password (it signs in with its organization's Entra ID) confirms by a
 fresh sign-in instead: its session must have been started, within the last
 :data:`RECENT_SIGN_IN_SECONDS`, by a sign-in at Entra that idp itself asked to be fresh (the
-page offers "Sign in again", which sends ``prompt=login``, OIDC Core §3.1.2.1). Any other
-sign-in does not count: Entra may complete it silently from its own session, so someone at a
-signed-in browser could otherwise confirm a deletion without any credential.
+page offers "Sign in again", which sends ``prompt=login``, OIDC Core §3.1.2.1) and whose ID
+token's ``auth_time`` is not older than that request. Any other sign-in does not count: Entra
+may complete it silently from its own session (also when the browser drops ``prompt=login``),
+so someone at a signed-in browser could otherwise confirm a deletion without any credential.
 """
 
 from __future__ import annotations

@@ -104,8 +104,16 @@ class SessionService:
         self.clock = clock
         self._cache_unless_ended = store.client.register_script(_CACHE_UNLESS_ENDED)
 
-    def start(self, user: User, client: ClientInfo, *, amr: str = "pwd") -> StartedSession:
-        """Create a session (and device) for ``user``; the caller commits."""
+    def start(
+        self,
+        user: User,
+        client: ClientInfo,
+        *,
+        amr: str = "pwd",
+        auth_time: datetime | None = None,
+    ) -> StartedSession:
+        """Create a session (and device) for ``user``; the caller commits. ``auth_time``:
+        when the user authenticated, if before now (at an upstream identity provider)."""
         now = self.clock()
         browser_key = client.browser_key or new_browser_key()
         device, new_device = identify_device(self.db, user.id, client, browser_key, now)
@@ -118,7 +126,7 @@ class SessionService:
             device=device,
             ip=client.ip,
             amr=amr,
-            auth_time=now,
+            auth_time=min(auth_time, now) if auth_time is not None else now,
             created_at=now,
             last_seen_at=now,
             expires_at=now + self.absolute,

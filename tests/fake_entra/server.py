@@ -336,8 +336,10 @@ class FakeEntra:
         return self._apps[client_id]
 
     def find_app(self, tenant: Tenant, client_id: str) -> App | None:
-        """The app as seen from ``tenant``: its own registrations, or a multi-tenant one."""
-        app = self._apps.get(client_id)
+        """The app as seen from ``tenant``: its own registrations, or a multi-tenant one.
+        Entra reads the client id as a GUID, so its letters' case does not matter."""
+        app = self._apps.get(client_id) or next(
+            (a for key, a in self._apps.items() if key.lower() == client_id.lower()), None)
         if app is None or (app.tenant_id != tenant.tenant_id and not app.multi_tenant):
             return None
         return app
@@ -469,6 +471,9 @@ class FakeEntra:
             "iat": now,
             "nbf": now,
             "exp": now + self.token_lifetime,
+            # The optional claim idp's setup asks for; the fake keeps no session, so every
+            # sign-in authenticates (a silent one is forged with tamper_next_id_token).
+            "auth_time": now,
         }
         if "email" in scopes and user.email:
             claims["email"] = user.email

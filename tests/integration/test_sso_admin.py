@@ -4,18 +4,22 @@ confirmation, events, and every forbidden request refused on the server."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from sqlalchemy import select
 
 from idp.federation.connections import secret_box
 from idp.flows import sso_admin
 from idp.models import Organization, SsoConnection
 from idp.models.accounts import Role
+from tests.fake_entra import jose as fake_jose
 from tests.fake_entra.client import ClientCertificate as FakeCertificate
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events, sign_in
 from tests.sso import LOGGED_OUT, REDIRECT, World, make_world, unsupported_curve_pair
@@ -155,6 +159,60 @@ def test_a_certificate_can_be_uploaded_instead_of_a_secret(world: World) -> None
     assert response.status_code == 400  # type: ignore[attr-defined]
     text = response.get_data(as_text=True)  # type: ignore[attr-defined]
     assert "give both the certificate and its private key" in text
+
+
+def _certificate_valid_for(days: int) -> FakeCertificate:
+    key = fake_jose.new_rsa_key()
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "idp")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(days=400))
+                   .not_valid_after(now + dt.timedelta(days=days))
+                   .sign(key, hashes.SHA256()))
+    return FakeCertificate(key, certificate)
+
+
+@pytest.mark.parametrize(("days", "warning"), [
+    (200, None),
+    (10, "The certificate expires on"),
+    (-3, "The certificate expired on"),
+])
+def test_the_page_tells_until_when_the_certificate_is_valid(world: World, days: int,
+                                                            warning: str | None) -> None:
+    """An expired certificate stops every member's SSO sign-in; its administrator sees the
+    date on the page, and a warning in the last 30 days and after."""
+    cert = _certificate_valid_for(max(days, 1))
+    world.fake.add_certificate(CLIENT, cert.certificate_pem)
+    org = org_id(world)
+    as_user(world)
+    response = save(world, org, credential="certificate", client_secret=None,
+                    certificate_file=(BytesIO(cert.certificate_pem.encode()), "app.crt"),
+                    private_key_file=(BytesIO(cert.private_key_pem.encode()), "app.key"))
+    assert response.status_code == 303  # type: ignore[attr-defined]
+    if days < 0:  # saved while valid, days ago
+        with world.runtime.session_factory() as db:
+            row = db.scalar(select(SsoConnection).where(SsoConnection.organization_id == org))
+            assert row is not None
+            row.certificate = _certificate_valid_for(days).certificate_pem
+            db.commit()
+    page = world.client.get(f"/organizations/{org}/sso").get_data(as_text=True)
+    until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).strftime("%b %-d, %Y")
+    validity = re.search(r'id="certificate-validity">([^<]*)<', page)
+    assert validity is not None and until in validity.group(1), page
+    shown = re.search(r'id="certificate-warning">([^<]*)<', page)
+    if warning is None:
+        assert shown is None
+    else:
+        assert shown is not None and warning in shown.group(1) and until in shown.group(1)
+
+
+def test_a_client_secret_shows_no_validity(world: World) -> None:
+    org = org_id(world)
+    as_user(world)
+    assert save(world, org).status_code == 303  # type: ignore[attr-defined]
+    page = world.client.get(f"/organizations/{org}/sso").get_data(as_text=True)
+    assert "certificate-validity" not in page and "certificate-warning" not in page
 
 
 def test_a_certificate_with_an_unsupported_algorithm_is_refused_with_the_reason(

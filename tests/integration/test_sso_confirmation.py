@@ -13,11 +13,13 @@ from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from idp.accounts import AccountService
-from idp.models import FederatedIdentity, User
+from idp.models import FederatedIdentity, Organization, Role, User
 from idp.worker import build_worker
 from tests.helpers import PASSWORD, count, create_user, csrf_token, events, sign_in
 from tests.mailserver import MailServer
-from tests.sso import GRACE, World, make_world
+from tests.organizations import post
+from tests.organizations import signed_in as signed_in_as
+from tests.sso import CLIENT_ID, GRACE, TID, World, make_world
 
 CONFIRM = "Confirm your email address"
 EXPIRED = "This confirmation has expired or had too many wrong codes"
@@ -119,6 +121,40 @@ def test_an_account_registered_ahead_of_its_owner_keeps_no_password_once_linked(
         assert ada is not None and ada.email_verified and ada.password_hash is None
     squatter = world.app.test_client()
     assert sign_in(squatter, "ada@contoso.com", "the squatter's own passphrase").status_code == 200
+
+
+def test_a_pending_confirmation_is_void_once_just_in_time_accounts_are_turned_off(
+        world: World, smtp: MailServer) -> None:
+    """The admin turned automatic accounts off while Grace's code was on its way: the right
+    code no longer creates her account, and the page says why."""
+    page = world.sign_in(GRACE, email="grace@contoso.com")
+    ask_for_code(world, page)
+    [code] = mailed_codes(world, smtp, "grace@contoso.com")
+    world.link("Contoso", TID, CLIENT_ID, ["contoso.com"], jit=False)
+    refused = world.client.post("/login/sso/link/code", data={
+        "csrf_token": csrf_token(page.get_data(as_text=True)), "code": code})
+    assert refused.status_code == 400
+    assert "changed its sign-in settings" in refused.get_data(as_text=True)
+    assert count(world.runtime, User) == 0 and not signed_in(world)
+
+
+def test_a_mailed_code_does_not_link_a_member_removed_meanwhile(
+        world: World, smtp: MailServer) -> None:
+    """Ada asked for a code; Contoso's owner removed her before she typed it: the code proves
+    her address, not the organization's consent to take her back."""
+    create_user(world.runtime, "owner@contoso.com", organization="Contoso", role=Role.OWNER)
+    ada = create_user(world.runtime, "ada@contoso.com", organization="Contoso")
+    offer = world.sign_in()
+    ask_for_code(world, offer)
+    [code] = mailed_codes(world, smtp, "ada@contoso.com")
+    with world.runtime.session_factory() as db:
+        org_id = db.scalar(select(Organization.id).where(Organization.name == "Contoso"))
+    owner = signed_in_as(world.app, "owner@contoso.com")
+    assert post(owner, f"/organizations/{org_id}/members/{ada.id}/remove").status_code == 303
+    refused = enter(world, code)
+    assert refused.status_code == 400
+    assert "removed your account from it" in refused.get_data(as_text=True)
+    assert count(world.runtime, FederatedIdentity) == 0 and not signed_in(world)
 
 
 def test_five_wrong_codes_end_the_confirmation(world: World, smtp: MailServer) -> None:

@@ -5,8 +5,10 @@ delete their account. An ordinary sign-in does not count: Entra may complete it 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import select
@@ -15,6 +17,7 @@ from werkzeug.test import TestResponse
 from idp.models import User
 from idp.models.accounts import Role
 from idp.security import reauth
+from tests.fake_entra import REMOVE
 from tests.helpers import PASSWORD, create_user, csrf_token, sign_in
 from tests.sso import ADA, TID, World, make_world, query
 
@@ -70,10 +73,38 @@ def test_an_ordinary_sso_sign_in_does_not_confirm(world: World) -> None:
     world.new_browser()
     hinted = world.client.get("/login", query_string={"domain_hint": "contoso.com",
                                                       "prompt": "login"})
-    assert "prompt" not in query(hinted.headers["Location"])  # no fresh sign-in asked for
+    # Entra is asked to authenticate again for the relying service, but that sign-in is not
+    # idp's re-authentication for a sensitive change
+    assert query(hinted.headers["Location"])["prompt"] == "login"
     world.fake.next_login(TID, ADA)
     assert world.callback(world.entra(hinted.headers["Location"])).status_code == 303
     assert _delete(world).status_code == 400
+    assert ada_exists(world)
+
+
+@pytest.mark.parametrize("auth_time", ["an hour ago", "absent"])
+def test_a_sign_in_entra_completed_from_its_own_session_does_not_confirm(
+        world: World, auth_time: str) -> None:
+    """Whoever sits at Ada's browser follows "Sign in again" but drops ``prompt=login`` from
+    the address on its way to Entra, which then signs her in silently: the ID token says she
+    last authenticated an hour ago (or does not say), so nothing was proven."""
+    world.new_browser()
+    form = world.client.get("/login/sso", query_string={
+        "login_hint": "ada@contoso.com", "prompt": "login", "next": "/account/delete"})
+    to_entra = world.client.post("/login/sso", data={
+        "csrf_token": csrf_token(form.get_data(as_text=True)), "email": "ada@contoso.com",
+        "prompt": "login", "next": "/account/delete"})
+    url = to_entra.headers["Location"]
+    params = {k: v for k, v in query(url).items() if k != "prompt"}
+    stripped = url.split("?", 1)[0] + "?" + urlencode(params)
+    world.fake.next_login(TID, ADA)
+    world.fake.tamper_next_id_token(
+        auth_time=int(time.time()) - 3600 if auth_time == "an hour ago" else REMOVE)
+    back = world.callback(world.entra(stripped))
+    assert back.status_code == 303  # signed in, as any sign-in
+    refused = _delete(world)
+    assert refused.status_code == 400
+    assert "sign in again with your organization" in refused.get_data(as_text=True)
     assert ada_exists(world)
 
 
