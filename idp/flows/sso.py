@@ -56,14 +56,6 @@ PAGES = {
             "contact your administrator."
         ),
     ),
-    "link_required": (
-        lazy_gettext("Account not linked"),
-        lazy_gettext(
-            "An account with your email address already exists here, but it is not linked to "
-            "your organization's sign-in. Your administrator must link it before you can sign in "
-            "with SSO; until then, sign in with your password."
-        ),
-    ),
     "not_provisioned": (
         lazy_gettext("No account here"),
         lazy_gettext(
@@ -192,8 +184,8 @@ def sso_callback() -> Response | tuple[str, int]:
         return _failure_page("generic", ENTRA_ERRORS.get(refused.error))
     except LinkRequired as required:
         log.warning("sso callback: %s", required.reason)
-        if required.link_token is None:
-            return _failure_page(required.kind)
+        if required.link_token is None:  # no proof can be offered here (see _offer_link)
+            return _failure_page("generic")
         if required.purpose == "create":
             page = render_template("login/sso_confirm_email.html", address=required.address)
             offer = make_response(page, 200)
