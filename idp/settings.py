@@ -150,7 +150,19 @@ def _coerce(name: str, kind: type, value: Any) -> Any:
         raise SettingsError(name, f"must be a whole number, not {value!r}")
     if not isinstance(value, str):
         raise SettingsError(name, f"must be a string, not {value!r}")
+    if not _is_utf8(value):
+        # Bytes that are not UTF-8 reach os.environ as lone surrogates: such a value loaded,
+        # then failed wherever it was first encoded (a migrated database, then a traceback).
+        raise SettingsError(name, "is not UTF-8 text")
     return value.strip()
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def load_settings(

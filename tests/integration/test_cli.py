@@ -243,3 +243,15 @@ def test_serve_on_an_address_it_cannot_listen_on_says_so_in_one_line(tmp_path: P
                     "cannot listen on 192.0.2.1")
     _one_line_error(run_idp("serve", "--host", "no-such-host.invalid", env=env),
                     "cannot listen on no-such-host.invalid:8000")
+
+
+def test_a_setting_that_is_not_utf8_stops_with_one_line_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """Bytes that are not UTF-8 in IDP_SECRET_KEY (os.environ holds them as lone surrogates)
+    loaded: `idp db upgrade` migrated the database, then failed with "'utf-8' codec can't
+    encode characters" and no word of which setting."""
+    data_dir = tmp_path / "var"
+    env = idp_env(data_dir=str(data_dir), secret_key="\udcff" + SECRET_KEY)
+    _one_line_error(run_idp("db", "upgrade", env=env), "IDP_SECRET_KEY: is not UTF-8 text")
+    assert not (data_dir / "idp.sqlite3").exists()

@@ -86,6 +86,10 @@ def test_environment_overrides_config_file_which_overrides_defaults(tmp_path: Pa
         ({"IDP_ACCESS_TOKEN_ALG": "none"}, "IDP_ACCESS_TOKEN_ALG"),
         ({"IDP_ENTRA_AUTHORITY": "login.microsoftonline.com"}, "IDP_ENTRA_AUTHORITY"),
         ({"IDP_CONFIG": "/nonexistent/idp.toml"}, "IDP_CONFIG"),
+        # bytes that are not UTF-8 (os.environ holds them as lone surrogates)
+        ({"IDP_SECRET_KEY": "\udcff" * 40}, "IDP_SECRET_KEY"),
+        ({"IDP_REDIS_PREFIX": "idp\udcff:"}, "IDP_REDIS_PREFIX"),
+        ({"IDP_SMTP_URL": "smtp://\udcff@mail.example.com:25"}, "IDP_SMTP_URL"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
