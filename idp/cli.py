@@ -7,6 +7,7 @@ wrong. ``--json`` makes a command that prints data print one JSON object.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -216,7 +217,7 @@ def user_create(
     verified (the operator vouches for it) unless --unverified is given."""
     if role is not None and organization is None:
         raise CommandError("--role needs --org")
-    password = sys.stdin.readline().rstrip("\r\n")
+    password = _stdin_line("password")
     if not password:
         raise CommandError("no password on standard input")
     settings = _settings()
@@ -572,7 +573,7 @@ def _sso_credential(
     if secret_stdin == bool(certificate_file or private_key_file):
         raise CommandError("give either --client-secret-stdin or --certificate with --private-key")
     if secret_stdin:
-        secret = sys.stdin.readline().rstrip("\r\n")
+        secret = _stdin_line("client secret")
         if not secret:
             raise CommandError("no client secret on standard input")
         return ClientSecret(secret)
@@ -712,6 +713,27 @@ def worker() -> None:
         build_worker(rt).run_forever(stop)
 
 
+def _stdin_line(what: str) -> str:
+    """The first line of standard input (a password, a secret) without its line break."""
+    try:
+        line = sys.stdin.readline()
+        line.encode("utf-8")  # a locale without UTF-8 hands undecodable bytes on as surrogates
+    except UnicodeError:
+        raise CommandError(f"the {what} on standard input is not UTF-8 text") from None
+    return line.rstrip("\r\n")
+
+
+def _not_utf8(args: list[str]) -> str | None:
+    """The first argument holding bytes that are not UTF-8 (Python keeps them as lone
+    surrogates, which failed later as "'utf-8' codec can't encode ..."), shown as its bytes."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return repr(os.fsencode(arg))[1:]
+    return None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else exc.__class__.__name__
@@ -719,6 +741,10 @@ def _first_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click's own errors also become one ``idp: ...`` line."""
+    bad = _not_utf8(sys.argv[1:] if argv is None else argv)
+    if bad is not None:
+        click.echo(f"idp: an argument is not UTF-8 text: {bad}", err=True)
+        sys.exit(2)
     try:
         cli.main(args=argv, prog_name="idp", standalone_mode=False)
     except click.exceptions.Abort:

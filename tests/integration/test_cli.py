@@ -255,3 +255,37 @@ def test_a_setting_that_is_not_utf8_stops_with_one_line_and_changes_nothing(
     env = idp_env(data_dir=str(data_dir), secret_key="\udcff" + SECRET_KEY)
     _one_line_error(run_idp("db", "upgrade", env=env), "IDP_SECRET_KEY: is not UTF-8 text")
     assert not (data_dir / "idp.sqlite3").exists()
+
+
+def test_bytes_that_are_not_utf8_get_one_line_and_write_nothing(
+    env: dict[str, str], database_url: str
+) -> None:
+    """An argument or a password with bytes that are not UTF-8 (a shell in a Latin-1 locale)
+    was refused with "'utf-8' codec can't encode character '\\udcff' ...", which says nothing
+    about which input was wrong; now the line names it and shows the bytes."""
+    import subprocess
+    import sys
+
+    from tests.services import ROOT
+
+    _one_line_error(
+        run_idp("user", "create", "\udcff@example.com", "--password-stdin", env=env,
+                stdin=PASSWORD + "\n"),
+        "an argument is not UTF-8 text: '\\xff@example.com'",
+    )
+    _one_line_error(run_idp("client", "show", "\udcff", env=env), "not UTF-8 text")
+    for locale in ("C", "C.UTF-8"):  # surrogates, or a decoding error, depending on the locale
+        raw = subprocess.run(
+            [sys.executable, "-m", "idp", "user", "create", "u@example.com", "--password-stdin"],
+            input=b"\xff" + PASSWORD.encode() + b"\n",
+            env={**env, "LC_ALL": locale},
+            capture_output=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        _one_line_error(
+            subprocess.CompletedProcess(raw.args, raw.returncode, "", raw.stderr.decode()),
+            "the password on standard input is not UTF-8 text",
+        )
+    assert _count(database_url, User) == 0
+    assert _count(database_url, Event) == 0
