@@ -289,3 +289,28 @@ def test_bytes_that_are_not_utf8_get_one_line_and_write_nothing(
         )
     assert _count(database_url, User) == 0
     assert _count(database_url, Event) == 0
+
+
+def test_a_database_that_never_answers_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    """A PostgreSQL address where something accepts the connection and never answers (a
+    wrong port, a hung server, a proxy without backend): libpq waited forever, and so did
+    every command (and the worker, and /readyz). Now it gives up after the connect timeout."""
+    import socket
+    import subprocess
+    import sys
+
+    from idp.db import CONNECT_TIMEOUT_SECONDS
+    from tests.services import ROOT
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes the handshake; nobody ever answers
+        port = silent.getsockname()[1]
+        env = idp_env(database_url=f"postgresql://postgres@127.0.0.1:{port}/x",
+                      data_dir=str(tmp_path), secret_key=SECRET_KEY)
+        result = subprocess.run(
+            [sys.executable, "-m", "idp", "org", "create", "Acme"],
+            env=env, capture_output=True, text=True, cwd=ROOT,
+            timeout=CONNECT_TIMEOUT_SECONDS + 30,
+        )
+    _one_line_error(result, "timeout")
