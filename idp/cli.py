@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from idp.accounts import AccountError, AccountService
@@ -34,13 +35,44 @@ class CommandError(click.ClickException):
     """A failure reported as one line: ``idp: <message>``."""
 
 
-def _settings() -> Settings:
+def _settings(*, creates_database: bool = False) -> Settings:
     """The settings, with the secret key (invented only for the embedded default database:
-    see :func:`idp.settings.ensure_secret_key`)."""
+    see :func:`idp.settings.ensure_secret_key`). Unless the command creates the database
+    (``serve``, ``db upgrade``), a SQLite file that does not exist is refused first: a command
+    run from the wrong directory left an empty database and a new secret key there."""
     try:
-        return ensure_secret_key(load_settings())
+        settings = load_settings()
+        if not creates_database:
+            _require_database_file(settings)
+        return ensure_secret_key(settings)
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
+
+
+_RUN_UPGRADE = "run `idp db upgrade` first"
+
+
+def _require_database_file(settings: Settings) -> None:
+    from idp.schema import missing_sqlite_file
+
+    path = missing_sqlite_file(settings.database_url)
+    if path is not None:
+        raise CommandError(
+            f"no database at {path} (IDP_DATABASE_URL, or IDP_DATA_DIR): {_RUN_UPGRADE}"
+        )
+
+
+def _require_current_schema(engine: Engine) -> None:
+    """Refuse, before anything is read or written, a database without this release's
+    migrations (it failed with "no such table: ..." or "column ... does not exist")."""
+    from idp.schema import schema_state
+
+    with engine.connect() as conn:
+        state = schema_state(conn)
+    if state != "ok":
+        raise CommandError(
+            f"the database schema is not up to date for this release: {_RUN_UPGRADE}"
+        )
 
 
 def _require_servers_key(keys: KeyService) -> None:
@@ -64,6 +96,7 @@ def _db(settings: Settings) -> Iterator[Session]:
 
     engine = make_engine(settings.database_url)
     try:
+        _require_current_schema(engine)
         with make_session_factory(engine)() as db:
             yield db
     finally:
@@ -105,7 +138,7 @@ def serve(host: str, port: int) -> None:
     """Run idp in one process (embedded default); upgrades an embedded database first."""
     from idp.server import serve as run_server
 
-    settings = _settings()
+    settings = _settings(creates_database=True)
     _check_can_listen(host, port)
     if settings.uses_embedded_database:
         _upgrade(settings)
@@ -148,7 +181,7 @@ def db_upgrade() -> None:
     """Bring the database schema up to date (and create the first signing keys)."""
     from idp.services import key_service_for
 
-    settings = _settings()
+    settings = _settings(creates_database=True)
     _upgrade(settings)
     with _db(settings) as session:
         keys = key_service_for(session, settings)
@@ -255,6 +288,7 @@ def user_create(
 def _runtime(settings: Settings) -> Iterator[Runtime]:
     rt = Runtime(settings)
     try:
+        _require_current_schema(rt.engine)
         yield rt
     finally:
         rt.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,57 @@ def test_a_database_that_never_answers_is_one_line_not_a_hang(tmp_path: Path) ->
             timeout=CONNECT_TIMEOUT_SECONDS + 30,
         )
     _one_line_error(result, "timeout")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def unmigrated_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database that exists but has never been migrated."""
+    if request.param == "sqlite":
+        import sqlite3
+
+        sqlite3.connect(tmp_path / "empty.sqlite3").close()
+        yield f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+        return
+    from tests.services import RUN_ID, create_postgres_database, drop_postgres_database
+
+    name = f"idp_test_{RUN_ID}_empty"
+    yield create_postgres_database(name)
+    drop_postgres_database(name)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["org", "create", "Acme"],
+        ["client", "list"],
+        ["keys", "rotate"],
+        ["user", "unlock", "a@example.com"],
+        ["outbox", "failed"],
+        ["worker"],
+    ],
+)
+def test_a_database_without_this_releases_migrations_is_one_line_naming_the_fix(
+    tmp_path: Path, unmigrated_database_url: str, redis_url: str, args: list[str]
+) -> None:
+    """Commands said "(sqlite3.OperationalError) no such table: organizations" (or
+    psycopg's "relation ... does not exist"), and the worker logged that traceback every
+    second forever; now each refuses at once and says what to run."""
+    env = idp_env(database_url=unmigrated_database_url, redis_url=redis_url,
+                  data_dir=str(tmp_path / "var"), secret_key=SECRET_KEY)
+    _one_line_error(
+        run_idp(*args, env=env),
+        "the database schema is not up to date for this release: run `idp db upgrade` first",
+    )
+
+
+def test_a_sqlite_file_that_does_not_exist_is_refused_and_not_created(tmp_path: Path) -> None:
+    """`idp user create` run from another directory than `idp serve` (the embedded default
+    is ./var) left an empty ./var/idp.sqlite3 and a new ./var/secret_key there, and said
+    "no such table: users"."""
+    data_dir = tmp_path / "var"
+    env = idp_env(data_dir=str(data_dir))
+    result = run_idp("user", "create", "a@example.com", "--password-stdin", env=env,
+                     stdin=PASSWORD + "\n")
+    _one_line_error(result, f"no database at {data_dir / 'idp.sqlite3'}")
+    assert "run `idp db upgrade` first" in result.stderr
+    assert not data_dir.exists()
