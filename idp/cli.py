@@ -285,8 +285,11 @@ def user_create(
 
 
 @contextmanager
-def _runtime(settings: Settings) -> Iterator[Runtime]:
-    rt = Runtime(settings)
+def _runtime(settings: Settings, *, one_shot: bool = True) -> Iterator[Runtime]:
+    """The collaborators of a command that needs the store. A one-shot command says nothing
+    about an in-process store: its warning was a second stderr line after every error (and
+    noise on success), and the lockout a command lifts lives in the database anyway."""
+    rt = Runtime(settings, one_shot=one_shot)
     try:
         _require_current_schema(rt.engine)
         yield rt
@@ -742,7 +745,7 @@ def worker() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with _runtime(_settings()) as rt:
+    with _runtime(_settings(), one_shot=False) as rt:
         click.echo("idp worker: delivering the outbox", err=True)
         build_worker(rt).run_forever(stop)
 

@@ -369,3 +369,18 @@ def test_a_sqlite_file_that_does_not_exist_is_refused_and_not_created(tmp_path: 
     _one_line_error(result, f"no database at {data_dir / 'idp.sqlite3'}")
     assert "run `idp db upgrade` first" in result.stderr
     assert not data_dir.exists()
+
+
+def test_unlock_and_reset_2fa_say_one_line_without_redis(env: dict[str, str]) -> None:
+    """Without IDP_REDIS_URL (the embedded default) `idp user unlock` and `idp user reset-2fa`
+    printed the server's "using an in-process store, correct for one process only" warning
+    before their own line: two lines for an error, and stderr noise on success."""
+    assert "IDP_REDIS_URL" not in env
+    assert run_idp("user", "create", "a@example.com", "--password-stdin", env=env,
+                   stdin=PASSWORD + "\n").returncode == 0
+    for command in ("unlock", "reset-2fa"):
+        _one_line_error(run_idp("user", command, "nobody@example.com", env=env),
+                        "no user with email nobody@example.com")
+        done = run_idp("user", command, "a@example.com", env=env)
+        assert done.returncode == 0 and done.stdout.strip(), done.stderr
+        assert done.stderr == ""
