@@ -186,3 +186,23 @@ def test_gunicorn_workers_share_sessions_and_their_ending(
     replay.cookies.set("idp_session", stolen_cookie)
     for _ in range(12):  # ended for every worker at once
         assert replay.get(base + "/account", timeout=5, allow_redirects=False).status_code == 303
+
+
+def test_embedded_serve_writes_nothing_in_the_home_directory(tmp_path: Path) -> None:
+    """gunicorn's control socket went to ~/.gunicorn/gunicorn.ctl: two `idp serve` on one
+    machine (two data dirs, two ports) shared that path, and stopping either deleted the
+    socket of the other."""
+    home = tmp_path / "home"
+    home.mkdir()
+    port = services.free_port()
+    env = {**services.idp_env(data_dir=str(tmp_path / "var"),
+                              issuer=f"http://127.0.0.1:{port}"), "HOME": str(home)}
+    with services.running_server(
+        [sys.executable, "-m", "idp", "serve", "--port", str(port)],
+        env,
+        port,
+        tmp_path / "serve.log",
+    ) as base:
+        assert requests.get(base + "/healthz", timeout=5).status_code == 200
+        assert list(home.iterdir()) == []
+    assert "Control socket" not in (tmp_path / "serve.log").read_text()
