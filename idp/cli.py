@@ -689,7 +689,7 @@ def outbox_failed(as_json: bool) -> None:
 
 
 @outbox_group.command("retry")
-@click.argument("ids", nargs=-1, type=click.IntRange(min=1))
+@click.argument("ids", nargs=-1, type=click.IntRange(min=1, max=2**63 - 1))  # BIGINT ids
 @click.option("--all", "every", is_flag=True, help="Every item that failed for good.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def outbox_retry(ids: tuple[int, ...], every: bool, as_json: bool) -> None:

@@ -106,9 +106,12 @@ def test_retrying_an_item_that_did_not_fail_changes_nothing(
     assert _state(database_url) == before
 
 
-@pytest.mark.parametrize("args", [[], ["--all", "1"], ["0"], ["x"]])
+@pytest.mark.parametrize("args", [[], ["--all", "1"], ["0"], ["x"], [str(2**63)]])
 def test_retry_needs_ids_or_all(env: dict[str, str], args: list[str]) -> None:
     result = run_idp("outbox", "retry", *args, env=env)
     assert result.returncode != 0
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("idp: ")
+    # an id beyond BIGINT said "Python int too large to convert to SQLite INTEGER" or
+    # "(psycopg.errors.NumericValueOutOfRange) bigint out of range"
+    assert "too large" not in line and "out of range" not in line
