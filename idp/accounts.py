@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
@@ -64,9 +65,17 @@ def normalize_email(email: str) -> str:
 
 def validate_email(email: str) -> str:
     email = email.strip()
-    if len(email) > 254 or not _EMAIL.match(email):
+    if len(email) > 254 or not _EMAIL.match(email) or _has_invisible(email):
         raise AccountError(f"not a valid email address: {email!r}")
     return email
+
+
+def _has_invisible(email: str) -> bool:
+    """Whether ``email`` holds a character that draws nothing or is no character at all
+    (Unicode Cc, Cf, Co, Cs, Cn: C1 controls, zero-width space, bidirectional overrides, byte
+    order mark, lone surrogates ...): such an address looks like another account's in every
+    list and mail, and no mail system delivers to it."""
+    return any(unicodedata.category(c).startswith("C") for c in email)
 
 
 def _validate_name(label: str, value: str) -> str:

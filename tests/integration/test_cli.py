@@ -75,6 +75,11 @@ def test_org_and_user_creation(env: dict[str, str], database_url: str) -> None:
     ("args", "stdin", "message"),
     [
         (["user", "create", "not-an-email", "--password-stdin"], PASSWORD, "not a valid email"),
+        (  # looks like alice@example.com
+            ["user", "create", "alice\u200b@example.com", "--password-stdin"],
+            PASSWORD,
+            "not a valid email",
+        ),
         (
             ["user", "create", "a@example.com", "--password-stdin", "--org", "Nope"],
             PASSWORD,

@@ -37,6 +37,13 @@ def test_ordinary_addresses_are_accepted(address: str) -> None:
         "alice@-example.com",
         "alice@example..com",
         "x" * 65 + "@example.com",
+        # characters that draw nothing: the address looks like alice@example.com's
+        "alice\u200b@example.com",  # zero-width space
+        "ecila\u202e@example.com",  # right-to-left override
+        "\ufeffalice@example.com",  # byte order mark
+        "alice\x9b@example.com",  # C1 control
+        "alice\ue000@example.com",  # private use
+        "\udcffalice@example.com",  # a byte that was not UTF-8
     ],
 )
 def test_addresses_mail_cannot_go_to_are_refused(address: str) -> None:
