@@ -495,7 +495,7 @@ def sso() -> None:
 
 
 @sso.command("link")
-@click.argument("organization")
+@click.argument("organization", metavar="ORG")
 @click.option("--tenant-id", required=True, help="Entra tenant GUID (or a verified domain).")
 @click.option("--client-id", required=True, help="Application (client) id of the app.")
 @click.option(

@@ -389,3 +389,26 @@ def test_unlock_and_reset_2fa_say_one_line_without_redis(env: dict[str, str]) ->
         done = run_idp("user", command, "a@example.com", env=env)
         assert done.returncode == 0 and done.stdout.strip(), done.stderr
         assert done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "usage"),
+    [
+        (["serve"], "idp serve [OPTIONS]"),
+        (["db", "upgrade"], "idp db upgrade [OPTIONS]"),
+        (["org", "create"], "idp org create [OPTIONS] NAME"),
+        (["user", "create"], "idp user create [OPTIONS] EMAIL"),
+        (["user", "unlock"], "idp user unlock [OPTIONS] EMAIL"),
+        (["client", "create"], "idp client create [OPTIONS] NAME"),
+        (["keys", "rotate"], "idp keys rotate [OPTIONS]"),
+        (["sso", "link"], "idp sso link [OPTIONS] ORG"),  # was ORGANIZATION
+        (["worker"], "idp worker [OPTIONS]"),
+    ],
+)
+def test_help_names_the_arguments_as_the_contract_does(
+    tmp_path: Path, args: list[str], usage: str
+) -> None:
+    result = run_idp(*args, "--help", env=idp_env(data_dir=str(tmp_path / "var")))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"Usage: {usage}"
+    assert not (tmp_path / "var").exists()  # --help touches nothing
