@@ -140,9 +140,34 @@ def serve(host: str, port: int) -> None:
 
     settings = _settings(creates_database=True)
     _check_can_listen(host, port)
+    mismatch = _issuer_elsewhere(settings.issuer, port)
+    if mismatch:
+        click.echo(f"idp serve: {mismatch}", err=True)
     if settings.uses_embedded_database:
         _upgrade(settings)
     run_server(settings, host, port)
+
+
+def _issuer_elsewhere(issuer: str, port: int) -> str | None:
+    """A warning when IDP_ISSUER is on this machine but on another port than the one served
+    (`idp serve --port 8080` with the default issuer): sign-in works, but discovery, every
+    protocol endpoint relying services are told of and mailed links point at the issuer's
+    port. Not refused: a local proxy on the issuer's port may forward to this one."""
+    from urllib.parse import urlsplit
+
+    from idp.net import is_loopback
+
+    parts = urlsplit(issuer)
+    issuer_port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not is_loopback(parts.hostname or "") or issuer_port == port:
+        return None
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return (
+        f"IDP_ISSUER is {issuer} but this server listens on port {port}: OpenID Connect "
+        f"discovery, tokens and mailed links point at port {issuer_port} (set IDP_ISSUER="
+        f"{parts.scheme}://{host}:{port} unless a proxy there forwards here)"
+    )
 
 
 def _check_can_listen(host: str, port: int) -> None:

@@ -205,4 +205,27 @@ def test_embedded_serve_writes_nothing_in_the_home_directory(tmp_path: Path) -> 
     ) as base:
         assert requests.get(base + "/healthz", timeout=5).status_code == 200
         assert list(home.iterdir()) == []
-    assert "Control socket" not in (tmp_path / "serve.log").read_text()
+    log = (tmp_path / "serve.log").read_text()
+    assert "Control socket" not in log
+    assert "IDP_ISSUER is" not in log  # the issuer names the port served
+
+
+def test_embedded_serve_on_another_port_than_the_issuers_says_so(tmp_path: Path) -> None:
+    """`idp serve --port 8080` (scripts/run suggests it) with the default issuer
+    http://127.0.0.1:8000 signed people in, while discovery, every endpoint relying services
+    use and mailed links pointed at port 8000, without a word."""
+    port = services.free_port()
+    env = services.idp_env(data_dir=str(tmp_path / "var"))  # the default issuer
+    with services.running_server(
+        [sys.executable, "-m", "idp", "serve", "--port", str(port)],
+        env,
+        port,
+        tmp_path / "serve.log",
+    ) as base:
+        discovery = requests.get(base + "/.well-known/openid-configuration", timeout=5).json()
+        assert discovery["issuer"] == "http://127.0.0.1:8000"  # the setting, as the contract says
+    assert (
+        f"idp serve: IDP_ISSUER is http://127.0.0.1:8000 but this server listens on port {port}"
+        f": OpenID Connect discovery, tokens and mailed links point at port 8000 (set "
+        f"IDP_ISSUER=http://127.0.0.1:{port} unless a proxy there forwards here)"
+    ) in (tmp_path / "serve.log").read_text()
