@@ -73,11 +73,14 @@ def _ping_if_idle(engine: Engine) -> Any:
 CONNECT_TIMEOUT_SECONDS = 10
 
 
-def _connect_timeout(url: URL) -> dict[str, Any]:
-    """libpq's own default is to wait as long as TCP does: minutes for a host that drops
-    packets, forever for one that accepts and never answers; every ``idp`` command, the
-    worker and ``/readyz`` then hung instead of saying the database does not answer."""
-    return {} if "connect_timeout" in url.query else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+def connect_timeout_args(url: URL) -> dict[str, Any]:
+    """The ``connect_args`` of every PostgreSQL engine (also the migrations'). libpq's own
+    default is to wait as long as TCP does: minutes for a host that drops packets, forever for
+    one that accepts and never answers; every ``idp`` command, ``idp db upgrade``, the worker
+    and ``/readyz`` then hung instead of saying the database does not answer."""
+    if url.get_backend_name() != "postgresql" or "connect_timeout" in url.query:
+        return {}
+    return {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
 
 
 def make_engine(database_url: str) -> Engine:
@@ -98,7 +101,7 @@ def make_engine(database_url: str) -> Engine:
         pool_size=10,
         max_overflow=10,
         hide_parameters=True,
-        connect_args=_connect_timeout(url),
+        connect_args=connect_timeout_args(url),
     )
     event.listen(engine, "checkin", _remember_checkin)
     event.listen(engine, "checkout", _ping_if_idle(engine))

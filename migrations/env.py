@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
+from sqlalchemy.engine import make_url
 
 import idp.models
-from idp.db import _sqlite_pragmas
+from idp.db import _sqlite_pragmas, connect_timeout_args
 
 config = context.config
 target_metadata = idp.models.Base.metadata
@@ -17,6 +18,7 @@ def run_migrations_online() -> None:
         config.get_section(config.config_ini_section, {}),
         prefix="sqlalchemy.",
         poolclass=pool.NullPool,
+        connect_args=connect_timeout_args(make_url(config.get_main_option("sqlalchemy.url"))),
     )
     if engine.dialect.name == "sqlite":
         from sqlalchemy import event

@@ -297,7 +297,10 @@ def test_bytes_that_are_not_utf8_get_one_line_and_write_nothing(
     assert _count(database_url, Event) == 0
 
 
-def test_a_database_that_never_answers_is_one_line_not_a_hang(tmp_path: Path) -> None:
+@pytest.mark.parametrize("args", [["org", "create", "Acme"], ["db", "upgrade"]])
+def test_a_database_that_never_answers_is_one_line_not_a_hang(
+    tmp_path: Path, args: list[str]
+) -> None:
     """A PostgreSQL address where something accepts the connection and never answers (a
     wrong port, a hung server, a proxy without backend): libpq waited forever, and so did
     every command (and the worker, and /readyz). Now it gives up after the connect timeout."""
@@ -315,7 +318,7 @@ def test_a_database_that_never_answers_is_one_line_not_a_hang(tmp_path: Path) ->
         env = idp_env(database_url=f"postgresql://postgres@127.0.0.1:{port}/x",
                       data_dir=str(tmp_path), secret_key=SECRET_KEY)
         result = subprocess.run(
-            [sys.executable, "-m", "idp", "org", "create", "Acme"],
+            [sys.executable, "-m", "idp", *args],
             env=env, capture_output=True, text=True, cwd=ROOT,
             timeout=CONNECT_TIMEOUT_SECONDS + 30,
         )
