@@ -391,17 +391,24 @@ def ensure_secret_key(settings: Settings) -> Settings:
     if settings.secret_key:
         return settings
     path = Path(settings.data_dir) / "secret_key"
-    try:
+    if path.parent.exists() and not path.parent.is_dir():
+        raise SettingsError("data_dir", f"{path.parent} is not a directory")
+    try:  # every failure names the setting (a data dir that is a file was a bare "Errno 20")
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(48))
-        key = path.read_text().strip()
-    except FileExistsError:  # another process generated it first
+            _create_secret_key(path)
         key = path.read_text().strip()
     except OSError as exc:
         raise SettingsError("data_dir", f"cannot keep the secret key in {path}: {exc}") from None
     if len(key) < 32:
         raise SettingsError("secret_key", f"{path} holds a key shorter than 32 characters")
     return dataclasses.replace(settings, secret_key=key)
+
+
+def _create_secret_key(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process generated it first
+        return
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(48))

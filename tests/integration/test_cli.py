@@ -415,3 +415,17 @@ def test_help_names_the_arguments_as_the_contract_does(
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == f"Usage: {usage}"
     assert not (tmp_path / "var").exists()  # --help touches nothing
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_data_dir_that_is_a_file_is_one_line_naming_the_setting(
+    tmp_path: Path, below: str
+) -> None:
+    """IDP_DATA_DIR naming a file (or a path under one) said "[Errno 20] Not a directory:
+    '.../secret_key'", naming no setting."""
+    a_file = tmp_path / "var"
+    a_file.write_text("")
+    env = idp_env(data_dir=str(a_file / below if below else a_file))
+    for args in (["db", "upgrade"], ["serve", "--port", "1"]):
+        _one_line_error(run_idp(*args, env=env), "IDP_DATA_DIR: ")
+    assert a_file.read_text() == ""
