@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import Engine, engine_from_config, event, pool
 from sqlalchemy.engine import make_url
 
 import idp.models
@@ -20,20 +22,39 @@ def run_migrations_online() -> None:
         poolclass=pool.NullPool,
         connect_args=connect_timeout_args(make_url(config.get_main_option("sqlalchemy.url"))),
     )
-    if engine.dialect.name == "sqlite":
-        from sqlalchemy import event
-
-        event.listen(engine, "connect", _sqlite_pragmas)
+    sqlite = engine.dialect.name == "sqlite"
+    if sqlite:
+        _transactional_ddl_on_sqlite(engine)
     with engine.connect() as connection:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
+            render_as_batch=sqlite,
             compare_type=True,
+            transactional_ddl=True,  # all migrations or none (on SQLite too: below)
         )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
+
+
+def _transactional_ddl_on_sqlite(engine: Engine) -> None:
+    """SQLite can roll back DDL, but Python's sqlite3 module begins a transaction only before
+    INSERT/UPDATE/DELETE, so every CREATE, ALTER and DROP was committed on its own: an upgrade
+    stopped midway (Ctrl-C at the first `idp serve`) left tables without their revision in
+    alembic_version, and every later upgrade failed ("table events already exists"). Here
+    SQLAlchemy's BEGIN is sent as is (SQLAlchemy's documented pysqlite recipe), so the whole
+    upgrade is one transaction."""
+
+    def connect(dbapi_connection: Any, record: Any) -> None:
+        _sqlite_pragmas(dbapi_connection, record)  # journal mode: outside any transaction
+        dbapi_connection.isolation_level = None  # sqlite3 no longer BEGINs or COMMITs itself
+
+    def begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    event.listen(engine, "connect", connect)
+    event.listen(engine, "begin", begin)
 
 
 run_migrations_online()
