@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from alembic import context
-from sqlalchemy import Engine, engine_from_config, event, pool
+from sqlalchemy import Connection, Engine, engine_from_config, event, pool
 from sqlalchemy.engine import make_url
 
 import idp.models
@@ -35,6 +35,8 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+            if sqlite:
+                _check_foreign_keys(connection)
     engine.dispose()
 
 
@@ -49,12 +51,24 @@ def _transactional_ddl_on_sqlite(engine: Engine) -> None:
     def connect(dbapi_connection: Any, record: Any) -> None:
         _sqlite_pragmas(dbapi_connection, record)  # journal mode: outside any transaction
         dbapi_connection.isolation_level = None  # sqlite3 no longer BEGINs or COMMITs itself
+        # Batch migrations re-create a table (copy, DROP, rename): with foreign keys on, the
+        # DROP of `users` deleted, ON DELETE CASCADE, every membership, device, session,
+        # refresh token, consent, SSO identity and recovery code. Off during the upgrade, as
+        # Alembic's batch documentation asks; _check_foreign_keys verifies them at the end.
+        dbapi_connection.execute("PRAGMA foreign_keys=OFF")
 
     def begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN")
 
     event.listen(engine, "connect", connect)
     event.listen(engine, "begin", begin)
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    """Refuse (rolling the whole upgrade back) a migration that left a dangling reference."""
+    dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if dangling:
+        raise RuntimeError(f"foreign keys broken by the migration: {dangling[:3]}")
 
 
 run_migrations_online()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, event, inspect
+from sqlalchemy import Engine, event, inspect, text
 
 from idp.db import make_engine
 from idp.migrate import upgrade
@@ -52,4 +52,40 @@ def test_an_upgrade_stopped_midway_leaves_nothing_behind_on_sqlite(tmp_path: Pat
     engine = make_engine(url)
     with engine.connect() as conn:
         assert "users" in inspect(conn).get_table_names()
+    engine.dispose()
+
+
+def test_upgrading_a_sqlite_database_keeps_the_rows_that_refer_to_accounts(
+    tmp_path: Path,
+) -> None:
+    """The migrations that add a column to `users` re-create the table on SQLite (copy, DROP,
+    rename); with foreign keys on, the DROP deleted, ON DELETE CASCADE, every membership (and
+    device, session, refresh token, consent, SSO identity, recovery code) of an embedded
+    database that `idp serve` or `idp db upgrade` brought past 0010: organizations lost all
+    their members."""
+    url = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
+    upgrade(url, "0006")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO users (id, email, email_normalized, email_verified, first_name,"
+            " last_name, password_hash, created_at, lockout_threshold, alert_on_success,"
+            " alert_on_failure) VALUES ('u1', 'a@example.com', 'a@example.com', 1, 'A', 'B',"
+            " 'x', '2026-01-01', 10, 'new_device', 1)"
+        ))
+        conn.execute(text(
+            "INSERT INTO organizations (id, name, created_at) VALUES ('o1', 'Acme', '2026-01-01')"
+        ))
+        conn.execute(text(
+            "INSERT INTO memberships (id, user_id, organization_id, role, created_at)"
+            " VALUES ('m1', 'u1', 'o1', 'owner', '2026-01-01')"
+        ))
+    engine.dispose()
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT user_id, role FROM memberships")).all() == [
+            ("u1", "owner")
+        ]
+        assert conn.execute(text("SELECT email FROM users")).scalars().all() == ["a@example.com"]
     engine.dispose()
