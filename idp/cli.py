@@ -776,13 +776,30 @@ def worker() -> None:
 
 
 def _stdin_line(what: str) -> str:
-    """The first line of standard input (a password, a secret) without its line break."""
+    """The first line of standard input (a password, a secret) without its line break. Typed
+    at a terminal, it is asked for and not shown (the terminal echoed it in the clear)."""
     try:
-        line = sys.stdin.readline()
+        line = _read_unechoed(what) if sys.stdin.isatty() else sys.stdin.readline()
         line.encode("utf-8")  # a locale without UTF-8 hands undecodable bytes on as surrogates
     except UnicodeError:
         raise CommandError(f"the {what} on standard input is not UTF-8 text") from None
     return line.rstrip("\r\n")
+
+
+def _read_unechoed(what: str) -> str:
+    import termios
+
+    fd = sys.stdin.fileno()
+    before = termios.tcgetattr(fd)
+    quiet = list(before)
+    quiet[3] &= ~termios.ECHO  # local modes
+    click.echo(f"{what[0].upper()}{what[1:]} (not shown): ", err=True, nl=False)
+    termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+    try:
+        return sys.stdin.readline()
+    finally:  # also on Ctrl-C: the terminal echoes again
+        termios.tcsetattr(fd, termios.TCSAFLUSH, before)
+        click.echo(err=True)
 
 
 def _not_utf8(args: list[str]) -> str | None:

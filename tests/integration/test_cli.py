@@ -429,3 +429,48 @@ def test_a_data_dir_that_is_a_file_is_one_line_naming_the_setting(
     for args in (["db", "upgrade"], ["serve", "--port", "1"]):
         _one_line_error(run_idp(*args, env=env), "IDP_DATA_DIR: ")
     assert a_file.read_text() == ""
+
+
+def test_a_password_typed_at_a_terminal_is_not_shown(
+    env: dict[str, str], database_url: str
+) -> None:
+    """`idp user create EMAIL --password-stdin` run at a terminal waited silently while the
+    terminal echoed the password in the clear as it was typed; now it asks on stderr and
+    turns the echo off (a pipe, the scripted way, is read as before)."""
+    import os
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from tests.services import ROOT
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "idp", "user", "create", "a@example.com", "--password-stdin"],
+        stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
+    )
+    os.close(slave)
+    try:
+        asked = b""
+        deadline = time.monotonic() + 30
+        while b"(not shown): " not in asked and time.monotonic() < deadline:
+            assert proc.stderr is not None
+            if select.select([proc.stderr], [], [], 0.5)[0]:
+                asked += os.read(proc.stderr.fileno(), 1024)
+        assert asked == b"Password (not shown): "
+        os.write(master, PASSWORD.encode() + b"\n")
+        out, err = proc.communicate(timeout=60)
+        echoed = b""
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                echoed += os.read(master, 1024)
+            except OSError:  # the child closed the terminal
+                break
+    finally:
+        proc.kill()
+        os.close(master)
+    assert proc.returncode == 0, err
+    assert len(out.strip()) == 36  # the user id
+    assert PASSWORD.encode() not in echoed
+    assert _count(database_url, User) == 1
