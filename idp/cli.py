@@ -198,7 +198,7 @@ def _upgrade(settings: Settings) -> None:
     try:
         upgrade(settings.database_url)
     except Exception as exc:
-        raise CommandError(f"database upgrade failed: {_first_line(exc)}") from None
+        raise CommandError(f"database upgrade failed: {_describe(exc)}") from None
 
 
 @db.command("upgrade")
@@ -818,6 +818,19 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else exc.__class__.__name__
 
 
+def _describe(exc: BaseException) -> str:
+    """One line saying what failed: a database or store error says so, in the driver's words
+    (SQLAlchemy's "(psycopg.OperationalError) ..." named a Python class instead)."""
+    import redis
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return f"database error: {_first_line(exc.orig)}"
+    if isinstance(exc, redis.RedisError):
+        return f"store (IDP_REDIS_URL) error: {_first_line(exc)}"
+    return _first_line(exc)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click's own errors also become one ``idp: ...`` line."""
     bad = _not_utf8(sys.argv[1:] if argv is None else argv)
@@ -833,5 +846,5 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"idp: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code if exc.exit_code else 1)
     except Exception as exc:  # e.g. database unreachable: one line, never a traceback
-        click.echo(f"idp: {_first_line(exc)}", err=True)
+        click.echo(f"idp: {_describe(exc)}", err=True)
         sys.exit(1)
