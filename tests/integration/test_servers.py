@@ -63,6 +63,10 @@ def test_embedded_serve_signs_in_on_sqlite_and_in_process_store(tmp_path: Path) 
         assert made.returncode == 0, made.stderr
         browser = _sign_in(base)
         assert "alice@example.com" in browser.get(base + "/account", timeout=5).text
+        # The database holds password hashes: owner only, like the key (it was 0644), and
+        # SQLite gives its write-ahead log the same mode.
+        for name in ("idp.sqlite3", "idp.sqlite3-wal"):
+            assert stat.S_IMODE(os.stat(data_dir / name).st_mode) == 0o600, name
     assert (data_dir / "idp.sqlite3").exists()
     assert stat.S_IMODE(os.stat(data_dir / "secret_key").st_mode) == 0o600
     log = (tmp_path / "serve.log").read_text()
