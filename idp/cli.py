@@ -62,13 +62,22 @@ def _require_database_file(settings: Settings) -> None:
         )
 
 
-def _require_current_schema(engine: Engine) -> None:
+def _require_current_schema(engine: Engine, *, unreachable_ok: bool = False) -> None:
     """Refuse, before anything is read or written, a database without this release's
-    migrations (it failed with "no such table: ..." or "column ... does not exist")."""
+    migrations (it failed with "no such table: ..." or "column ... does not exist").
+    ``unreachable_ok``: a database that does not answer yet is let through (the worker
+    retries until it does)."""
+    from sqlalchemy.exc import OperationalError
+
     from idp.schema import schema_state
 
-    with engine.connect() as conn:
-        state = schema_state(conn)
+    try:
+        with engine.connect() as conn:
+            state = schema_state(conn)
+    except OperationalError:
+        if unreachable_ok:
+            return
+        raise
     if state != "ok":
         raise CommandError(
             f"the database schema is not up to date for this release: {_RUN_UPGRADE}"
@@ -316,7 +325,7 @@ def _runtime(settings: Settings, *, one_shot: bool = True) -> Iterator[Runtime]:
     noise on success), and the lockout a command lifts lives in the database anyway."""
     rt = Runtime(settings, one_shot=one_shot)
     try:
-        _require_current_schema(rt.engine)
+        _require_current_schema(rt.engine, unreachable_ok=not one_shot)
         yield rt
     finally:
         rt.close()

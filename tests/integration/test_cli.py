@@ -478,3 +478,24 @@ def test_a_password_typed_at_a_terminal_is_not_shown(
     assert len(out.strip()) == 36  # the user id
     assert PASSWORD.encode() not in echoed
     assert _count(database_url, User) == 1
+
+
+def test_the_worker_started_before_its_database_waits_for_it(tmp_path: Path) -> None:
+    """The schema check at start must not turn a database that is still down (a boot order,
+    a failover) into a worker that exits: it keeps retrying, as it always did."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.services import ROOT, free_port
+
+    env = idp_env(database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+                  data_dir=str(tmp_path), secret_key=SECRET_KEY)
+    worker = subprocess.Popen([sys.executable, "-m", "idp", "worker"], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(4)
+        assert worker.poll() is None
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
