@@ -124,6 +124,9 @@ def _read_toml(path: Path, name: str) -> dict[str, Any]:
         raise SettingsError(name, f"file not found: {path}") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(name, f"cannot read {path}: {exc}") from None
+    except UnicodeDecodeError as exc:  # it escaped as "'utf-8' codec can't decode byte ..."
+        raise SettingsError(name, f"cannot read {path}: not UTF-8 text ({exc.reason} "
+                            f"at byte {exc.start})") from None
 
 
 _TRUE = ("true", "1", "yes", "on")

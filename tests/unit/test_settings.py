@@ -147,6 +147,18 @@ def test_a_bad_url_never_prints_its_password(name: str, url: str) -> None:
     assert "s3cr" not in message and "w0rd" not in message
 
 
+def test_a_config_file_that_is_not_utf8_names_it(tmp_path: Path) -> None:
+    """It escaped as "'utf-8' codec can't decode byte 0xff ...", naming neither the
+    setting nor the file."""
+    config = tmp_path / "idp.toml"
+    config.write_bytes(b'mail_from = "\xff@example.com"\n')
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={"IDP_CONFIG": str(config)})
+    assert str(info.value) == (
+        f"IDP_CONFIG: cannot read {config}: not UTF-8 text (invalid start byte at byte 13)"
+    )
+
+
 def test_unknown_key_in_config_file_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "idp.toml"
     config.write_text('isuer = "https://typo.example.com"\n')
