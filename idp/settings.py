@@ -403,6 +403,8 @@ def ensure_secret_key(settings: Settings) -> Settings:
         key = path.read_text().strip()
     except OSError as exc:
         raise SettingsError("data_dir", f"cannot keep the secret key in {path}: {exc}") from None
+    except UnicodeDecodeError:  # a key file written by hand: it escaped as a codec error
+        raise SettingsError("secret_key", f"{path} does not hold UTF-8 text") from None
     if len(key) < 32:
         raise SettingsError("secret_key", f"{path} holds a key shorter than 32 characters")
     return dataclasses.replace(settings, secret_key=key)

@@ -182,6 +182,17 @@ def test_secret_key_is_generated_once_with_private_permissions(tmp_path: Path) -
     assert mode == 0o600
 
 
+def test_a_key_file_that_is_not_utf8_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "secret_key").write_bytes(b"\xff" * 48)
+    s = load_settings(environ={"IDP_DATA_DIR": str(tmp_path / "var")})
+    with pytest.raises(SettingsError) as info:
+        ensure_secret_key(s)
+    assert str(info.value) == (
+        f"IDP_SECRET_KEY: {tmp_path / 'var' / 'secret_key'} does not hold UTF-8 text"
+    )
+
+
 def test_given_secret_key_is_used_as_is(tmp_path: Path) -> None:
     key = "k" * 40
     s = ensure_secret_key(
