@@ -60,11 +60,14 @@ def memberships_of(db: Session, user: User) -> list[Membership]:
 
 
 def normalize_email(email: str) -> str:
-    return email.strip().lower()
+    """The form addresses are compared in: trimmed, in Unicode NFC (the same letters typed
+    on another system, "ö" as o + combining diaeresis, are one address), in lower case."""
+    return unicodedata.normalize("NFC", email.strip()).lower()
 
 
 def validate_email(email: str) -> str:
-    email = email.strip()
+    """``email`` trimmed and in NFC, as it is stored and mailed; AccountError if malformed."""
+    email = unicodedata.normalize("NFC", email.strip())
     if len(email) > 254 or not _EMAIL.match(email) or _has_invisible(email):
         raise AccountError(f"not a valid email address: {email!r}")
     return email

@@ -147,6 +147,15 @@ def test_duplicates_are_refused_case_insensitively(env: dict[str, str], database
     )
     assert _count(database_url, User) == 1
     assert _count(database_url, Organization) == 1
+    # the same letters composed otherwise (o + combining diaeresis) are the same address
+    assert run_idp("user", "create", "j\u00f6rg@example.de", "--password-stdin", env=env,
+                   stdin=PASSWORD + "\n").returncode == 0
+    _one_line_error(
+        run_idp("user", "create", "jo\u0308rg@example.de", "--password-stdin", env=env,
+                stdin=PASSWORD + "\n"),
+        "already exists",
+    )
+    assert _count(database_url, User) == 2
 
 
 def test_bad_setting_stops_with_one_line_naming_it(env: dict[str, str]) -> None:
