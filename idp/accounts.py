@@ -12,7 +12,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from idp.events import EventTag, by_operator, record_event
 from idp.models import Membership, Organization, Role, User
-from idp.names import PERSON_NAME_MAX, UnusableName, clean_name
+from idp.names import PERSON_NAME_MAX, UnusableName, clean_name, name_key
 from idp.security.passwords import PasswordService
 
 # Pragmatic address check (RFC 5321 limits): one @, no spaces, a dotted domain, and none of
@@ -103,7 +103,7 @@ class AccountService:
 
     def find_organization(self, name: str) -> Organization | None:
         return self.db.scalar(
-            select(Organization).where(func.lower(Organization.name) == name.strip().lower())
+            select(Organization).where(func.lower(Organization.name) == name_key(name))
         )
 
     def create_organization(self, name: str) -> Organization:

@@ -215,6 +215,14 @@ def test_org_names_are_normalized_like_the_web_form(env: dict[str, str]) -> None
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["name"] == "Acme Corp"
     _one_line_error(run_idp("org", "create", "ACME CORP", env=env), "already exists")
+    # "Café" with a combining accent made a second organization that looked the same, and
+    # --org found a name only as typed (two spaces did not find "Acme Corp")
+    assert run_idp("org", "create", "Caf\u00e9", env=env).returncode == 0
+    _one_line_error(run_idp("org", "create", "Cafe\u0301", env=env), "already exists")
+    for org in ("cafe\u0301", "acme  corp"):
+        joined = run_idp("user", "create", f"{len(org)}@example.com", "--password-stdin",
+                         "--org", org, env=env, stdin=PASSWORD + "\n")
+        assert joined.returncode == 0, joined.stderr
 
 
 def test_an_unverified_user_and_its_verification_mail_are_one_transaction(
