@@ -265,6 +265,12 @@ def _validate(v: dict[str, Any]) -> Settings:
         raise SettingsError("database_url", "has a port outside 1-65535")
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise SettingsError("database_url", "must be a sqlite:// or postgresql:// URL")
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        # Each connection had a database of its own: `idp db upgrade` said "up to date" and
+        # every command then found no tables; a server lost everything at each restart.
+        raise SettingsError(
+            "database_url", "must name a SQLite file (sqlite:////path/idp.sqlite3), not memory"
+        )
 
     sentinel = v["redis_url"].startswith("redis+sentinel://")
     if (

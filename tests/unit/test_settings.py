@@ -86,6 +86,8 @@ def test_environment_overrides_config_file_which_overrides_defaults(tmp_path: Pa
         ({"IDP_ACCESS_TOKEN_ALG": "none"}, "IDP_ACCESS_TOKEN_ALG"),
         ({"IDP_ENTRA_AUTHORITY": "login.microsoftonline.com"}, "IDP_ENTRA_AUTHORITY"),
         ({"IDP_CONFIG": "/nonexistent/idp.toml"}, "IDP_CONFIG"),
+        ({"IDP_DATABASE_URL": "sqlite://"}, "IDP_DATABASE_URL"),  # in memory: keeps nothing
+        ({"IDP_DATABASE_URL": "sqlite:///:memory:"}, "IDP_DATABASE_URL"),
         # bytes that are not UTF-8 (os.environ holds them as lone surrogates)
         ({"IDP_SECRET_KEY": "\udcff" * 40}, "IDP_SECRET_KEY"),
         ({"IDP_REDIS_PREFIX": "idp\udcff:"}, "IDP_REDIS_PREFIX"),
