@@ -119,7 +119,12 @@ def _accounts(settings: Settings) -> Iterator[AccountService]:
 
 
 def _emit(as_json: bool, data: dict[str, Any], plain: str) -> None:
-    click.echo(json.dumps(data) if as_json else plain)
+    """``data`` as one JSON object, or the ``plain`` lines; no lines print nothing (an empty
+    list was one empty line, which `idp client list | wc -l` counted as a client)."""
+    if as_json:
+        click.echo(json.dumps(data))
+    elif plain:
+        click.echo(plain)
 
 
 class CommandGroup(click.Group):
