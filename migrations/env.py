@@ -34,9 +34,10 @@ def run_migrations_online() -> None:
             transactional_ddl=True,  # all migrations or none (on SQLite too: below)
         )
         with context.begin_transaction():
+            before = _dangling_references(connection) if sqlite else set()
             context.run_migrations()
             if sqlite:
-                _check_foreign_keys(connection)
+                _check_foreign_keys(connection, before)
     engine.dispose()
 
 
@@ -64,11 +65,16 @@ def _transactional_ddl_on_sqlite(engine: Engine) -> None:
     event.listen(engine, "begin", begin)
 
 
-def _check_foreign_keys(connection: Connection) -> None:
-    """Refuse (rolling the whole upgrade back) a migration that left a dangling reference."""
-    dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-    if dangling:
-        raise RuntimeError(f"foreign keys broken by the migration: {dangling[:3]}")
+def _dangling_references(connection: Connection) -> set[tuple[Any, ...]]:
+    return {tuple(row) for row in connection.exec_driver_sql("PRAGMA foreign_key_check")}
+
+
+def _check_foreign_keys(connection: Connection, before: set[tuple[Any, ...]]) -> None:
+    """Refuse (rolling the whole upgrade back) a migration that left a dangling reference
+    (one that was there before is not the migration's doing)."""
+    new = sorted(_dangling_references(connection) - before, key=repr)
+    if new:
+        raise RuntimeError(f"foreign keys broken by the migration: {new[:3]}")
 
 
 run_migrations_online()

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, event, inspect, text
 from idp.db import make_engine
 from idp.migrate import upgrade
 from idp.models import Base
+from idp.schema import schema_state
 
 
 def test_models_and_migrations_agree(database_url: str) -> None:
@@ -88,4 +89,28 @@ def test_upgrading_a_sqlite_database_keeps_the_rows_that_refer_to_accounts(
             ("u1", "owner")
         ]
         assert conn.execute(text("SELECT email FROM users")).scalars().all() == ["a@example.com"]
+    engine.dispose()
+
+
+def test_a_dangling_reference_from_before_does_not_block_the_upgrade(tmp_path: Path) -> None:
+    """The check that a migration broke no foreign key compares with what was there before:
+    an old row that already pointed nowhere is not the migration's doing."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
+    upgrade(url, "0006")
+    raw = sqlite3.connect(tmp_path / "idp.sqlite3")  # foreign keys off: as an old tool wrote
+    raw.execute(
+        "INSERT INTO organizations (id, name, created_at) VALUES ('o1', 'Acme', '2026-01-01')"
+    )
+    raw.execute(
+        "INSERT INTO memberships (id, user_id, organization_id, role, created_at)"
+        " VALUES ('m1', 'gone', 'o1', 'member', '2026-01-01')"
+    )
+    raw.commit()
+    raw.close()
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert schema_state(conn) == "ok"  # at this release's newest migration
     engine.dispose()
