@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 import secrets
+import time
 import tomllib
 from collections.abc import Mapping
 from email.utils import parseaddr
@@ -406,7 +407,7 @@ def ensure_secret_key(settings: Settings) -> Settings:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             _create_secret_key(path)
-        key = path.read_text().strip()
+        key = _read_secret_key(path)
     except OSError as exc:
         raise SettingsError("data_dir", f"cannot keep the secret key in {path}: {exc}") from None
     except UnicodeDecodeError:  # a key file written by hand: it escaped as a codec error
@@ -423,3 +424,15 @@ def _create_secret_key(path: Path) -> None:
         return
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_urlsafe(48))
+
+
+def _read_secret_key(path: Path) -> str:
+    """The key in ``path``. A process starting at the same moment as the one that creates it
+    (``idp serve`` and ``idp worker`` at boot) can find the file created but not yet written:
+    it failed with "holds a key shorter than 32 characters"; it now waits for the write."""
+    for _ in range(40):
+        key = path.read_text().strip()
+        if key:
+            return key
+        time.sleep(0.025)  # at most a second in all: the write is one call away
+    return key

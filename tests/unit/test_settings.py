@@ -195,6 +195,33 @@ def test_a_key_file_that_is_not_utf8_names_the_setting(tmp_path: Path) -> None:
     )
 
 
+def test_processes_starting_together_share_the_generated_key(tmp_path: Path) -> None:
+    """`idp serve` and `idp worker` started at the same moment on a fresh data dir: one
+    created the key file, the other read it before it was written and stopped with "holds a
+    key shorter than 32 characters" (8 of 10 rounds of 16 starts failed so)."""
+    import threading
+
+    for round_ in range(10):
+        s = load_settings(environ={"IDP_DATA_DIR": str(tmp_path / str(round_))})
+        barrier = threading.Barrier(16)
+        keys: list[str] = []
+        errors: list[str] = []
+
+        def start() -> None:
+            barrier.wait()
+            try:
+                keys.append(ensure_secret_key(s).secret_key)
+            except SettingsError as exc:
+                errors.append(str(exc))
+
+        threads = [threading.Thread(target=start) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and len(keys) == 16 and len(set(keys)) == 1
+
+
 def test_given_secret_key_is_used_as_is(tmp_path: Path) -> None:
     key = "k" * 40
     s = ensure_secret_key(
