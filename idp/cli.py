@@ -719,9 +719,9 @@ def outbox_failed(as_json: bool) -> None:
             }
             for item in failed_items(db)
         ]
-    lines = [
+    lines = [  # one line per item: an SMTP server's answer may have several
         f"{i['id']} {i['kind']}: {i['attempts']} attempts, failed {i['failed_at']}: "
-        f"{str(i['last_error'])[:200]}"
+        f"{' '.join(str(i['last_error']).split())[:200]}"
         for i in items
     ]
     _emit(as_json, {"failed": items}, "\n".join(lines) or "no failed items")
