@@ -348,7 +348,7 @@ def user_unlock(email: str) -> None:
     with _runtime(settings) as rt, rt.session_factory() as db:
         found = AccountService(db, rt.passwords).find_user_by_email(email)
         if found is None:
-            raise CommandError(f"no user with email {email}")
+            raise CommandError(f"no user with email {_shown(email)}")
         lockout = LockoutService(db, rt.store, settings)
         if lockout.unlock(found, COMMAND_ACTOR, by="operator"):
             AccountNotifier(settings.issuer).account_unlocked(db, found, UNLOCKED_BY_ADMIN)
@@ -369,7 +369,7 @@ def user_reset_two_factor(email: str) -> None:
     with _runtime(settings) as rt, rt.session_factory() as db:
         found = AccountService(db, rt.passwords).find_user_by_email(email)
         if found is None:
-            raise CommandError(f"no user with email {email}")
+            raise CommandError(f"no user with email {_shown(email)}")
         service = TwoFactorService(db, rt.passwords, totp_box(settings), actor=COMMAND_ACTOR)
         try:
             service.reset(found)
@@ -825,6 +825,12 @@ def _not_utf8(args: list[str]) -> str | None:
         except UnicodeEncodeError:
             return repr(os.fsencode(arg))[1:]
     return None
+
+
+def _shown(value: str) -> str:
+    """``value`` as typed, or quoted with escapes when it holds a line break or another
+    control character (which split the one error line in two, or overwrote it)."""
+    return value if value.isprintable() else repr(value)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -516,3 +516,16 @@ def test_the_worker_started_before_its_database_waits_for_it(tmp_path: Path) -> 
     finally:
         worker.terminate()
         worker.wait(timeout=20)
+
+
+@pytest.mark.parametrize("command", ["unlock", "reset-2fa"])
+def test_an_unknown_address_with_a_line_break_is_still_one_line(
+    env: dict[str, str], command: str
+) -> None:
+    """"idp: no user with email a" then "b@example.com" on a second line (a carriage
+    return overwrote the start of the line instead)."""
+    for typed, shown in (("a\nb@example.com", "'a\\nb@example.com'"),
+                         ("a\rb@example.com", "'a\\rb@example.com'")):
+        result = run_idp("user", command, typed, env=env)
+        _one_line_error(result, f"no user with email {shown}")
+        assert "\r" not in result.stderr
