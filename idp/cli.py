@@ -863,8 +863,14 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("idp: aborted", err=True)
         sys.exit(1)
     except click.ClickException as exc:
-        click.echo(f"idp: {exc.format_message()}", err=True)
+        click.echo(f"idp: {_one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code if exc.exit_code else 1)
     except Exception as exc:  # e.g. database unreachable: one line, never a traceback
-        click.echo(f"idp: {_describe(exc)}", err=True)
+        click.echo(f"idp: {_one_line(_describe(exc))}", err=True)
         sys.exit(1)
+
+
+def _one_line(message: str) -> str:
+    """``message`` with its control characters escaped: a value quoted in it (an organization
+    or host name as typed, a file name) must not break the one error line in two."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)

@@ -529,3 +529,22 @@ def test_an_unknown_address_with_a_line_break_is_still_one_line(
         result = run_idp("user", command, typed, env=env)
         _one_line_error(result, f"no user with email {shown}")
         assert "\r" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "shown"),
+    [
+        (["serve", "--host", "no\nsuch-host.invalid"], "", "cannot listen on no\\nsuch-host"),
+        (["sso", "link", "Ac\nme", "--tenant-id", "11111111-1111-1111-1111-111111111111",
+          "--client-id", "c", "--client-secret-stdin", "--domain", "acme.example"],
+         "secret\n", "no organization named 'Ac\\nme'"),
+        (["user", "create", "a@example.com", "--password-stdin", "--org", "Ac\nme"],
+         PASSWORD + "\n", "no organization named 'Ac\\nme'"),
+    ],
+)
+def test_a_typed_value_with_a_line_break_never_splits_the_error_line(
+    env: dict[str, str], args: list[str], stdin: str, shown: str
+) -> None:
+    """Every error quoting what was typed (a host, an organization, a file name) printed it
+    as is: a line break made the one line two."""
+    _one_line_error(run_idp(*args, env=env, stdin=stdin), shown)
