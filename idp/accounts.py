@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
@@ -11,7 +12,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from idp.events import EventTag, by_operator, record_event
 from idp.models import Membership, Organization, Role, User
-from idp.names import PERSON_NAME_MAX, UnusableName, clean_name
+from idp.names import PERSON_NAME_MAX, UnusableName, clean_name, name_key
 from idp.security.passwords import PasswordService
 
 # Pragmatic address check (RFC 5321 limits): one @, no spaces, a dotted domain, and none of
@@ -59,14 +60,25 @@ def memberships_of(db: Session, user: User) -> list[Membership]:
 
 
 def normalize_email(email: str) -> str:
-    return email.strip().lower()
+    """The form addresses are compared in: trimmed, in Unicode NFC (the same letters typed
+    on another system, "ö" as o + combining diaeresis, are one address), in lower case."""
+    return unicodedata.normalize("NFC", email.strip()).lower()
 
 
 def validate_email(email: str) -> str:
-    email = email.strip()
-    if len(email) > 254 or not _EMAIL.match(email):
+    """``email`` trimmed and in NFC, as it is stored and mailed; AccountError if malformed."""
+    email = unicodedata.normalize("NFC", email.strip())
+    if len(email) > 254 or not _EMAIL.match(email) or _has_invisible(email):
         raise AccountError(f"not a valid email address: {email!r}")
     return email
+
+
+def _has_invisible(email: str) -> bool:
+    """Whether ``email`` holds a character that draws nothing or is no character at all
+    (Unicode Cc, Cf, Co, Cs, Cn: C1 controls, zero-width space, bidirectional overrides, byte
+    order mark, lone surrogates ...): such an address looks like another account's in every
+    list and mail, and no mail system delivers to it."""
+    return any(unicodedata.category(c).startswith("C") for c in email)
 
 
 def _validate_name(label: str, value: str) -> str:
@@ -91,7 +103,7 @@ class AccountService:
 
     def find_organization(self, name: str) -> Organization | None:
         return self.db.scalar(
-            select(Organization).where(func.lower(Organization.name) == name.strip().lower())
+            select(Organization).where(func.lower(Organization.name) == name_key(name))
         )
 
     def create_organization(self, name: str) -> Organization:

@@ -7,12 +7,14 @@ wrong. ``--json`` makes a command that prints data print one JSON object.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from idp.accounts import AccountError, AccountService
@@ -33,13 +35,53 @@ class CommandError(click.ClickException):
     """A failure reported as one line: ``idp: <message>``."""
 
 
-def _settings() -> Settings:
+def _settings(*, creates_database: bool = False) -> Settings:
     """The settings, with the secret key (invented only for the embedded default database:
-    see :func:`idp.settings.ensure_secret_key`)."""
+    see :func:`idp.settings.ensure_secret_key`). Unless the command creates the database
+    (``serve``, ``db upgrade``), a SQLite file that does not exist is refused first: a command
+    run from the wrong directory left an empty database and a new secret key there."""
     try:
-        return ensure_secret_key(load_settings())
+        settings = load_settings()
+        if not creates_database:
+            _require_database_file(settings)
+        return ensure_secret_key(settings)
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
+
+
+_RUN_UPGRADE = "run `idp db upgrade` first"
+
+
+def _require_database_file(settings: Settings) -> None:
+    from idp.schema import missing_sqlite_file
+
+    path = missing_sqlite_file(settings.database_url)
+    if path is not None:
+        raise CommandError(
+            f"no database at {path} (IDP_DATABASE_URL, or IDP_DATA_DIR): {_RUN_UPGRADE}"
+        )
+
+
+def _require_current_schema(engine: Engine, *, unreachable_ok: bool = False) -> None:
+    """Refuse, before anything is read or written, a database without this release's
+    migrations (it failed with "no such table: ..." or "column ... does not exist").
+    ``unreachable_ok``: a database that does not answer yet is let through (the worker
+    retries until it does)."""
+    from sqlalchemy.exc import OperationalError
+
+    from idp.schema import schema_state
+
+    try:
+        with engine.connect() as conn:
+            state = schema_state(conn)
+    except OperationalError:
+        if unreachable_ok:
+            return
+        raise
+    if state != "ok":
+        raise CommandError(
+            f"the database schema is not up to date for this release: {_RUN_UPGRADE}"
+        )
 
 
 def _require_servers_key(keys: KeyService) -> None:
@@ -63,6 +105,7 @@ def _db(settings: Settings) -> Iterator[Session]:
 
     engine = make_engine(settings.database_url)
     try:
+        _require_current_schema(engine)
         with make_session_factory(engine)() as db:
             yield db
     finally:
@@ -76,7 +119,12 @@ def _accounts(settings: Settings) -> Iterator[AccountService]:
 
 
 def _emit(as_json: bool, data: dict[str, Any], plain: str) -> None:
-    click.echo(json.dumps(data) if as_json else plain)
+    """``data`` as one JSON object, or the ``plain`` lines; no lines print nothing (an empty
+    list was one empty line, which `idp client list | wc -l` counted as a client)."""
+    if as_json:
+        click.echo(json.dumps(data))
+    elif plain:
+        click.echo(plain)
 
 
 class CommandGroup(click.Group):
@@ -104,11 +152,36 @@ def serve(host: str, port: int) -> None:
     """Run idp in one process (embedded default); upgrades an embedded database first."""
     from idp.server import serve as run_server
 
-    settings = _settings()
+    settings = _settings(creates_database=True)
     _check_can_listen(host, port)
+    mismatch = _issuer_elsewhere(settings.issuer, port)
+    if mismatch:
+        click.echo(f"idp serve: {mismatch}", err=True)
     if settings.uses_embedded_database:
         _upgrade(settings)
     run_server(settings, host, port)
+
+
+def _issuer_elsewhere(issuer: str, port: int) -> str | None:
+    """A warning when IDP_ISSUER is on this machine but on another port than the one served
+    (`idp serve --port 8080` with the default issuer): sign-in works, but discovery, every
+    protocol endpoint relying services are told of and mailed links point at the issuer's
+    port. Not refused: a local proxy on the issuer's port may forward to this one."""
+    from urllib.parse import urlsplit
+
+    from idp.net import is_loopback
+
+    parts = urlsplit(issuer)
+    issuer_port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not is_loopback(parts.hostname or "") or issuer_port == port:
+        return None
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return (
+        f"IDP_ISSUER is {issuer} but this server listens on port {port}: OpenID Connect "
+        f"discovery, tokens and mailed links point at port {issuer_port} (set IDP_ISSUER="
+        f"{parts.scheme}://{host}:{port} unless a proxy there forwards here)"
+    )
 
 
 def _check_can_listen(host: str, port: int) -> None:
@@ -139,7 +212,7 @@ def _upgrade(settings: Settings) -> None:
     try:
         upgrade(settings.database_url)
     except Exception as exc:
-        raise CommandError(f"database upgrade failed: {_first_line(exc)}") from None
+        raise CommandError(f"database upgrade failed: {_describe(exc)}") from None
 
 
 @db.command("upgrade")
@@ -147,7 +220,7 @@ def db_upgrade() -> None:
     """Bring the database schema up to date (and create the first signing keys)."""
     from idp.services import key_service_for
 
-    settings = _settings()
+    settings = _settings(creates_database=True)
     _upgrade(settings)
     with _db(settings) as session:
         keys = key_service_for(session, settings)
@@ -216,7 +289,7 @@ def user_create(
     verified (the operator vouches for it) unless --unverified is given."""
     if role is not None and organization is None:
         raise CommandError("--role needs --org")
-    password = sys.stdin.readline().rstrip("\r\n")
+    password = _stdin_line("password")
     if not password:
         raise CommandError("no password on standard input")
     settings = _settings()
@@ -251,9 +324,13 @@ def user_create(
 
 
 @contextmanager
-def _runtime(settings: Settings) -> Iterator[Runtime]:
-    rt = Runtime(settings)
+def _runtime(settings: Settings, *, one_shot: bool = True) -> Iterator[Runtime]:
+    """The collaborators of a command that needs the store. A one-shot command says nothing
+    about an in-process store: its warning was a second stderr line after every error (and
+    noise on success), and the lockout a command lifts lives in the database anyway."""
+    rt = Runtime(settings, one_shot=one_shot)
     try:
+        _require_current_schema(rt.engine, unreachable_ok=not one_shot)
         yield rt
     finally:
         rt.close()
@@ -271,7 +348,7 @@ def user_unlock(email: str) -> None:
     with _runtime(settings) as rt, rt.session_factory() as db:
         found = AccountService(db, rt.passwords).find_user_by_email(email)
         if found is None:
-            raise CommandError(f"no user with email {email}")
+            raise CommandError(f"no user with email {_shown(email)}")
         lockout = LockoutService(db, rt.store, settings)
         if lockout.unlock(found, COMMAND_ACTOR, by="operator"):
             AccountNotifier(settings.issuer).account_unlocked(db, found, UNLOCKED_BY_ADMIN)
@@ -292,7 +369,7 @@ def user_reset_two_factor(email: str) -> None:
     with _runtime(settings) as rt, rt.session_factory() as db:
         found = AccountService(db, rt.passwords).find_user_by_email(email)
         if found is None:
-            raise CommandError(f"no user with email {email}")
+            raise CommandError(f"no user with email {_shown(email)}")
         service = TwoFactorService(db, rt.passwords, totp_box(settings), actor=COMMAND_ACTOR)
         try:
             service.reset(found)
@@ -457,7 +534,7 @@ def sso() -> None:
 
 
 @sso.command("link")
-@click.argument("organization")
+@click.argument("organization", metavar="ORG")
 @click.option("--tenant-id", required=True, help="Entra tenant GUID (or a verified domain).")
 @click.option("--client-id", required=True, help="Application (client) id of the app.")
 @click.option(
@@ -572,7 +649,7 @@ def _sso_credential(
     if secret_stdin == bool(certificate_file or private_key_file):
         raise CommandError("give either --client-secret-stdin or --certificate with --private-key")
     if secret_stdin:
-        secret = sys.stdin.readline().rstrip("\r\n")
+        secret = _stdin_line("client secret")
         if not secret:
             raise CommandError("no client secret on standard input")
         return ClientSecret(secret)
@@ -642,16 +719,16 @@ def outbox_failed(as_json: bool) -> None:
             }
             for item in failed_items(db)
         ]
-    lines = [
+    lines = [  # one line per item: an SMTP server's answer may have several
         f"{i['id']} {i['kind']}: {i['attempts']} attempts, failed {i['failed_at']}: "
-        f"{str(i['last_error'])[:200]}"
+        f"{' '.join(str(i['last_error']).split())[:200]}"
         for i in items
     ]
     _emit(as_json, {"failed": items}, "\n".join(lines) or "no failed items")
 
 
 @outbox_group.command("retry")
-@click.argument("ids", nargs=-1, type=click.IntRange(min=1))
+@click.argument("ids", nargs=-1, type=click.IntRange(min=1, max=2**63 - 1))  # BIGINT ids
 @click.option("--all", "every", is_flag=True, help="Every item that failed for good.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def outbox_retry(ids: tuple[int, ...], every: bool, as_json: bool) -> None:
@@ -707,9 +784,53 @@ def worker() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with _runtime(_settings()) as rt:
+    with _runtime(_settings(), one_shot=False) as rt:
         click.echo("idp worker: delivering the outbox", err=True)
         build_worker(rt).run_forever(stop)
+
+
+def _stdin_line(what: str) -> str:
+    """The first line of standard input (a password, a secret) without its line break. Typed
+    at a terminal, it is asked for and not shown (the terminal echoed it in the clear)."""
+    try:
+        line = _read_unechoed(what) if sys.stdin.isatty() else sys.stdin.readline()
+        line.encode("utf-8")  # a locale without UTF-8 hands undecodable bytes on as surrogates
+    except UnicodeError:
+        raise CommandError(f"the {what} on standard input is not UTF-8 text") from None
+    return line.rstrip("\r\n")
+
+
+def _read_unechoed(what: str) -> str:
+    import termios
+
+    fd = sys.stdin.fileno()
+    before = termios.tcgetattr(fd)
+    quiet = list(before)
+    quiet[3] &= ~termios.ECHO  # local modes
+    click.echo(f"{what[0].upper()}{what[1:]} (not shown): ", err=True, nl=False)
+    termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+    try:
+        return sys.stdin.readline()
+    finally:  # also on Ctrl-C: the terminal echoes again
+        termios.tcsetattr(fd, termios.TCSAFLUSH, before)
+        click.echo(err=True)
+
+
+def _not_utf8(args: list[str]) -> str | None:
+    """The first argument holding bytes that are not UTF-8 (Python keeps them as lone
+    surrogates, which failed later as "'utf-8' codec can't encode ..."), shown as its bytes."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return repr(os.fsencode(arg))[1:]
+    return None
+
+
+def _shown(value: str) -> str:
+    """``value`` as typed, or quoted with escapes when it holds a line break or another
+    control character (which split the one error line in two, or overwrote it)."""
+    return value if value.isprintable() else repr(value)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -717,16 +838,39 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else exc.__class__.__name__
 
 
+def _describe(exc: BaseException) -> str:
+    """One line saying what failed: a database or store error says so, in the driver's words
+    (SQLAlchemy's "(psycopg.OperationalError) ..." named a Python class instead)."""
+    import redis
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return f"database error: {_first_line(exc.orig)}"
+    if isinstance(exc, redis.RedisError):
+        return f"store (IDP_REDIS_URL) error: {_first_line(exc)}"
+    return _first_line(exc)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click's own errors also become one ``idp: ...`` line."""
+    bad = _not_utf8(sys.argv[1:] if argv is None else argv)
+    if bad is not None:
+        click.echo(f"idp: an argument is not UTF-8 text: {bad}", err=True)
+        sys.exit(2)
     try:
         cli.main(args=argv, prog_name="idp", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("idp: aborted", err=True)
         sys.exit(1)
     except click.ClickException as exc:
-        click.echo(f"idp: {exc.format_message()}", err=True)
+        click.echo(f"idp: {_one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code if exc.exit_code else 1)
     except Exception as exc:  # e.g. database unreachable: one line, never a traceback
-        click.echo(f"idp: {_first_line(exc)}", err=True)
+        click.echo(f"idp: {_one_line(_describe(exc))}", err=True)
         sys.exit(1)
+
+
+def _one_line(message: str) -> str:
+    """``message`` with its control characters escaped: a value quoted in it (an organization
+    or host name as typed, a file name) must not break the one error line in two."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)

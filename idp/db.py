@@ -69,6 +69,20 @@ def _ping_if_idle(engine: Engine) -> Any:
     return checkout
 
 
+# How long opening a PostgreSQL connection may take, unless the URL says (?connect_timeout=).
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def connect_timeout_args(url: URL) -> dict[str, Any]:
+    """The ``connect_args`` of every PostgreSQL engine (also the migrations'). libpq's own
+    default is to wait as long as TCP does: minutes for a host that drops packets, forever for
+    one that accepts and never answers; every ``idp`` command, ``idp db upgrade``, the worker
+    and ``/readyz`` then hung instead of saying the database does not answer."""
+    if url.get_backend_name() != "postgresql" or "connect_timeout" in url.query:
+        return {}
+    return {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+
+
 def make_engine(database_url: str) -> Engine:
     """The engine of ``database_url``. ``hide_parameters``: a database error's message (which
     reaches the logs with the traceback of an unexpected error, an outbox item's
@@ -82,7 +96,13 @@ def make_engine(database_url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    engine = create_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
+    engine = create_engine(
+        url,
+        pool_size=10,
+        max_overflow=10,
+        hide_parameters=True,
+        connect_args=connect_timeout_args(url),
+    )
     event.listen(engine, "checkin", _remember_checkin)
     event.listen(engine, "checkout", _ping_if_idle(engine))
     return engine

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import suppress
+from pathlib import Path
+
 from alembic import command
 from alembic.config import Config
 
@@ -21,7 +25,14 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database schema to ``revision`` (creating the SQLite file's folder if needed)."""
     url = normalize_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        from pathlib import Path
-
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        _create_private_file(Path(url.database))
     command.upgrade(alembic_config(database_url), revision)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create a new SQLite file readable by its owner only, as the secret key beside it: it
+    holds password hashes and TOTP secrets, and SQLite gives its -wal and -shm files the same
+    mode (left to SQLite, it was 0644: any local user could copy the hashes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with suppress(FileExistsError):  # an existing database keeps the mode it has
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

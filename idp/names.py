@@ -61,14 +61,22 @@ def has_unshowable(value: str) -> bool:
 
 
 def clean_name(value: str, max_length: int) -> str:
-    """``value`` trimmed, with runs of whitespace made one space (whitespace only: ``""``).
-    Raises :class:`UnusableName` ("unshowable" first, then "too_long")."""
+    """``value`` trimmed, with runs of whitespace made one space (whitespace only: ``""``),
+    in Unicode NFC (so "Café" typed with a combining accent is the same name, not a second
+    organization that looks identical). Raises :class:`UnusableName` ("unshowable" first,
+    then "too_long")."""
     if has_unshowable(value):
         raise UnusableName("unshowable")
-    cleaned = " ".join(value.split())
+    cleaned = " ".join(unicodedata.normalize("NFC", value).split())
     if len(cleaned) > max_length:
         raise UnusableName("too_long")
     return cleaned
+
+
+def name_key(value: str) -> str:
+    """What a typed organization name is looked up by (``lower(name)`` of the stored one):
+    cleaned as :func:`clean_name` stores it, in lower case."""
+    return " ".join(unicodedata.normalize("NFC", value).split()).lower()
 
 
 def showable_name(value: str, max_length: int) -> str:

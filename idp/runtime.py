@@ -16,11 +16,15 @@ from idp.store import Store, connect_redis
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, one_shot: bool = False) -> None:
+        """``one_shot``: for a command that ends when its work is done (``idp user unlock``):
+        no warning about an in-process store, which matters only to what keeps running."""
         self.settings = settings
         self.engine = make_engine(settings.database_url)
         self.session_factory = make_session_factory(self.engine)
-        self.store = Store(connect_redis(settings), settings.redis_prefix)
+        self.store = Store(
+            connect_redis(settings, warn_in_process=not one_shot), settings.redis_prefix
+        )
         self.passwords = PasswordService(settings)
         self.readers = ReaderPool(self.engine)
 

@@ -38,6 +38,12 @@ class _EmbeddedServer(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        # gunicorn 24+ opens a control socket, by default ~/.gunicorn/gunicorn.ctl: one path
+        # for every `idp serve` of the user (a second server took it over, and the first to
+        # stop deleted the other's), written outside the data dir. The embedded server needs
+        # none: Ctrl-C or SIGTERM stops it.
+        if "control_socket_disable" in self.cfg.settings:
+            self.cfg.set("control_socket_disable", True)
 
     def load(self) -> Any:
         from idp import create_app

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 import secrets
+import time
 import tomllib
 from collections.abc import Mapping
 from email.utils import parseaddr
@@ -124,6 +125,9 @@ def _read_toml(path: Path, name: str) -> dict[str, Any]:
         raise SettingsError(name, f"file not found: {path}") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(name, f"cannot read {path}: {exc}") from None
+    except UnicodeDecodeError as exc:  # it escaped as "'utf-8' codec can't decode byte ..."
+        raise SettingsError(name, f"cannot read {path}: not UTF-8 text ({exc.reason} "
+                            f"at byte {exc.start})") from None
 
 
 _TRUE = ("true", "1", "yes", "on")
@@ -150,7 +154,19 @@ def _coerce(name: str, kind: type, value: Any) -> Any:
         raise SettingsError(name, f"must be a whole number, not {value!r}")
     if not isinstance(value, str):
         raise SettingsError(name, f"must be a string, not {value!r}")
+    if not _is_utf8(value):
+        # Bytes that are not UTF-8 reach os.environ as lone surrogates: such a value loaded,
+        # then failed wherever it was first encoded (a migrated database, then a traceback).
+        raise SettingsError(name, "is not UTF-8 text")
     return value.strip()
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def load_settings(
@@ -250,6 +266,12 @@ def _validate(v: dict[str, Any]) -> Settings:
         raise SettingsError("database_url", "has a port outside 1-65535")
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise SettingsError("database_url", "must be a sqlite:// or postgresql:// URL")
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        # Each connection had a database of its own: `idp db upgrade` said "up to date" and
+        # every command then found no tables; a server lost everything at each restart.
+        raise SettingsError(
+            "database_url", "must name a SQLite file (sqlite:////path/idp.sqlite3), not memory"
+        )
 
     sentinel = v["redis_url"].startswith("redis+sentinel://")
     if (
@@ -379,17 +401,38 @@ def ensure_secret_key(settings: Settings) -> Settings:
     if settings.secret_key:
         return settings
     path = Path(settings.data_dir) / "secret_key"
-    try:
+    if path.parent.exists() and not path.parent.is_dir():
+        raise SettingsError("data_dir", f"{path.parent} is not a directory")
+    try:  # every failure names the setting (a data dir that is a file was a bare "Errno 20")
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(48))
-        key = path.read_text().strip()
-    except FileExistsError:  # another process generated it first
-        key = path.read_text().strip()
+            _create_secret_key(path)
+        key = _read_secret_key(path)
     except OSError as exc:
         raise SettingsError("data_dir", f"cannot keep the secret key in {path}: {exc}") from None
+    except UnicodeDecodeError:  # a key file written by hand: it escaped as a codec error
+        raise SettingsError("secret_key", f"{path} does not hold UTF-8 text") from None
     if len(key) < 32:
         raise SettingsError("secret_key", f"{path} holds a key shorter than 32 characters")
     return dataclasses.replace(settings, secret_key=key)
+
+
+def _create_secret_key(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process generated it first
+        return
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(48))
+
+
+def _read_secret_key(path: Path) -> str:
+    """The key in ``path``. A process starting at the same moment as the one that creates it
+    (``idp serve`` and ``idp worker`` at boot) can find the file created but not yet written:
+    it failed with "holds a key shorter than 32 characters"; it now waits for the write."""
+    for _ in range(40):
+        key = path.read_text().strip()
+        if key:
+            return key
+        time.sleep(0.025)  # at most a second in all: the write is one call away
+    return key

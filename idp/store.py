@@ -20,18 +20,21 @@ log = logging.getLogger("idp.store")
 TIMEOUTS: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
 
 
-def connect_redis(settings: Settings) -> redis.Redis:
-    """A client for ``IDP_REDIS_URL``, or an in-process store when it is unset."""
+def connect_redis(settings: Settings, *, warn_in_process: bool = True) -> redis.Redis:
+    """A client for ``IDP_REDIS_URL``, or an in-process store when it is unset (saying so,
+    unless ``warn_in_process`` is false: a one-shot command, whose store is gone when it
+    ends, is not a second process sharing hot state)."""
     if settings.redis_url.startswith(SENTINEL_SCHEME):
         return connect_sentinel(settings.redis_url)
     if settings.redis_url:
         return redis.Redis.from_url(settings.redis_url, health_check_interval=30, **TIMEOUTS)
     import fakeredis
 
-    log.warning(
-        "IDP_REDIS_URL is unset: using an in-process store, correct for one process only; "
-        "set IDP_REDIS_URL before running several processes or nodes"
-    )
+    if warn_in_process:
+        log.warning(
+            "IDP_REDIS_URL is unset: using an in-process store, correct for one process only; "
+            "set IDP_REDIS_URL before running several processes or nodes"
+        )
     return fakeredis.FakeRedis()
 
 

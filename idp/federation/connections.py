@@ -27,6 +27,7 @@ from idp.federation.entra import EntraDirectory, EntraError, as_guid, normalize_
 from idp.i18n import N_, LocalizedError
 from idp.models import Organization, SsoConnection, SsoDomain
 from idp.models.base import new_id
+from idp.names import name_key
 from idp.security.secretbox import SecretBox, SecretBoxError
 
 SECRET_PURPOSE = b"idp sso secrets"
@@ -208,9 +209,7 @@ class ConnectionService:
         if isinstance(organization, Organization):
             return organization
         org = self.db.scalar(
-            select(Organization).where(
-                func.lower(Organization.name) == organization.strip().lower()
-            )
+            select(Organization).where(func.lower(Organization.name) == name_key(organization))
         ) or self.db.get(Organization, organization)
         if org is None:
             raise SsoConnectionError(N_("no organization named '%(name)s'"), name=organization)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from functools import cache
 
 from flask import Blueprint, Response, jsonify
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import text
 
 from idp.runtime import runtime
+from idp.schema import schema_state
 
 bp = Blueprint("ops", __name__)
 log = logging.getLogger("idp.ops")
@@ -18,34 +18,6 @@ log = logging.getLogger("idp.ops")
 def healthz() -> Response:
     """The process answers."""
     return jsonify(status="ok")
-
-
-@cache
-def _known_revisions() -> tuple[str, frozenset[str]]:
-    """This release's newest migration and every migration it ships (read once)."""
-    from alembic.script import ScriptDirectory
-
-    from idp.settings import PROJECT_ROOT
-
-    scripts = ScriptDirectory(str(PROJECT_ROOT / "migrations"))
-    head = scripts.get_current_head()
-    assert head is not None, "the migrations form one line"
-    return head, frozenset(script.revision for script in scripts.walk_revisions())
-
-
-def schema_state(conn: Connection) -> str:
-    """``ok`` when the database has this release's migrations: at its newest one, or at one
-    this release does not know (a newer release migrated it; migrations only expand, so this
-    release still works on it: README "Upgrades with nodes still running"). ``outdated``
-    when ``idp db upgrade`` has not been run for this release: its code would fail on the
-    missing tables and columns, so the node must not take traffic yet."""
-    head, known = _known_revisions()
-    if not inspect(conn).has_table("alembic_version"):  # never migrated
-        return "outdated"
-    current = set(conn.scalars(text("SELECT version_num FROM alembic_version")))
-    if head in current or current - known:
-        return "ok"
-    return "outdated"
 
 
 @bp.get("/readyz")

@@ -60,6 +60,7 @@ def test_confidential_client_secret_is_shown_once_and_stored_hashed(
     assert [c["client_id"] for c in listed["clients"]] == [made["client_id"]]
     assert _ok("client", "delete", made["client_id"], env=env).strip().startswith("deleted")
     assert json.loads(_ok("client", "list", "--json", env=env)) == {"clients": []}
+    assert _ok("client", "list", env=env) == ""  # not one empty line: no client, no line
 
 
 def test_public_client_has_no_secret(env: dict[str, str]) -> None:

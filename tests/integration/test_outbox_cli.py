@@ -25,6 +25,9 @@ def _seed(database_url: str) -> dict[str, int]:
                 "failed_mail": OutboxItem(kind="mail", payload={"to": "a@example.com"},
                                           attempts=12, failed_at=LONG_AGO,
                                           last_error="SMTPConnectError: refused"),
+                "failed_multiline": OutboxItem(  # SMTP servers answer in several lines
+                    kind="mail", payload={}, attempts=12, failed_at=LONG_AGO,
+                    last_error="SMTPDataError: (554, b'5.7.1 rejected\n5.7.1 see policy')"),
                 "failed_logout": OutboxItem(kind="backchannel_logout", payload={},
                                             attempts=12, failed_at=LONG_AGO,
                                             last_error="back-channel logout: HTTP 503"),
@@ -71,12 +74,16 @@ def test_the_operator_lists_and_requeues_what_failed_for_good(
 
     assert listed.returncode == 0, listed.stderr
     failed = json.loads(listed.stdout)["failed"]
-    assert [f["id"] for f in failed] == [ids["failed_mail"], ids["failed_logout"]]
+    assert [f["id"] for f in failed] == [
+        ids["failed_mail"], ids["failed_multiline"], ids["failed_logout"]]
     assert failed[0]["kind"] == "mail" and failed[0]["attempts"] == 12
     assert failed[0]["last_error"] == "SMTPConnectError: refused"
     assert "a@example.com" not in listed.stdout  # what was sent stays out of the listing
     plain = run_idp("outbox", "failed", env=env).stdout
     assert f"{ids['failed_logout']} backchannel_logout: 12 attempts" in plain
+    # one line per item: an error of several lines was printed over several lines
+    assert len(plain.splitlines()) == 3
+    assert "rejected 5.7.1 see policy" in plain.splitlines()[1]
 
     one = run_idp("outbox", "retry", str(ids["failed_mail"]), env=env)
 
@@ -87,7 +94,7 @@ def test_the_operator_lists_and_requeues_what_failed_for_good(
     assert _created(database_url, ids["failed_mail"]) > LONG_AGO  # and its days too
     assert state[ids["failed_logout"]] == (12, True)
     everything = run_idp("outbox", "retry", "--all", "--json", env=env)
-    assert json.loads(everything.stdout) == {"requeued": 1}
+    assert json.loads(everything.stdout) == {"requeued": 2}
     assert run_idp("outbox", "failed", env=env).stdout.strip() == "no failed items"
 
 
@@ -106,9 +113,12 @@ def test_retrying_an_item_that_did_not_fail_changes_nothing(
     assert _state(database_url) == before
 
 
-@pytest.mark.parametrize("args", [[], ["--all", "1"], ["0"], ["x"]])
+@pytest.mark.parametrize("args", [[], ["--all", "1"], ["0"], ["x"], [str(2**63)]])
 def test_retry_needs_ids_or_all(env: dict[str, str], args: list[str]) -> None:
     result = run_idp("outbox", "retry", *args, env=env)
     assert result.returncode != 0
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("idp: ")
+    # an id beyond BIGINT said "Python int too large to convert to SQLite INTEGER" or
+    # "(psycopg.errors.NumericValueOutOfRange) bigint out of range"
+    assert "too large" not in line and "out of range" not in line

@@ -63,6 +63,10 @@ def test_embedded_serve_signs_in_on_sqlite_and_in_process_store(tmp_path: Path) 
         assert made.returncode == 0, made.stderr
         browser = _sign_in(base)
         assert "alice@example.com" in browser.get(base + "/account", timeout=5).text
+        # The database holds password hashes: owner only, like the key (it was 0644), and
+        # SQLite gives its write-ahead log the same mode.
+        for name in ("idp.sqlite3", "idp.sqlite3-wal"):
+            assert stat.S_IMODE(os.stat(data_dir / name).st_mode) == 0o600, name
     assert (data_dir / "idp.sqlite3").exists()
     assert stat.S_IMODE(os.stat(data_dir / "secret_key").st_mode) == 0o600
     log = (tmp_path / "serve.log").read_text()
@@ -186,3 +190,46 @@ def test_gunicorn_workers_share_sessions_and_their_ending(
     replay.cookies.set("idp_session", stolen_cookie)
     for _ in range(12):  # ended for every worker at once
         assert replay.get(base + "/account", timeout=5, allow_redirects=False).status_code == 303
+
+
+def test_embedded_serve_writes_nothing_in_the_home_directory(tmp_path: Path) -> None:
+    """gunicorn's control socket went to ~/.gunicorn/gunicorn.ctl: two `idp serve` on one
+    machine (two data dirs, two ports) shared that path, and stopping either deleted the
+    socket of the other."""
+    home = tmp_path / "home"
+    home.mkdir()
+    port = services.free_port()
+    env = {**services.idp_env(data_dir=str(tmp_path / "var"),
+                              issuer=f"http://127.0.0.1:{port}"), "HOME": str(home)}
+    with services.running_server(
+        [sys.executable, "-m", "idp", "serve", "--port", str(port)],
+        env,
+        port,
+        tmp_path / "serve.log",
+    ) as base:
+        assert requests.get(base + "/healthz", timeout=5).status_code == 200
+        assert list(home.iterdir()) == []
+    log = (tmp_path / "serve.log").read_text()
+    assert "Control socket" not in log
+    assert "IDP_ISSUER is" not in log  # the issuer names the port served
+
+
+def test_embedded_serve_on_another_port_than_the_issuers_says_so(tmp_path: Path) -> None:
+    """`idp serve --port 8080` (scripts/run suggests it) with the default issuer
+    http://127.0.0.1:8000 signed people in, while discovery, every endpoint relying services
+    use and mailed links pointed at port 8000, without a word."""
+    port = services.free_port()
+    env = services.idp_env(data_dir=str(tmp_path / "var"))  # the default issuer
+    with services.running_server(
+        [sys.executable, "-m", "idp", "serve", "--port", str(port)],
+        env,
+        port,
+        tmp_path / "serve.log",
+    ) as base:
+        discovery = requests.get(base + "/.well-known/openid-configuration", timeout=5).json()
+        assert discovery["issuer"] == "http://127.0.0.1:8000"  # the setting, as the contract says
+    assert (
+        f"idp serve: IDP_ISSUER is http://127.0.0.1:8000 but this server listens on port {port}"
+        f": OpenID Connect discovery, tokens and mailed links point at port 8000 (set "
+        f"IDP_ISSUER=http://127.0.0.1:{port} unless a proxy there forwards here)"
+    ) in (tmp_path / "serve.log").read_text()

@@ -31,8 +31,10 @@ def test_characters_that_cannot_be_shown_are_refused(value: str) -> None:
 @pytest.mark.parametrize(
     ("value", "kept"),
     [("  Alice \t Mary\n", "Alice Mary"), ("\u00a0\u3000 ", ""), ("Zoë-Ængus", "Zoë-Ængus"),
-     (PERSIAN, PERSIAN), ("👩\u200d💻", "👩\u200d💻"), ("O\u2019Brien", "O\u2019Brien")],
-    ids=["whitespace", "only-whitespace", "accents", "persian-zwnj", "emoji-zwj", "apostrophe"],
+     (PERSIAN, PERSIAN), ("👩\u200d💻", "👩\u200d💻"), ("O\u2019Brien", "O\u2019Brien"),
+     ("Cafe\u0301", "Caf\u00e9")],
+    ids=["whitespace", "only-whitespace", "accents", "persian-zwnj", "emoji-zwj", "apostrophe",
+         "combining-accent-composed"],
 )
 def test_names_that_can_be_shown_are_kept_trimmed(value: str, kept: str) -> None:
     assert clean_name(value, 100) == kept

@@ -86,6 +86,12 @@ def test_environment_overrides_config_file_which_overrides_defaults(tmp_path: Pa
         ({"IDP_ACCESS_TOKEN_ALG": "none"}, "IDP_ACCESS_TOKEN_ALG"),
         ({"IDP_ENTRA_AUTHORITY": "login.microsoftonline.com"}, "IDP_ENTRA_AUTHORITY"),
         ({"IDP_CONFIG": "/nonexistent/idp.toml"}, "IDP_CONFIG"),
+        ({"IDP_DATABASE_URL": "sqlite://"}, "IDP_DATABASE_URL"),  # in memory: keeps nothing
+        ({"IDP_DATABASE_URL": "sqlite:///:memory:"}, "IDP_DATABASE_URL"),
+        # bytes that are not UTF-8 (os.environ holds them as lone surrogates)
+        ({"IDP_SECRET_KEY": "\udcff" * 40}, "IDP_SECRET_KEY"),
+        ({"IDP_REDIS_PREFIX": "idp\udcff:"}, "IDP_REDIS_PREFIX"),
+        ({"IDP_SMTP_URL": "smtp://\udcff@mail.example.com:25"}, "IDP_SMTP_URL"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], named: str) -> None:
@@ -143,6 +149,18 @@ def test_a_bad_url_never_prints_its_password(name: str, url: str) -> None:
     assert "s3cr" not in message and "w0rd" not in message
 
 
+def test_a_config_file_that_is_not_utf8_names_it(tmp_path: Path) -> None:
+    """It escaped as "'utf-8' codec can't decode byte 0xff ...", naming neither the
+    setting nor the file."""
+    config = tmp_path / "idp.toml"
+    config.write_bytes(b'mail_from = "\xff@example.com"\n')
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ={"IDP_CONFIG": str(config)})
+    assert str(info.value) == (
+        f"IDP_CONFIG: cannot read {config}: not UTF-8 text (invalid start byte at byte 13)"
+    )
+
+
 def test_unknown_key_in_config_file_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "idp.toml"
     config.write_text('isuer = "https://typo.example.com"\n')
@@ -164,6 +182,44 @@ def test_secret_key_is_generated_once_with_private_permissions(tmp_path: Path) -
     assert first.secret_key == second.secret_key
     mode = stat.S_IMODE(os.stat(tmp_path / "var" / "secret_key").st_mode)
     assert mode == 0o600
+
+
+def test_a_key_file_that_is_not_utf8_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "secret_key").write_bytes(b"\xff" * 48)
+    s = load_settings(environ={"IDP_DATA_DIR": str(tmp_path / "var")})
+    with pytest.raises(SettingsError) as info:
+        ensure_secret_key(s)
+    assert str(info.value) == (
+        f"IDP_SECRET_KEY: {tmp_path / 'var' / 'secret_key'} does not hold UTF-8 text"
+    )
+
+
+def test_processes_starting_together_share_the_generated_key(tmp_path: Path) -> None:
+    """`idp serve` and `idp worker` started at the same moment on a fresh data dir: one
+    created the key file, the other read it before it was written and stopped with "holds a
+    key shorter than 32 characters" (8 of 10 rounds of 16 starts failed so)."""
+    import threading
+
+    for round_ in range(10):
+        s = load_settings(environ={"IDP_DATA_DIR": str(tmp_path / str(round_))})
+        barrier = threading.Barrier(16)
+        keys: list[str] = []
+        errors: list[str] = []
+
+        def start() -> None:
+            barrier.wait()
+            try:
+                keys.append(ensure_secret_key(s).secret_key)
+            except SettingsError as exc:
+                errors.append(str(exc))
+
+        threads = [threading.Thread(target=start) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and len(keys) == 16 and len(set(keys)) == 1
 
 
 def test_given_secret_key_is_used_as_is(tmp_path: Path) -> None:
