@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Engine, event, inspect, select, text
+from sqlalchemy.orm import Session
 
+from idp.accounts import normalize_email
 from idp.db import make_engine
 from idp.migrate import upgrade
-from idp.models import Base
+from idp.models import Base, User
 from idp.schema import schema_state
+from tests import services
 
 
 def test_models_and_migrations_agree(database_url: str) -> None:
@@ -113,4 +117,52 @@ def test_a_dangling_reference_from_before_does_not_block_the_upgrade(tmp_path: P
     engine = make_engine(url)
     with engine.connect() as conn:
         assert schema_state(conn) == "ok"  # at this release's newest migration
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own, for tests that start from an older revision."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'idp.sqlite3'}"
+        return
+    name = f"idp_test_{services.RUN_ID}_nfc"
+    yield services.create_postgres_database(name)
+    services.drop_postgres_database(name)
+
+
+def test_an_address_stored_decomposed_by_an_earlier_release_is_found_after_the_upgrade(
+    empty_database: str,
+) -> None:
+    """Addresses are compared in NFC since 0015; one an earlier release stored with "o" +
+    combining diaeresis would otherwise never be found again (its owner locked out). Where the
+    NFC form is another account's address already, the row is left for the operator."""
+    decomposed, composed = "jo\u0308rg@example.de", "j\u00f6rg@example.de"
+    upgrade(empty_database, "0014")
+    engine = make_engine(empty_database)
+    with engine.begin() as conn:
+        for user_id, stored in [
+            ("u1", decomposed),
+            ("u2", "ma\u0308x@example.de"),
+            ("u3", "m\u00e4x@example.de"),  # the NFC twin of u2, made by sign-up since
+        ]:
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, email, email_normalized, email_verified, first_name,"
+                    " last_name, password_hash, created_at, lockout_threshold, alert_on_success,"
+                    " alert_on_failure, lockout_epoch) VALUES (:id, :email, :email, true, 'A',"
+                    " 'B', 'x', '2026-01-01', 10, 'new_device', true, 0)"
+                ),
+                {"id": user_id, "email": stored},
+            )
+    engine.dispose()
+    upgrade(empty_database)
+    engine = make_engine(empty_database)
+    with Session(engine) as db:
+        # how sign-in, password reset and sign-up look an address up
+        found = db.scalar(select(User).where(User.email_normalized == normalize_email(decomposed)))
+        assert found is not None and found.id == "u1"
+        assert db.get(User, "u1").email_normalized == composed  # type: ignore[union-attr]
+        assert db.get(User, "u2").email_normalized == "ma\u0308x@example.de"  # type: ignore[union-attr]
+        assert schema_state(db.connection()) == "ok"
     engine.dispose()
