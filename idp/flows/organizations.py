@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
-from idp.flows.login import _signed_in
+from idp.flows.login import _enforced_sso, _signed_in
 from idp.flows.uploads import allow_uploads, uploaded_bytes
 from idp.media.images import ImageRefused
 from idp.models import Organization, Role, User
@@ -29,6 +29,7 @@ from idp.services import (
     authentication_service,
     branding_service,
     client_info,
+    connection_service,
     current_session,
     invitation_service,
     organization_service,
@@ -436,6 +437,7 @@ def _invitation_page(
     has_account = service.accounts.find_user_by_email(found.email) is not None
     return render_template(
         "organizations/invitation.html",
+        sso_enforced=not has_account and connection_service().enforces_sso(found.email),
         token=token,
         invitation=found,
         org=org,
@@ -469,6 +471,15 @@ def register(token: str) -> Response | tuple[str, int]:
         return _invitation_page(
             token, error=gettext("Sign out first to create another account."), status=400
         )
+    try:
+        found, _org = invitation_service().find(token)
+    except OrganizationError as exc:
+        return _refused(exc)
+    # An SSO-enforced address gets no password here (as at sign-up): its organization's Entra
+    # ID signs the person in, and the invitation page is where they come back to accept.
+    enforced = _enforced_sso(found.email, url_for("organizations.invitation", token=token))
+    if enforced is not None:
+        return enforced
     form = {
         "first_name": request.form.get("first_name", ""),
         "last_name": request.form.get("last_name", ""),

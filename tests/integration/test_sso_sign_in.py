@@ -461,6 +461,51 @@ def test_identifier_first_goes_to_entra_when_the_domain_enforces_sso(world: Worl
     assert count(world.runtime, Event, Event.action == "account:login:failure") == 0
 
 
+def test_an_invitation_to_an_enforced_address_is_accepted_through_sso(world: World) -> None:
+    """Acme invites ada@contoso.com, whose organization signs in only with SSO: as at sign-up,
+    no password is set for her (the form is not offered, and posting it goes to Entra without
+    making an account); she signs in at Entra, comes back to the invitation and accepts."""
+    world.link("Contoso", TID, CLIENT_ID, ["contoso.com"], enforce_sso=True)
+    create_user(world.runtime, "owner@acme.example", organization="Acme", role=Role.OWNER)
+    with world.runtime.session_factory() as db:
+        acme = db.scalar(select(Organization.id).where(Organization.name == "Acme"))
+    owner = signed_in_as(world.app, "owner@acme.example")
+    assert post(owner, f"/organizations/{acme}/invitations", email="ada@contoso.com",
+                role="member").status_code == 303
+    with world.runtime.session_factory() as db:
+        [mail] = [i for i in db.scalars(select(OutboxItem)).all()
+                  if i.payload.get("template") == "invitation"]
+    path = "/" + str(mail.payload["context"]["link"]).split("://", 1)[1].split("/", 1)[1]
+
+    page = world.client.get(path).get_data(as_text=True)
+    assert 'name="password"' not in page
+    assert "no password is set here" in page
+    sso_link = re.search(r'<a class="button" href="([^"]+)">Sign in with your organization', page)
+    assert sso_link is not None
+
+    login_page = world.client.get("/login").get_data(as_text=True)
+    refused = world.client.post(f"{path}/register", data={
+        "csrf_token": csrf_token(login_page), "first_name": "Ada", "last_name": "L",
+        "password": PASSWORD, "password_again": PASSWORD})
+    assert refused.status_code == 303
+    assert refused.headers["Location"].startswith(world.fake.authorization_endpoint(TID))
+    assert count(world.runtime, User, User.email_normalized == "ada@contoso.com") == 0
+
+    to_entra = world.client.get(sso_link.group(1).replace("&amp;", "&"))
+    assert to_entra.headers["Location"].startswith(world.fake.authorization_endpoint(TID))
+    world.fake.next_login(TID, ADA)
+    back = world.callback(world.entra(to_entra.headers["Location"]))
+    assert back.status_code == 303 and back.headers["Location"] == path
+    accept_page = world.client.get(path).get_data(as_text=True)
+    assert world.client.post(f"{path}/accept", data={
+        "csrf_token": csrf_token(accept_page)}).status_code == 303
+    with world.runtime.session_factory() as db:
+        ada = db.scalar(select(User).where(User.email_normalized == "ada@contoso.com"))
+        assert ada is not None and ada.password_hash is None
+        assert db.scalar(select(Membership.role).where(
+            Membership.user_id == ada.id, Membership.organization_id == acme)) == Role.MEMBER
+
+
 def test_a_reset_link_from_before_the_enforcement_sets_no_password(world: World) -> None:
     """Grace asked for a reset link; then Contoso made its domain sign in only with SSO. As
     a request now goes to Entra, the earlier link no longer sets a password: the page says
