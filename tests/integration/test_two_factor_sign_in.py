@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from idp.events import EventTag
-from idp.models import OutboxItem, User, UserSession
+from idp.models import OutboxItem, RecoveryCode, User, UserSession
 from idp.runtime import Runtime
 from idp.security.alerts import LOGIN_FAILURE_ALERT
 from tests.helpers import count, create_user, csrf_token, events, sign_in
@@ -64,12 +64,24 @@ def test_recovery_code_signs_in_once(client: FlaskClient, runtime: Runtime) -> N
     user = create_user(runtime)
     _, codes = _enable(runtime, user.id, datetime.now(UTC) - timedelta(minutes=2))
     html = _password_step(client)
-    assert client.post("/login/code", data={"csrf_token": csrf_token(html),
-                                            "code": codes[0]}).status_code == 303
+    first = client.post("/login/code", data={"csrf_token": csrf_token(html), "code": codes[0]})
+    assert first.status_code == 303 and first.headers["Location"] == "/account"
+    assert client.get("/account").status_code == 200
+    with runtime.session_factory() as db:
+        used = db.scalars(select(RecoveryCode).where(RecoveryCode.used_at.is_not(None))).all()
+        assert [row.user_id for row in used] == [user.id]  # that one code, now spent
+    # The same code again, from another browser, after the same password: refused.
     other = client.application.test_client()
     html = _password_step(other)
-    assert other.post("/login/code", data={"csrf_token": csrf_token(html),
-                                           "code": codes[0]}).status_code == 400
+    again = other.post("/login/code", data={"csrf_token": csrf_token(html), "code": codes[0]})
+    assert again.status_code == 400
+    assert "That code is not valid" in again.get_data(as_text=True)
+    assert other.get("/account").status_code == 303  # not signed in
+    assert count(runtime, UserSession) == 1  # only the first browser's session
+    # Another, unused recovery code still works.
+    second = other.post("/login/code", data={"csrf_token": csrf_token(html), "code": codes[1]})
+    assert second.status_code == 303 and second.headers["Location"] == "/account"
+    assert count(runtime, UserSession) == 2
 
 
 def test_code_attempts_are_rate_limited(client: FlaskClient, runtime: Runtime) -> None:
@@ -85,12 +97,21 @@ def test_code_attempts_are_rate_limited(client: FlaskClient, runtime: Runtime) -
     assert count(runtime, UserSession) == 0
 
 
-def test_code_page_without_a_pending_sign_in_goes_back_to_login(client: FlaskClient) -> None:
+def test_code_page_without_a_pending_sign_in_goes_back_to_login(
+    client: FlaskClient, runtime: Runtime
+) -> None:
+    user = create_user(runtime)
+    secret, _ = _enable(runtime, user.id, datetime.now(UTC) - timedelta(minutes=2))
     response = client.get("/login/code")
     assert response.status_code == 303 and response.headers["Location"] == "/login"
+    # A valid code posted without the password step first signs nobody in.
     token = csrf_token(client.get("/login").get_data(as_text=True))
-    forged = client.post("/login/code", data={"csrf_token": token, "code": "123456"})
-    assert forged.status_code == 303
+    forged = client.post(
+        "/login/code", data={"csrf_token": token, "code": pyotp.TOTP(secret).now()}
+    )
+    assert forged.status_code == 303 and forged.headers["Location"] == "/login"
+    assert client.get("/account").status_code == 303
+    assert count(runtime, UserSession) == 0
 
 
 # Wrong codes count as failed attempts ---------------------------------------------------------
