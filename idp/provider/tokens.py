@@ -46,7 +46,13 @@ from idp.models.keys import SigningKey
 from idp.models.tokens import AccessToken, RefreshToken, TokenFamily
 from idp.provider.claims import ClaimValues, logo_organization_id_column
 from idp.provider.clients import CLIENTS, ClientService, secret_digest
-from idp.provider.keys import CURRENT_KID, PUBLISHED_AT_CUTOFF, KeyService, SigningJWK
+from idp.provider.keys import (
+    CLOCK_SKEW,
+    CURRENT_KID,
+    PUBLISHED_AT_CUTOFF,
+    KeyService,
+    SigningJWK,
+)
 from idp.settings import ACCESS_TOKEN_ALGS as SIGNABLE_ACCESS_TOKEN_ALGS
 from idp.settings import Settings
 
@@ -202,6 +208,19 @@ MAX_TOKEN_LENGTH = 8192
 # What access tokens may be signed with (IDP_ACCESS_TOKEN_ALG picks the one that signs; tokens
 # signed with the other before a change stay valid until they expire).
 ACCESS_TOKEN_ALGS = list(SIGNABLE_ACCESS_TOKEN_ALGS)
+
+
+class _AccessTokenClaims(jwt.JWTClaimsRegistry):
+    """joserfc's claim checks (RFC 7519 §4.1), except that ``iat`` may lie up to
+    :data:`~idp.provider.keys.CLOCK_SKEW` ahead of this process's clock: on several nodes, a
+    token issued by one whose clock runs a second ahead is checked at once by another
+    (introspection, userinfo). ``exp`` is checked without leeway."""
+
+    def validate_iat(self, value: object) -> None:
+        ahead = isinstance(value, int | float) and not isinstance(value, bool) and value > self.now
+        if ahead and cast(float, value) <= self.now + CLOCK_SKEW.total_seconds():
+            return
+        super().validate_iat(value)
 
 
 class _VerifiedTokens:
@@ -633,7 +652,7 @@ class TokenService:
                 header, verified = decoded.header, decoded.claims
             if header.get("typ", "").lower() not in (ACCESS_TOKEN_TYPE, "application/at+jwt"):
                 return None
-            jwt.JWTClaimsRegistry(
+            _AccessTokenClaims(
                 now=int(self.clock().timestamp()),
                 iss={"essential": True, "value": self.issuer},
                 exp={"essential": True},

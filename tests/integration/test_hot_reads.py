@@ -42,9 +42,11 @@ from tests.oidc import register_client
 POSTGRESQL_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 
-def _issue(rt: Runtime, clock: Callable[[], datetime] | None = None) -> str:
+def _issue(
+    rt: Runtime, clock: Callable[[], datetime] | None = None, email: str = "hot@example.com"
+) -> str:
     """A user access token issued by the real TokenService (as the code flow would)."""
-    user = create_user(rt, "hot@example.com")
+    user = create_user(rt, email)
     registered = register_client(rt)
     with rt.session_factory() as db:
         keys = KeyService.from_settings(db, rt.settings)
@@ -176,6 +178,23 @@ def test_a_remembered_signature_check_never_outlives_the_tokens_expiry(
         assert token_module._verified.kid_and_jti(token) is not None
         clock["now"] = now + timedelta(minutes=runtime.settings.access_token_minutes, seconds=1)
         assert service.live_access_token(token) is None  # expired, remembered or not
+
+
+def test_a_token_from_a_node_whose_clock_runs_ahead_is_live_here(runtime: Runtime) -> None:
+    """Several nodes: a token issued by one whose clock is a few seconds ahead is introspected
+    at once by another; its ``iat`` lies in this node's future, within the clock skew allowed.
+    One issued further ahead than that is refused."""
+    ahead = _issue(runtime, clock=lambda: datetime.now(UTC) + timedelta(seconds=3))
+    with runtime.session_factory() as db:
+        service = TokenService(db, KeyService.from_settings(db, runtime.settings), runtime.settings)
+        assert service.live_access_token(ahead) is not None
+        assert service.live_access_token(ahead, with_claims=True) is not None
+    far = _issue(
+        runtime, clock=lambda: datetime.now(UTC) + timedelta(minutes=6), email="far@example.com"
+    )
+    with runtime.session_factory() as db:
+        service = TokenService(db, KeyService.from_settings(db, runtime.settings), runtime.settings)
+        assert service.live_access_token(far) is None
 
 
 def test_a_tampered_copy_of_a_remembered_token_is_refused(runtime: Runtime) -> None:
