@@ -32,6 +32,7 @@ from sqlalchemy import (
     Text,
     and_,
     cast,
+    exists,
     false,
     literal,
     or_,
@@ -301,9 +302,23 @@ def scope_conditions(scope: Scope, filters: ActivityFilters) -> list[ColumnEleme
         return [Event.user_id == scope.user_id]
     ours = not_another_organizations(scope.organization_id)
     if filters.member_id is not None:  # the caller checked it is a member
-        return [Event.user_id == filters.member_id, ours]
+        return [Event.user_id == filters.member_id, since_joining(scope.organization_id), ours]
     members = select(Membership.user_id).where(Membership.organization_id == scope.organization_id)
-    return [or_(Event.user_id.in_(members), about_the_organization(scope.organization_id)), ours]
+    as_members = and_(Event.user_id.in_(members), since_joining(scope.organization_id))
+    return [or_(as_members, about_the_organization(scope.organization_id)), ours]
+
+
+def since_joining(organization_id: str) -> ColumnElement[bool]:
+    """Events from the moment their user joined the organization: what someone did before
+    (their sign-ins, password changes, tokens ...) is not the business of an organization
+    that invited them later. A member who left and came back is shown from the return."""
+    return exists(
+        select(Membership.id).where(
+            Membership.organization_id == organization_id,
+            Membership.user_id == Event.user_id,
+            Membership.created_at <= Event.occurred_at,
+        )
+    )
 
 
 def organization_business() -> ColumnElement[bool]:

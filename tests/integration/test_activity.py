@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from idp.activity import ActivityService, UserScope, parse_filters
 from idp.events import EventTag
@@ -397,6 +397,9 @@ def orgs(runtime: Runtime, client: FlaskClient) -> dict[str, Any]:
                             role=Role.MEMBER, first_name="Erin"),
     }
     forget_events(runtime)
+    with runtime.session_factory() as db:  # members since January (the events are in March)
+        db.execute(update(Membership).values(created_at=at("2026-01-01T00:00:00")))
+        db.commit()
     ids = add_events(runtime, *(
         dict(occurred_at=at("2026-03-01T08:00:00") + timedelta(hours=i), user_id=user.id,
              action=EventTag.LOGIN_SUCCESS, ip=f"192.0.2.{i}")
@@ -440,6 +443,45 @@ def test_an_owner_sees_the_members_activity_and_can_pick_one_member(
         ("Carol Danvers", "carol@example.com"),
         ("Alice Liddell", "alice@example.com"),
     ]
+
+
+def test_what_someone_did_before_joining_is_not_the_organizations_business(
+    runtime: Runtime, client: FlaskClient, orgs: dict[str, Any]
+) -> None:
+    """Frank had an account (sign-ins, a password change) before Acme invited him in April:
+    Acme's owner sees what he does from then on, in the list, with the member filter, in the
+    search and in the CSV export, never what came before."""
+    frank = create_user(runtime, "frank@example.com", first_name="Frank")
+    before_sign_in, before_password, after_sign_in = add_events(
+        runtime,
+        dict(occurred_at=at("2026-03-10T08:00:00"), user_id=frank.id,
+             action=EventTag.LOGIN_SUCCESS, ip="198.51.100.7"),
+        dict(occurred_at=at("2026-03-11T08:00:00"), user_id=frank.id,
+             action=EventTag.PASSWORD_CHANGED, ip="198.51.100.7"),
+        dict(occurred_at=at("2026-04-02T08:00:00"), user_id=frank.id,
+             action=EventTag.LOGIN_SUCCESS, ip="203.0.113.9"),
+    )
+    with runtime.session_factory() as db:
+        db.add(Membership(user_id=frank.id, organization_id=orgs["acme"], role=Role.MEMBER,
+                          created_at=at("2026-04-01T00:00:00")))
+        db.commit()
+    _sign_in_as(client, "alice@example.com")
+    path = f"/organizations/{orgs['acme']}/activity"
+    for member in (None, frank.id):
+        _, html = page(client, path, to="2026-04-30", **({"member": member} if member else {}))
+        shown = ids_on(html)
+        assert after_sign_in in shown
+        assert before_sign_in not in shown and before_password not in shown
+    assert ids_on(page(client, path, q="198.51.100.7")[1]) == []
+    assert ids_on(page(client, path, q="203.0.113.9")[1]) == [after_sign_in]
+    export = client.get(path + ".csv", query_string={"to": "2026-04-30"}).get_data(as_text=True)
+    assert "203.0.113.9" in export and "198.51.100.7" not in export
+    # Frank's own log still has everything.
+    client.post("/logout", data={"csrf_token": csrf_token(client.get("/account").get_data(
+        as_text=True))})
+    _sign_in_as(client, "frank@example.com")
+    mine = ids_on(page(client, "/account/activity", to="2026-04-30")[1])
+    assert {before_sign_in, before_password, after_sign_in} <= set(mine)
 
 
 def test_what_a_member_did_in_another_organization_stays_there(
