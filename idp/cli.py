@@ -859,9 +859,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     try:
         cli.main(args=argv, prog_name="idp", standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # Ctrl-C exits 130 (128 + SIGINT) as shells expect; end of input at a prompt, 1.
+        interrupted = isinstance(exc, KeyboardInterrupt) or isinstance(
+            exc.__context__, KeyboardInterrupt
+        )
         click.echo("idp: aborted", err=True)
-        sys.exit(1)
+        sys.exit(130 if interrupted else 1)
     except click.ClickException as exc:
         click.echo(f"idp: {_one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code if exc.exit_code else 1)

@@ -497,6 +497,45 @@ def test_a_password_typed_at_a_terminal_is_not_shown(
     assert _count(database_url, User) == 1
 
 
+def test_ctrl_c_at_the_password_prompt_exits_130_and_creates_nobody(
+    env: dict[str, str], database_url: str
+) -> None:
+    """Ctrl-C at the prompt ended with exit status 1, which scripts and shells read as a
+    failure of the command rather than an interruption; now 130 (128 + SIGINT), one line."""
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.services import ROOT
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "idp", "user", "create", "a@example.com", "--password-stdin"],
+        stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
+    )
+    os.close(slave)
+    try:
+        asked = b""
+        deadline = time.monotonic() + 30
+        while b"(not shown): " not in asked and time.monotonic() < deadline:
+            assert proc.stderr is not None
+            if select.select([proc.stderr], [], [], 0.5)[0]:
+                asked += os.read(proc.stderr.fileno(), 1024)
+        assert asked == b"Password (not shown): "
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        os.close(master)
+    assert proc.returncode == 130, err
+    assert err.decode().strip() == "idp: aborted" and b"Traceback" not in err
+    assert out == b""
+    assert _count(database_url, User) == 0
+
+
 def test_the_worker_started_before_its_database_waits_for_it(tmp_path: Path) -> None:
     """The schema check at start must not turn a database that is still down (a boot order,
     a failover) into a worker that exits: it keeps retrying, as it always did."""
