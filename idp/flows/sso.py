@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, make_response, redirect, render_template, request, url_for
 from flask_babel import gettext, lazy_gettext
+from werkzeug.exceptions import TooManyRequests
 from werkzeug.wrappers import Response
 
 from idp.flows.login import _signed_in
@@ -23,6 +24,7 @@ from idp.runtime import request_db, runtime
 if TYPE_CHECKING:
     from idp.federation.signin import SsoFailure, SsoSignInService, SsoSuccess
 from idp.security import csrf
+from idp.security.ratelimit import RateLimited
 from idp.security.redirects import safe_next
 from idp.services import (
     authentication_service,
@@ -30,6 +32,7 @@ from idp.services import (
     client_actor,
     client_info,
     current_session,
+    rate_limiter,
     signing_in_to,
     sso_service,
 )
@@ -145,6 +148,7 @@ def redirect_to_entra(
     is also bound to this browser by a cookie the cross-site form_post carries
     (SameSite=None needs Secure). ``fresh``: a re-authentication for a sensitive change here;
     ``prompt_login``: Entra must authenticate anew (for a relying service that asked)."""
+    _count_sso_start()
     secure = runtime().settings.secure_cookies
     binding = secrets.token_urlsafe(32) if secure else None
     url = sso_service().start(
@@ -162,6 +166,32 @@ def redirect_to_entra(
             path="/",
         )
     return response
+
+
+def _count_sso_start() -> None:
+    """Each start of a sign-in at Entra counts against the sign-in limits (per IP address and
+    overall, ``IDP_LOGIN_ATTEMPTS_*``; counters of their own, so SSO starts and password
+    attempts do not use up each other): every start keeps its state in the store for ten
+    minutes, and a plain GET (``/login?login_hint=`` an SSO address) starts one. Past a limit,
+    a 429 page with ``Retry-After``; nothing is stored."""
+    rt = runtime()
+    try:
+        rate_limiter().check_all(
+            [
+                (
+                    rt.store.key("rl", "sso", "ip", client_info().ip),
+                    rt.settings.login_attempts_per_ip_per_minute,
+                    60,
+                ),
+                (
+                    rt.store.key("rl", "sso", "all"),
+                    rt.settings.login_attempts_global_per_minute,
+                    60,
+                ),
+            ]
+        )
+    except RateLimited as limited:
+        raise TooManyRequests(retry_after=limited.retry_after) from None
 
 
 def _failure_page(kind: str, message: str | None = None) -> tuple[str, int]:

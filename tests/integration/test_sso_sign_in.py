@@ -461,6 +461,47 @@ def test_identifier_first_goes_to_entra_when_the_domain_enforces_sso(world: Worl
     assert count(world.runtime, Event, Event.action == "account:login:failure") == 0
 
 
+def test_starts_of_sso_sign_ins_are_rate_limited_per_address(
+    tmp_path: Path, database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every start keeps its state in the store for ten minutes, and a plain GET of
+    /login?login_hint=<an SSO address> starts one: without a limit one client could fill the
+    store (where the sessions live). Starts count per IP address like sign-in attempts, on
+    counters of their own; past the limit a 429 page with Retry-After, and nothing stored."""
+    with make_world(tmp_path, database_url, redis_url, monkeypatch,
+                    idp_settings={"login_attempts_per_ip_per_minute": 3}) as w:
+        w.link("Contoso", TID, CLIENT_ID, ["contoso.com"], enforce_sso=True)
+        create_user(w.runtime, "someone@example.com")
+        store = w.runtime.store
+
+        def states() -> int:
+            return len(list(store.client.scan_iter(match=store.sso_state_key("*"))))
+
+        w.start("ada@contoso.com")
+        hinted = w.client.get("/login", query_string={"login_hint": "grace@contoso.com"})
+        assert hinted.status_code == 303
+        page = w.client.get("/login").get_data(as_text=True)
+        enforced = w.client.post("/login", data={
+            "csrf_token": csrf_token(page), "email": "grace@contoso.com", "password": ""})
+        assert enforced.status_code == 303
+        assert states() == 3
+        for response in (
+            w.client.get("/login", query_string={"login_hint": "grace@contoso.com"}),
+            w.client.post("/login/sso", data={
+                "csrf_token": csrf_token(w.client.get("/login/sso").get_data(as_text=True)),
+                "email": "ada@contoso.com"}),
+        ):
+            assert response.status_code == 429
+            assert int(response.headers["Retry-After"]) >= 1
+            assert "Too many attempts" in response.get_data(as_text=True)
+        assert states() == 3
+        # Password sign-ins from the same address are counted apart.
+        page = w.client.get("/login").get_data(as_text=True)
+        password = w.client.post("/login", data={
+            "csrf_token": csrf_token(page), "email": "someone@example.com", "password": PASSWORD})
+        assert password.status_code == 303 and password.headers["Location"] == "/account"
+
+
 def test_an_invitation_to_an_enforced_address_is_accepted_through_sso(world: World) -> None:
     """Acme invites ada@contoso.com, whose organization signs in only with SSO: as at sign-up,
     no password is set for her (the form is not offered, and posting it goes to Entra without
