@@ -19,9 +19,14 @@ from idp.flows.login import _enforced_sso, _signed_in
 from idp.flows.uploads import allow_uploads, uploaded_bytes
 from idp.media.images import ImageRefused
 from idp.models import Organization, Role, User
-from idp.organizations.invitations import AccountExists, InvitationError, WrongAccount
-from idp.organizations.policy import Action
-from idp.organizations.service import OrganizationError
+from idp.organizations.invitations import (
+    WITHDRAW_OWNER_INVITATION,
+    AccountExists,
+    InvitationError,
+    WrongAccount,
+)
+from idp.organizations.policy import Action, may_invite
+from idp.organizations.service import NotAllowed, OrganizationError
 from idp.runtime import request_db
 from idp.security.ratelimit import RateLimited
 from idp.security.reauth import WrongPassword
@@ -392,10 +397,13 @@ def confirm_revoke_invitation(org_id: str, invitation_id: str) -> Response | str
     allowed = _allowed(org_id, Action.INVITE)
     if isinstance(allowed, Response):
         return allowed
-    _, org, _ = allowed
+    _, org, role = allowed
     pending = {i.id: i for i in invitation_service().pending(org.id)}
     if invitation_id not in pending:
         return _refused(OrganizationError(gettext("There is no such pending invitation.")))
+    if not may_invite(role, pending[invitation_id].role):
+        back = url_for("admin.members", org_id=org.id)
+        return _refused(NotAllowed(str(WITHDRAW_OWNER_INVITATION)), back)
     return render_template(
         "confirm.html",
         title=gettext("Withdraw the invitation to %(email)s?", email=pending[invitation_id].email),

@@ -57,6 +57,8 @@ INVITATIONS_PER_ORGANIZATION_WINDOW = 3600
 INVITATIONS_PER_ADDRESS = 5
 INVITATIONS_PER_ADDRESS_WINDOW = 24 * 3600
 
+WITHDRAW_OWNER_INVITATION = lazy_gettext("Only an owner can withdraw an invitation as an owner.")
+
 
 class InvitationError(OrganizationError):
     """The invitation cannot be used, or not by this account."""
@@ -260,10 +262,14 @@ class InvitationService:
         )
 
     def revoke(self, user: User, org_id: str, invitation_id: str) -> None:
-        org, _ = self.organizations.authorize(user, org_id, Action.INVITE)
+        """Withdraw a pending invitation: whoever may send it may withdraw it (an admin may not
+        withdraw an invitation to become an owner, which only an owner may send)."""
+        org, my_role = self.organizations.authorize(user, org_id, Action.INVITE)
         invitation = self.db.get(Invitation, invitation_id)
         if invitation is None or invitation.organization_id != org.id or not invitation.pending:
             raise InvitationInvalid(gettext("There is no such pending invitation."))
+        if not may_invite(my_role, invitation.role):
+            raise NotAllowed(WITHDRAW_OWNER_INVITATION)
         invitation.revoked_at = utcnow()
         record_event(
             self.db,

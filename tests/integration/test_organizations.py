@@ -384,6 +384,36 @@ def test_only_owners_invite_owners_and_members_are_not_invited_twice(
     assert count(runtime, Invitation) == 0
 
 
+def test_only_owners_withdraw_an_invitation_as_an_owner(app: Flask, runtime: Runtime) -> None:
+    """An admin may not invite someone as an owner, so may not undo an owner's invitation as
+    an owner either: no Withdraw link, the confirmation page and the form refused (403), the
+    invitation still works. Admins still withdraw member invitations; the owner withdraws both."""
+    org_id, _ = _acme(runtime)
+    owner = signed_in(app, "owner@example.com")
+    post(owner, f"/organizations/{org_id}/invitations", email="boss@example.com", role="owner")
+    post(owner, f"/organizations/{org_id}/invitations", email="staff@example.com")
+    with runtime.session_factory() as db:
+        ids = {i.email: i.id for i in db.scalars(select(Invitation))}
+    boss = f"/organizations/{org_id}/invitations/{ids['boss@example.com']}/revoke"
+    staff = f"/organizations/{org_id}/invitations/{ids['staff@example.com']}/revoke"
+    admin = signed_in(app, "admin@example.com")
+    page = admin.get(f"/organizations/{org_id}/members").get_data(as_text=True)
+    assert "boss@example.com" in page and boss not in page and staff in page
+    for refused in (admin.get(boss), post(admin, boss)):
+        assert refused.status_code == 403
+        assert "Only an owner can withdraw an invitation as an owner." in refused.get_data(
+            as_text=True)
+    link = _invitation_link(runtime, "boss@example.com").removeprefix("http://127.0.0.1:8000")
+    assert app.test_client().get(link).status_code == 200
+    assert events(runtime, EventTag.INVITATION_REVOKED) == []
+    assert post(admin, staff).status_code == 303
+    assert boss in owner.get(f"/organizations/{org_id}/members").get_data(as_text=True)
+    assert owner.get(boss).status_code == 200
+    assert post(owner, boss).status_code == 303
+    assert len(events(runtime, EventTag.INVITATION_REVOKED)) == 2
+    assert app.test_client().get(link).status_code == 404
+
+
 # Bad input ----------------------------------------------------------------------------------
 
 
