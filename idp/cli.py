@@ -807,8 +807,10 @@ def _read_unechoed(what: str) -> str:
     before = termios.tcgetattr(fd)
     quiet = list(before)
     quiet[3] &= ~termios.ECHO  # local modes
-    click.echo(f"{what[0].upper()}{what[1:]} (not shown): ", err=True, nl=False)
+    # Echo off first, then the prompt: TCSAFLUSH discards input not yet read, so a password
+    # typed (or sent by a script) as soon as the prompt shows must arrive after it.
     termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+    click.echo(f"{what[0].upper()}{what[1:]} (not shown): ", err=True, nl=False)
     try:
         return sys.stdin.readline()
     finally:  # also on Ctrl-C: the terminal echoes again

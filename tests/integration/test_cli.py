@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from select import select as wait_for_io
 
 import pytest
 from sqlalchemy import func, select
@@ -452,18 +459,13 @@ def test_a_data_dir_that_is_a_file_is_one_line_naming_the_setting(
     assert a_file.read_text() == ""
 
 
-def test_a_password_typed_at_a_terminal_is_not_shown(
-    env: dict[str, str], database_url: str
-) -> None:
-    """`idp user create EMAIL --password-stdin` run at a terminal waited silently while the
-    terminal echoed the password in the clear as it was typed; now it asks on stderr and
-    turns the echo off (a pipe, the scripted way, is read as before)."""
-    import os
-    import select
-    import subprocess
-    import sys
-    import time
-
+@contextlib.contextmanager
+def _at_the_password_prompt(
+    env: dict[str, str],
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`idp user create a@example.com --password-stdin` run at a terminal (a pty as its
+    stdin), once it has asked for the password on stderr: the process and the terminal's
+    master side (what is typed there reaches the command; what it echoes can be read there)."""
     from tests.services import ROOT
 
     master, slave = os.openpty()
@@ -477,20 +479,30 @@ def test_a_password_typed_at_a_terminal_is_not_shown(
         deadline = time.monotonic() + 30
         while b"(not shown): " not in asked and time.monotonic() < deadline:
             assert proc.stderr is not None
-            if select.select([proc.stderr], [], [], 0.5)[0]:
+            if wait_for_io([proc.stderr], [], [], 0.5)[0]:
                 asked += os.read(proc.stderr.fileno(), 1024)
         assert asked == b"Password (not shown): "
+        yield proc, master
+    finally:
+        proc.kill()
+        os.close(master)
+
+
+def test_a_password_typed_at_a_terminal_is_not_shown(
+    env: dict[str, str], database_url: str
+) -> None:
+    """`idp user create EMAIL --password-stdin` run at a terminal waited silently while the
+    terminal echoed the password in the clear as it was typed; now it asks on stderr and
+    turns the echo off (a pipe, the scripted way, is read as before)."""
+    with _at_the_password_prompt(env) as (proc, master):
         os.write(master, PASSWORD.encode() + b"\n")
         out, err = proc.communicate(timeout=60)
         echoed = b""
-        while select.select([master], [], [], 0.2)[0]:
+        while wait_for_io([master], [], [], 0.2)[0]:
             try:
                 echoed += os.read(master, 1024)
             except OSError:  # the child closed the terminal
                 break
-    finally:
-        proc.kill()
-        os.close(master)
     assert proc.returncode == 0, err
     assert len(out.strip()) == 36  # the user id
     assert PASSWORD.encode() not in echoed
@@ -502,34 +514,9 @@ def test_ctrl_c_at_the_password_prompt_exits_130_and_creates_nobody(
 ) -> None:
     """Ctrl-C at the prompt ended with exit status 1, which scripts and shells read as a
     failure of the command rather than an interruption; now 130 (128 + SIGINT), one line."""
-    import os
-    import select
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from tests.services import ROOT
-
-    master, slave = os.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "idp", "user", "create", "a@example.com", "--password-stdin"],
-        stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
-    )
-    os.close(slave)
-    try:
-        asked = b""
-        deadline = time.monotonic() + 30
-        while b"(not shown): " not in asked and time.monotonic() < deadline:
-            assert proc.stderr is not None
-            if select.select([proc.stderr], [], [], 0.5)[0]:
-                asked += os.read(proc.stderr.fileno(), 1024)
-        assert asked == b"Password (not shown): "
+    with _at_the_password_prompt(env) as (proc, _):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-        os.close(master)
     assert proc.returncode == 130, err
     assert err.decode().strip() == "idp: aborted" and b"Traceback" not in err
     assert out == b""
